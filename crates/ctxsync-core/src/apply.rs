@@ -385,13 +385,15 @@ fn write(doc: &mut Value, path: &Path, value: Value, mode: WriteMode) -> Result<
             let index = match found {
                 Found::Element(i) => i,
                 Found::MissingElement(i) if i == items.len() && mode == WriteMode::Add => i,
-                Found::MissingElement(i) => return Err(ApplyError::Invalid {
-                    path: path.to_string(),
-                    message: format!(
+                Found::MissingElement(i) => {
+                    return Err(ApplyError::Invalid {
+                        path: path.to_string(),
+                        message: format!(
                         "position {i} is past the end of the list (length {}); use [-] to append",
                         items.len()
                     ),
-                }),
+                    })
+                }
                 _ if mode == WriteMode::Replace => {
                     return Err(ApplyError::Invalid {
                         path: path.to_string(),
