@@ -160,10 +160,8 @@ fn diff_id_arrays(
     let first_added = mine_ids
         .iter()
         .position(|id| !in_base.contains(id.as_str()));
-    if let (Some(last), Some(first)) = (last_common, first_added) {
-        if first < last {
-            return false;
-        }
+    if matches!((last_common, first_added), (Some(last), Some(first)) if first < last) {
+        return false;
     }
     // Removals first: they are addressed by id, so they shift nothing the later changes
     // name, and appends then land after exactly the surviving common elements.
@@ -177,11 +175,11 @@ fn diff_id_arrays(
         }
     }
     for (id, new) in mine_ids.iter().zip(mine) {
-        if in_base.contains(id.as_str()) {
-            if let Some(pos) = base_ids.iter().position(|b| b == id) {
-                diff_value(&path.child(select_id(id)), &base[pos], new, out);
-            }
-        }
+        // Common elements keep their place; only their insides can differ.
+        let Some(pos) = base_ids.iter().position(|b| b == id) else {
+            continue;
+        };
+        diff_value(&path.child(select_id(id)), &base[pos], new, out);
     }
     for (id, new) in mine_ids.iter().zip(mine) {
         if !in_base.contains(id.as_str()) {
