@@ -385,13 +385,15 @@ fn write(doc: &mut Value, path: &Path, value: Value, mode: WriteMode) -> Result<
             let index = match found {
                 Found::Element(i) => i,
                 Found::MissingElement(i) if i == items.len() && mode == WriteMode::Add => i,
-                Found::MissingElement(i) => return Err(ApplyError::Invalid {
-                    path: path.to_string(),
-                    message: format!(
+                Found::MissingElement(i) => {
+                    return Err(ApplyError::Invalid {
+                        path: path.to_string(),
+                        message: format!(
                         "position {i} is past the end of the list (length {}); use [-] to append",
                         items.len()
                     ),
-                }),
+                    })
+                }
                 _ if mode == WriteMode::Replace => {
                     return Err(ApplyError::Invalid {
                         path: path.to_string(),
@@ -630,8 +632,12 @@ pub fn apply_edit(doc: &mut Value, edit: &Edit) -> Result<(), ApplyError> {
     };
     let mut container = &mut *doc;
     for segment in parent.segments() {
-        let Segment::Key(k) = segment else {
-            return Err(bad("unexpected segment in a recorded pointer"));
+        let k = match segment {
+            Segment::Key(k) => k.as_str(),
+            // The pointer token `-` parses as "append", but a recorded pointer names an
+            // existing member or position, so here it is the object key "-".
+            Segment::Append => "-",
+            _ => return Err(bad("unexpected segment in a recorded pointer")),
         };
         container = match container {
             Value::Object(map) => map.get_mut(k),
@@ -642,6 +648,7 @@ pub fn apply_edit(doc: &mut Value, edit: &Edit) -> Result<(), ApplyError> {
     }
     let key = match last {
         Segment::Key(k) => k.as_str(),
+        Segment::Append => "-",
         _ => return Err(bad("unexpected segment in a recorded pointer")),
     };
     match (container, edit.op) {

@@ -24,3 +24,8 @@ pub use level::{Level, PeriodicPolicy};
 pub use push::{
     evaluate, Conflict, ConflictReason, PriorWrite, PushRequest, PushResponse, Strategy,
 };
+pub mod diff;
+pub mod merge3;
+
+pub use diff::diff;
+pub use merge3::{merge3, Merge, MergeConflict, Prefer};
