@@ -1,1 +1,31 @@
+//! The client side of ctxsync: an agent's working copy of a context and the sync that
+//! keeps it in step with a backend (the embedded store now, a server later).
+//!
+//! Agents work the way they already do, by editing a YAML file. [`WorkingCopy`] remembers
+//! the revision and document the file was written from (its *base*); [`sync`] diffs the
+//! file against its base, pushes the changes with `from` tests, then three-way merges the
+//! remote document back and moves the base.
 #![forbid(unsafe_code)]
+
+mod files;
+mod sync;
+mod workcopy;
+
+pub use files::{atomic_write, parse_document, to_yaml};
+pub use sync::{local_changes, pull_into, sync, Backend, BackendError, BackendErrorKind, SyncOptions, SyncReport};
+pub use workcopy::{Base, WorkingCopy};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The working copy or a given file is unreadable or malformed (exit 2).
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}

@@ -26,6 +26,17 @@ pub enum Prefer {
     Theirs,
 }
 
+impl std::str::FromStr for Prefer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mine" => Ok(Self::Mine),
+            "theirs" => Ok(Self::Theirs),
+            other => Err(format!("unknown side {other:?} (expected mine or theirs)")),
+        }
+    }
+}
+
 /// A path both sides changed differently. `None` means absent on that side.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MergeConflict {

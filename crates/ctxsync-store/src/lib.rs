@@ -12,7 +12,7 @@ mod sqlite;
 mod types;
 
 pub use error::StoreError;
-pub use sqlite::{SqliteStore, StoreOptions, Synchronous};
+pub use sqlite::{validate_context_name, SqliteStore, StoreOptions, Synchronous};
 pub use types::*;
 
 use ctxsync_core::{PushRequest, PushResponse};

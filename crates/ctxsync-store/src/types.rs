@@ -59,24 +59,7 @@ pub struct StoredConflict {
     pub conflict: Conflict,
 }
 
-/// Which side settles a conflict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Prefer {
-    Mine,
-    Theirs,
-}
-
-impl std::str::FromStr for Prefer {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mine" => Ok(Self::Mine),
-            "theirs" => Ok(Self::Theirs),
-            other => Err(format!("unknown side {other:?} (expected mine or theirs)")),
-        }
-    }
-}
+pub use ctxsync_core::Prefer;
 
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

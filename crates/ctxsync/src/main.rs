@@ -1,26 +1,231 @@
 //! The `ctxsync` binary: parses arguments and wires the library crates together.
+//!
+//! Exit codes: 0 ok, 1 conflicts or a failed check, 2 usage or input error, 3 the store
+//! or the file system failed.
 #![forbid(unsafe_code)]
 
 mod agents_cli;
+mod config;
+mod context;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ctxsync_core::{Level, Strategy};
+
+/// An error in what the user gave us (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
 
 #[derive(Parser)]
-#[command(name = "ctxsync", version, about)]
+#[command(name = "ctxsync", version, about = "Keep a team of AI agents and their editor integrations in sync.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Options every context command takes.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// Context to act on (default: `context` in ctxsync.toml, else `default`).
+    #[arg(long, env = "CTXSYNC_CONTEXT")]
+    pub context: Option<String>,
+    /// Repository root holding ctxsync.toml and .ctxsync/ (default: found by walking up).
+    #[arg(long, short = 'C', value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Who acts and how urgently.
+#[derive(Args, Clone, Debug)]
+pub struct Acting {
+    /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
+    #[arg(long, env = "CTXSYNC_AGENT")]
+    pub agent: Option<String>,
+    /// Sync level: critical, checkpoint, periodic or session.
+    #[arg(long, default_value = "checkpoint")]
+    pub level: Level,
+    /// What to do with conflicting changes: merge, atomic, force or defer.
+    #[arg(long)]
+    pub strategy: Option<Strategy>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Create a context (and ctxsync.toml if there is none).
+    Init {
+        #[command(flatten)]
+        common: Common,
+        /// Starting document: the seed's shared_context template, or an empty object.
+        #[arg(long, default_value = "seed", value_parser = ["seed", "empty"])]
+        template: String,
+    },
+    /// Print the value at a path (dotted or JSON Pointer).
+    Get {
+        path: String,
+        #[command(flatten)]
+        common: Common,
+        /// Read at this revision instead of the newest.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Set a path to a value (YAML) in one push.
+    Set {
+        path: String,
+        /// The new value, as YAML (`42`, `done`, `{a: 1}`, `[x, y]`).
+        value: String,
+        /// Only if the current value equals this (YAML).
+        #[arg(long, conflicts_with = "absent")]
+        from: Option<String>,
+        /// Only if the path does not exist yet.
+        #[arg(long)]
+        absent: bool,
+        #[command(flatten)]
+        acting: Acting,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Push a list of changes from a YAML/JSON file (`-` for standard input).
+    Push {
+        #[arg(long, short)]
+        file: PathBuf,
+        /// The revision the changes were made against (enables concurrent-write checks).
+        #[arg(long)]
+        base: Option<u64>,
+        /// Idempotency key; a repeated key returns the stored answer.
+        #[arg(long)]
+        request_id: Option<String>,
+        #[arg(long)]
+        summary: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the context, some sections, or the delta since a revision; with --agent,
+    /// write that agent's working copy instead.
+    Pull {
+        /// Comma-separated sections (paths), e.g. project_state,decisions_log.recent.
+        #[arg(long, value_delimiter = ',')]
+        sections: Vec<String>,
+        /// Print only what changed after this revision.
+        #[arg(long)]
+        since: Option<u64>,
+        #[arg(long, value_parser = ["yaml", "json"])]
+        format: Option<String>,
+        /// Write the working copy of this agent (.ctxsync/agents/NAME/context.yaml).
+        #[arg(long, env = "CTXSYNC_AGENT")]
+        agent: Option<String>,
+        /// Overwrite a working copy that has unsynced edits.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Sync an agent's working copy; also `--status`, `--history`, `--resolve-conflicts`.
+    Sync(context::SyncArgs),
+    /// List open (deferred) conflicts.
+    Conflicts {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revision, checksum, size and sync metrics.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The op log, newest first.
+    History {
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        level: Option<Level>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Replay the op log and check every stored checksum (exit 1 on a mismatch).
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make a new revision equal to an older one.
+    Revert {
+        #[arg(long)]
+        to: u64,
+        #[arg(long, env = "CTXSYNC_AGENT")]
+        agent: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Agent library -> VS Code custom agents and prompt files.
     Agents(agents_cli::AgentsArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CTXSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Agents(args) => agents_cli::run(args),
+    use context::commands as c;
+    let result = match cli.command {
+        Command::Agents(args) => return agents_cli::run(args),
+        Command::Init { common, template } => c::init(&common, &template),
+        Command::Get {
+            path,
+            common,
+            revision,
+        } => c::get(&common, &path, revision),
+        Command::Set {
+            path,
+            value,
+            from,
+            absent,
+            acting,
+            common,
+        } => c::set(&common, &acting, &path, &value, from.as_deref(), absent),
+        Command::Push {
+            file,
+            base,
+            request_id,
+            summary,
+            acting,
+            common,
+        } => c::push(&common, &acting, &file, base, request_id, summary),
+        Command::Pull {
+            sections,
+            since,
+            format,
+            agent,
+            force,
+            common,
+        } => c::pull(&common, &sections, since, format.as_deref(), agent.as_deref(), force),
+        Command::Sync(args) => c::sync(&args),
+        Command::Conflicts { common } => c::conflicts(&common),
+        Command::Status { common } => c::status(&common),
+        Command::History {
+            last,
+            agent,
+            level,
+            common,
+        } => c::history(&common, last, agent, level),
+        Command::Verify { common } => c::verify(&common),
+        Command::Revert { to, agent, common } => c::revert(&common, to, agent.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(context::exit_code_of(&err))
+        }
     }
 }

@@ -102,8 +102,6 @@ impl SqliteStore {
         let mut conn = Connection::open(&path)?;
         schema::configure(&conn, options.synchronous)?;
         schema::migrate(&mut conn)?;
-        let cutoff = now_ms().saturating_sub(options.idempotency_ttl_ms.max(24 * 3600 * 1000));
-        conn.execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff as i64])?;
         let shared = Arc::new(Shared {
             path,
             options,
@@ -230,7 +228,8 @@ impl Drop for SqliteStore {
     }
 }
 
-pub(crate) fn validate_context_name(name: &str) -> Result<(), StoreError> {
+/// Refuses names outside `[a-z0-9][a-z0-9._-]{0,63}`.
+pub fn validate_context_name(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -289,9 +289,10 @@ impl Writer {
     }
 
     pub(crate) fn snapshot_now(&mut self, context: &str) -> Result<Head, StoreError> {
+        let ttl = self.shared.options.idempotency_ttl_ms;
         self.transaction(context, |tx, docs, _| {
             let cached = load(tx, docs, context)?;
-            write_snapshot(tx, context, cached)?;
+            write_snapshot(tx, context, cached, ttl)?;
             Ok(cached.head.clone())
         })
     }
@@ -451,7 +452,7 @@ fn push_with(
         response.checksum = sum;
         let every = shared.options.snapshot_every.max(1);
         if revision % every == 0 {
-            write_snapshot(tx, context, cached)?;
+            write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
         }
     }
     if request.strategy == Strategy::Defer {
@@ -501,7 +502,12 @@ fn push_with(
     Ok(response)
 }
 
-fn write_snapshot(tx: &Connection, context: &str, cached: &Cached) -> Result<(), StoreError> {
+/// Writes a snapshot of the newest document, and drops idempotency keys past their time
+/// (here because it runs now and then, not on every push).
+fn write_snapshot(tx: &Connection, context: &str, cached: &Cached, ttl_ms: u64) -> Result<(), StoreError> {
+    let cutoff = now_ms().saturating_sub(ttl_ms.max(24 * 3600 * 1000));
+    tx.prepare_cached("DELETE FROM requests WHERE ts_ms < ?1")?
+        .execute([cutoff as i64])?;
     let text = serde_json::to_string(&cached.doc).map_err(|e| corrupt(e))?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO snapshots(context, revision, doc, checksum) VALUES (?1, ?2, ?3, ?4)",

@@ -1,0 +1,158 @@
+//! `sync`: push the working copy's edits, merge the remote document back, move the base.
+
+use ctxsync_core::level::PeriodicPolicy;
+use ctxsync_core::{diff, merge3, Level, MergeConflict, Prefer, PushRequest, PushResponse, Strategy};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::workcopy::{Base, WorkingCopy};
+use crate::ClientError;
+
+/// What kind of failure a backend reports, so the CLI can choose its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// The request is wrong (bad path, unknown context, ...).
+    Input,
+    /// The backend could not be reached or failed.
+    Unavailable,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    pub kind: BackendErrorKind,
+    pub message: String,
+}
+
+/// Where a working copy syncs to: the embedded store or a server.
+pub trait Backend {
+    /// The current revision, checksum and document of `context`.
+    fn read(&self, context: &str) -> Result<(u64, String, Value), BackendError>;
+    fn push(&self, context: &str, request: PushRequest) -> Result<PushResponse, BackendError>;
+    /// Notes a periodic sync that was deferred (for the metrics).
+    fn record_deferred(&self, context: &str, agent: &str) -> Result<(), BackendError>;
+}
+
+/// How to sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub context: String,
+    pub level: Level,
+    pub strategy: Strategy,
+    pub periodic: PeriodicPolicy,
+    pub now_unix: u64,
+    pub request_id: String,
+    pub summary: String,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub agent: String,
+    pub level: Level,
+    /// Local changes found in the working copy.
+    pub local_changes: usize,
+    /// Set when the periodic policy held the changes back.
+    pub deferred: bool,
+    pub pushed: Option<PushResponse>,
+    /// The revision the working copy is now based on.
+    pub revision: u64,
+    pub checksum: String,
+    /// Paths where the merge back kept the remote value over a local edit.
+    pub merge_conflicts: Vec<MergeConflict>,
+}
+
+/// Pulls `context` into a fresh working copy (overwriting it).
+pub fn pull_into(
+    wc: &WorkingCopy,
+    backend: &dyn Backend,
+    context: &str,
+    keep_periodic: Option<u64>,
+) -> Result<Base, ClientError> {
+    let (revision, checksum, document) = backend.read(context)?;
+    let base = Base {
+        context: context.to_owned(),
+        revision,
+        checksum,
+        document,
+        last_periodic_flush: keep_periodic,
+    };
+    wc.save(&base.document, &base)?;
+    Ok(base)
+}
+
+/// Local changes of the working copy against its base.
+pub fn local_changes(wc: &WorkingCopy) -> Result<(Base, Value, Vec<ctxsync_core::Change>), ClientError> {
+    let base = wc.load_base()?;
+    let mine = wc.load_mine()?;
+    let changes = diff(&base.document, &mine);
+    Ok((base, mine, changes))
+}
+
+/// Syncs one agent's working copy.
+pub fn sync(wc: &WorkingCopy, backend: &dyn Backend, options: &SyncOptions) -> Result<SyncReport, ClientError> {
+    let (base, mine, changes) = local_changes(wc)?;
+    if base.context != options.context {
+        return Err(ClientError::Input(format!(
+            "the working copy of {:?} is of context {:?}, not {:?}",
+            wc.agent, base.context, options.context
+        )));
+    }
+    let mut last_periodic_flush = base.last_periodic_flush;
+    if options.level == Level::Periodic && !changes.is_empty() {
+        let due = options
+            .periodic
+            .due(base.last_periodic_flush, options.now_unix, &changes);
+        if due.is_none() {
+            backend.record_deferred(&options.context, &wc.agent)?;
+            return Ok(SyncReport {
+                agent: wc.agent.clone(),
+                level: options.level,
+                local_changes: changes.len(),
+                deferred: true,
+                pushed: None,
+                revision: base.revision,
+                checksum: base.checksum,
+                merge_conflicts: Vec::new(),
+            });
+        }
+        last_periodic_flush = Some(options.now_unix);
+    }
+    let local_changes = changes.len();
+    let pushed = if changes.is_empty() {
+        None
+    } else {
+        Some(backend.push(
+            &options.context,
+            PushRequest {
+                agent: wc.agent.clone(),
+                level: options.level,
+                base_revision: Some(base.revision),
+                request_id: Some(options.request_id.clone()),
+                strategy: options.strategy,
+                summary: options.summary.clone(),
+                changes,
+            },
+        )?)
+    };
+    let (revision, checksum, theirs) = backend.read(&options.context)?;
+    let merge = merge3(&base.document, &mine, &theirs, Prefer::Theirs);
+    let new_base = Base {
+        context: options.context.clone(),
+        revision,
+        checksum: checksum.clone(),
+        document: theirs,
+        last_periodic_flush,
+    };
+    wc.save(&merge.merged, &new_base)?;
+    Ok(SyncReport {
+        agent: wc.agent.clone(),
+        level: options.level,
+        local_changes,
+        deferred: false,
+        pushed,
+        revision,
+        checksum,
+        merge_conflicts: merge.conflicts,
+    })
+}

@@ -1,0 +1,151 @@
+//! Benchmark harness for the embedded store and the core algorithms.
+//!
+//! `cargo bench -p ctxsync-store --bench store_bench` prints:
+//! * durable single-change pushes per second with 1 and 8 writer threads (group commit,
+//!   synchronous=FULL), with p50/p99 latency;
+//! * apply, diff and three-way merge on a generated ~100 KB context.
+//!
+//! Figures only, no assertions: the machine is shared and noisy.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ctxsync_core::{apply_change, diff, merge3, Change, Level, Prefer, PushRequest, Strategy};
+use ctxsync_store::{SqliteStore, Store, StoreOptions};
+use serde_json::{json, Value};
+
+/// A context shaped like the seed's, grown to about `bytes` of canonical JSON.
+fn synthetic_context(bytes: usize) -> Value {
+    let mut tasks = Vec::new();
+    let mut decisions = Vec::new();
+    let mut i = 0;
+    let mut doc = json!({});
+    while ctxsync_core::checksum_and_size(&doc).1 < bytes as u64 {
+        tasks.push(json!({"id": format!("task-{i}"), "status": "in_progress", "owner": "builder",
+            "started": "2026-11-21T09:00:00Z", "summary": format!("Implement part {i} of the sync engine")}));
+        decisions.push(json!({"id": format!("dec-{i}"), "type": "architecture",
+            "decision": format!("Decision number {i} about caching"), "rationale": "Better performance than the DB",
+            "impact": ["auth", "session"], "decided_by": "planner"}));
+        i += 1;
+        doc = json!({"project_state": {"current_phase": "implementation", "active_tasks": tasks},
+                     "decisions_log": {"recent": decisions, "archived_count": 0}});
+    }
+    doc
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+fn push_throughput(threads: usize, per_thread: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("bench.db"), StoreOptions::default()).expect("open store"),
+    );
+    store
+        .create_context("default", json!({"counters": {}}))
+        .expect("create context");
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(per_thread);
+                for i in 0..per_thread {
+                    let request = PushRequest {
+                        agent: format!("agent-{t}"),
+                        level: Level::Checkpoint,
+                        base_revision: None,
+                        request_id: Some(format!("{t}-{i}")),
+                        strategy: Strategy::Merge,
+                        summary: String::new(),
+                        changes: vec![Change::set(
+                            ctxsync_core::Path::parse(&format!("counters.a{t}")).expect("path"),
+                            json!(i),
+                        )],
+                    };
+                    let t0 = Instant::now();
+                    store.push("default", request).expect("push");
+                    latencies.push(t0.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let total = threads * per_thread;
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let verdict = if threads == 8 {
+        if rate >= 20_000.0 { "  [target >= 20,000/s: MET]" } else { "  [target >= 20,000/s: NOT MET]" }
+    } else {
+        ""
+    };
+    println!(
+        "embedded durable push, {threads} writer thread(s): {total} pushes in {:.2} s = {rate:.0} pushes/s, p50 {:.3} ms, p99 {:.3} ms{verdict}",
+        elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    let report = store.verify("default").expect("verify");
+    assert!(report.ok, "verify after the benchmark: {:?}", report.problems);
+}
+
+fn time<T>(label: &str, iterations: u32, mut f: impl FnMut() -> T) {
+    let mut samples = Vec::with_capacity(iterations as usize);
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        std::hint::black_box(f());
+        samples.push(t0.elapsed());
+    }
+    samples.sort_unstable();
+    println!(
+        "{label}: median {:.3} ms, p99 {:.3} ms ({iterations} runs)",
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+fn core_algorithms() {
+    let base = synthetic_context(100 * 1024);
+    let size = ctxsync_core::checksum_and_size(&base).1;
+    let change = Change::from_json(
+        0,
+        &json!({"path": "project_state.active_tasks[id=task-100].status", "from": "in_progress", "to": "completed"}),
+    )
+    .expect("change");
+    let mut mine = base.clone();
+    apply_change(&mut mine, &change).expect("apply");
+    let mut theirs = base.clone();
+    apply_change(
+        &mut theirs,
+        &Change::from_json(0, &json!({"path": "decisions_log.archived_count", "to": 3})).expect("change"),
+    )
+    .expect("apply");
+    println!("core on a {size}-byte context:");
+    let mut doc = base.clone();
+    time("  apply one change (+ undo)", 2000, || {
+        let edits = apply_change(&mut doc, &change).expect("apply");
+        ctxsync_core::apply::undo(&mut doc, &edits).expect("undo");
+    });
+    time("  checksum (BLAKE3 of canonical JSON)", 500, || ctxsync_core::checksum(&base));
+    time("  diff (one field changed)", 500, || diff(&base, &mine));
+    time("  merge3 (disjoint edits)", 500, || merge3(&base, &mine, &theirs, Prefer::Theirs));
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else is a filter we do not need.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 500 } else { 4000 };
+    push_throughput(1, n);
+    push_throughput(8, n);
+    core_algorithms();
+}

@@ -1,0 +1,124 @@
+//! `ctxsync.toml`: found by walking up from the working directory like `.git`; every
+//! setting has a default, so no file is needed to start. `CTXSYNC_*` variables override.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use ctxsync_core::level::PeriodicPolicy;
+use ctxsync_core::{Ownership, OwnershipRule};
+use ctxsync_store::{StoreOptions, Synchronous};
+use serde::Deserialize;
+
+pub const CONFIG_FILE: &str = "ctxsync.toml";
+pub const STATE_DIR: &str = ".ctxsync";
+
+/// The file's shape. Unknown keys are refused so typos do not pass silently; `[agents]`
+/// belongs to agent sync, which reads it itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The context commands use when `--context` is not given.
+    pub context: Option<String>,
+    /// The agent commands act as when `--agent` is not given.
+    pub agent: Option<String>,
+    /// Server URL (remote mode).
+    pub server: Option<String>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub periodic: PeriodicPolicy,
+    #[serde(default)]
+    pub ownership: Vec<OwnershipRule>,
+    #[serde(default)]
+    pub agents: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file; default `.ctxsync/ctxsync.db`.
+    pub path: Option<PathBuf>,
+    pub synchronous: Option<Synchronous>,
+    pub snapshot_every: Option<u64>,
+    pub max_document_bytes: Option<u64>,
+}
+
+/// The resolved configuration of one invocation.
+#[derive(Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub file: FileConfig,
+    /// Whether a `ctxsync.toml` was found.
+    pub found: bool,
+}
+
+/// The directory holding `ctxsync.toml`, searching upward from `start`.
+pub fn find_root(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| dir.join(CONFIG_FILE).is_file())
+        .map(Path::to_path_buf)
+}
+
+impl Config {
+    /// Loads the config for `root` (or the one found above the working directory).
+    pub fn load(root: Option<&Path>) -> Result<Self> {
+        let cwd = std::env::current_dir().context("cannot read the working directory")?;
+        let (root, found) = match root {
+            Some(r) => (r.to_path_buf(), r.join(CONFIG_FILE).is_file()),
+            None => match find_root(&cwd) {
+                Some(r) => (r, true),
+                None => (cwd, false),
+            },
+        };
+        let file = if found {
+            let path = root.join(CONFIG_FILE);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| crate::InputError(format!("{}: {e}", path.display())))?
+        } else {
+            FileConfig::default()
+        };
+        Ok(Self { root, file, found })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        match &self.file.store.path {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => self.root.join(p),
+            None => self.state_dir().join("ctxsync.db"),
+        }
+    }
+
+    /// `--context`, then `CTXSYNC_CONTEXT` (clap reads it), then the file, then `default`.
+    pub fn context(&self, flag: Option<&str>) -> String {
+        flag.map(str::to_owned)
+            .or_else(|| self.file.context.clone())
+            .unwrap_or_else(|| "default".into())
+    }
+
+    /// `--agent`, then `CTXSYNC_AGENT` (clap reads it), then the file, then `cli`.
+    pub fn agent(&self, flag: Option<&str>) -> String {
+        flag.map(str::to_owned)
+            .or_else(|| self.file.agent.clone())
+            .unwrap_or_else(|| "cli".into())
+    }
+
+    pub fn store_options(&self) -> Result<StoreOptions> {
+        let defaults = StoreOptions::default();
+        let s = &self.file.store;
+        Ok(StoreOptions {
+            synchronous: s.synchronous.unwrap_or(defaults.synchronous),
+            snapshot_every: s.snapshot_every.unwrap_or(defaults.snapshot_every),
+            max_document_bytes: s.max_document_bytes.unwrap_or(defaults.max_document_bytes),
+            ownership: Ownership::new(self.file.ownership.clone())
+                .map_err(|e| crate::InputError(format!("{CONFIG_FILE}: {e}")))?,
+            ..defaults
+        })
+    }
+}

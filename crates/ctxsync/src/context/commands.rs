@@ -1,0 +1,489 @@
+//! One function per context command. Each returns the exit code; errors are classified
+//! by [`super::exit_code_of`].
+
+use std::path::Path as FsPath;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use ctxsync_client::{local_changes, parse_document, pull_into, SyncOptions, WorkingCopy};
+use ctxsync_core::{get as get_value, Change, Expect, Level, Path, PushRequest, Strategy};
+use ctxsync_store::{HistoryFilter, SqliteStore, Store};
+use serde_json::{json, Value};
+
+use super::backend::Embedded;
+use super::output::{self, print_json};
+use super::{now_ms, template, SyncArgs};
+use crate::config::{Config, CONFIG_FILE};
+use crate::{Acting, Common, InputError};
+
+const CONFLICT: u8 = 1;
+
+struct Env {
+    config: Config,
+    store: SqliteStore,
+    context: String,
+}
+
+fn open(common: &Common) -> Result<Env> {
+    let config = Config::load(common.root.as_deref())?;
+    let db = config.db_path();
+    if !db.exists() {
+        return Err(InputError(format!(
+            "no ctxsync store at {}: run `ctxsync init` first",
+            db.display()
+        ))
+        .into());
+    }
+    let store = SqliteStore::open(&db, config.store_options()?)
+        .with_context(|| format!("cannot open the store at {}", db.display()))?;
+    let context = config.context(common.context.as_deref());
+    ctxsync_store::validate_context_name(&context)?;
+    Ok(Env {
+        config,
+        store,
+        context,
+    })
+}
+
+fn parse_yaml_arg(text: &str, what: &str) -> Result<Value> {
+    Ok(parse_document(text, what)?)
+}
+
+fn parse_path(text: &str) -> Result<Path> {
+    Path::parse(text).map_err(|e| InputError(e.to_string()).into())
+}
+
+fn exit(code: u8) -> Result<ExitCode> {
+    Ok(ExitCode::from(code))
+}
+
+pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
+    let config = Config::load(common.root.as_deref())?;
+    std::fs::create_dir_all(config.state_dir())
+        .with_context(|| format!("cannot create {}", config.state_dir().display()))?;
+    if !config.found {
+        let text = "# ctxsync configuration; every setting has a default.\n\
+                    # context = \"default\"\n# agent = \"builder\"\n\n\
+                    # [periodic]\n# interval_secs = 1800\n# tasks = 5\n# size_bytes = 16384\n\n\
+                    # [[ownership]]\n# path = \"project_state.**\"\n# owners = [\"planner\"]\n";
+        ctxsync_client::atomic_write(&config.root.join(CONFIG_FILE), text.as_bytes())?;
+    }
+    let db = config.db_path();
+    let store = SqliteStore::open(&db, config.store_options()?)
+        .with_context(|| format!("cannot open the store at {}", db.display()))?;
+    let context = config.context(common.context.as_deref());
+    ctxsync_store::validate_context_name(&context)?;
+    let document = match template_name {
+        "empty" => template::empty(),
+        _ => template::seed(),
+    };
+    let head = store.create_context(&context, document)?;
+    if common.json {
+        print_json(&head);
+    } else {
+        println!(
+            "created context {:?} at revision {} in {}",
+            head.context,
+            head.revision,
+            db.display()
+        );
+    }
+    exit(0)
+}
+
+pub fn get(common: &Common, path: &str, revision: Option<u64>) -> Result<ExitCode> {
+    let path = parse_path(path)?;
+    let env = open(common)?;
+    let snap = env.store.read(&env.context, revision)?;
+    match get_value(&snap.document, &path) {
+        Some(value) => {
+            if common.json {
+                print_json(value);
+            } else {
+                output::print_value(value);
+            }
+            exit(0)
+        }
+        None => {
+            eprintln!("{path} does not exist at revision {}", snap.revision);
+            exit(1)
+        }
+    }
+}
+
+pub fn set(
+    common: &Common,
+    acting: &Acting,
+    path: &str,
+    value: &str,
+    from: Option<&str>,
+    absent: bool,
+) -> Result<ExitCode> {
+    let path = parse_path(path)?;
+    let value = parse_yaml_arg(value, "VALUE")?;
+    let expect = match (from, absent) {
+        (Some(f), _) => Some(Expect::Value(parse_yaml_arg(f, "--from")?)),
+        (None, true) => Some(Expect::Absent),
+        (None, false) => None,
+    };
+    let mut change = Change::set(path, value);
+    change.expect = expect;
+    let env = open(common)?;
+    let request = PushRequest {
+        agent: env.config.agent(acting.agent.as_deref()),
+        level: acting.level,
+        base_revision: None,
+        request_id: Some(ulid::Ulid::new().to_string()),
+        strategy: acting.strategy.unwrap_or_default(),
+        summary: String::new(),
+        changes: vec![change],
+    };
+    report_push(&env, request, common.json)
+}
+
+fn report_push(env: &Env, request: PushRequest, json: bool) -> Result<ExitCode> {
+    let response = env.store.push(&env.context, request)?;
+    if json {
+        print_json(&response);
+    } else {
+        output::print_push(&response);
+    }
+    exit(if response.is_partial() { CONFLICT } else { 0 })
+}
+
+pub fn push(
+    common: &Common,
+    acting: &Acting,
+    file: &FsPath,
+    base: Option<u64>,
+    request_id: Option<String>,
+    summary: Option<String>,
+) -> Result<ExitCode> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| InputError(format!("cannot read {}: {e}", file.display())))?
+    };
+    let doc = parse_yaml_arg(&text, &file.display().to_string())?;
+    let changes = Change::list_from_json(&doc).map_err(|e| InputError(e.to_string()))?;
+    // A file may carry the request's own fields (the seed's `sync_update` shape);
+    // flags win over them.
+    let body = doc.get("sync_update").unwrap_or(&doc);
+    let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let env = open(common)?;
+    let strategy = match (acting.strategy, field("strategy")) {
+        (Some(s), _) => s,
+        (None, Some(s)) => s.parse::<Strategy>().map_err(InputError)?,
+        (None, None) => Strategy::default(),
+    };
+    let request = PushRequest {
+        agent: env
+            .config
+            .agent(acting.agent.as_deref().or(field("agent").as_deref())),
+        level: acting.level,
+        base_revision: base.or_else(|| body.get("base_revision").and_then(Value::as_u64)),
+        request_id: request_id
+            .or_else(|| field("request_id"))
+            .or_else(|| Some(ulid::Ulid::new().to_string())),
+        strategy,
+        summary: summary.or_else(|| field("summary")).unwrap_or_default(),
+        changes,
+    };
+    report_push(&env, request, common.json)
+}
+
+/// The requested sections of `doc`, nested as in the document.
+fn select_sections(doc: &Value, sections: &[Path]) -> Value {
+    if sections.is_empty() {
+        return doc.clone();
+    }
+    let mut out = json!({});
+    for section in sections {
+        if let Some(value) = get_value(doc, section) {
+            // Cannot fail: setting a key path on an object creates the parents.
+            let _ = ctxsync_core::apply_change(&mut out, &Change::set(section.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+pub fn pull(
+    common: &Common,
+    sections: &[String],
+    since: Option<u64>,
+    format: Option<&str>,
+    agent: Option<&str>,
+    force: bool,
+) -> Result<ExitCode> {
+    let sections: Vec<Path> = sections
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_path(s))
+        .collect::<Result<_>>()?;
+    let env = open(common)?;
+    let as_json = common.json || format == Some("json");
+    if let Some(agent) = agent {
+        let wc = WorkingCopy::new(&env.config.state_dir(), agent)?;
+        let mut periodic = None;
+        if wc.exists() {
+            let (base, _, changes) = local_changes(&wc)?;
+            if !changes.is_empty() && !force {
+                return Err(InputError(format!(
+                    "the working copy of {agent:?} has {} unsynced change(s); run `ctxsync sync --agent {agent}` first, or pull --force to discard them",
+                    changes.len()
+                ))
+                .into());
+            }
+            periodic = base.last_periodic_flush;
+        }
+        let base = pull_into(&wc, &Embedded(&env.store), &env.context, periodic)?;
+        if as_json {
+            print_json(&json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}));
+        } else {
+            println!(
+                "wrote {} at revision {}",
+                wc.file().display(),
+                base.revision
+            );
+        }
+        return exit(0);
+    }
+    let current = env.store.read(&env.context, None)?;
+    if let Some(since) = since {
+        let old = env.store.read(&env.context, Some(since))?;
+        let changes: Vec<Value> = ctxsync_core::diff(&old.document, &current.document)
+            .into_iter()
+            .filter(|c| sections.is_empty() || sections.iter().any(|s| c.path.overlaps(s)))
+            .map(|c| c.to_json())
+            .collect();
+        let delta = json!({
+            "since": since,
+            "revision": current.revision,
+            "checksum": current.checksum,
+            "changes": changes,
+        });
+        if as_json {
+            print_json(&delta);
+        } else {
+            print!("{}", ctxsync_client::to_yaml(&delta));
+        }
+        return exit(0);
+    }
+    let document = select_sections(&current.document, &sections);
+    if as_json {
+        print_json(&json!({"revision": current.revision, "checksum": current.checksum, "document": document}));
+    } else {
+        println!("# context {} revision {} checksum {}", env.context, current.revision, current.checksum);
+        print!("{}", ctxsync_client::to_yaml(&document));
+    }
+    exit(0)
+}
+
+pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
+    if args.status {
+        return status(&args.common);
+    }
+    if args.history {
+        return history(&args.common, args.last, None, None);
+    }
+    let env = open(&args.common)?;
+    let explicit = args.agent.is_some() || env.config.file.agent.is_some();
+    let agent = env.config.agent(args.agent.as_deref());
+    let wc = WorkingCopy::new(&env.config.state_dir(), &agent)?;
+    let backend = Embedded(&env.store);
+    let mut code = 0;
+    let mut reports = Vec::new();
+    let options = |level: Level| SyncOptions {
+        context: env.context.clone(),
+        level,
+        strategy: args.strategy.unwrap_or(Strategy::Defer),
+        periodic: env.config.file.periodic,
+        now_unix: now_ms() / 1000,
+        request_id: ulid::Ulid::new().to_string(),
+        summary: String::new(),
+    };
+    // --full flushes whatever the level would hold back.
+    let level = if args.full && args.level == Level::Periodic {
+        Level::Checkpoint
+    } else {
+        args.level
+    };
+    if wc.exists() {
+        let report = ctxsync_client::sync(&wc, &backend, &options(level))?;
+        if report.pushed.as_ref().is_some_and(|p| p.is_partial()) {
+            code = CONFLICT;
+        }
+        reports.push(report);
+    } else if explicit && !args.resolve_conflicts {
+        return Err(InputError(format!(
+            "agent {agent:?} has no working copy yet: run `ctxsync pull --agent {agent}` first"
+        ))
+        .into());
+    }
+    let mut resolved = Vec::new();
+    if args.resolve_conflicts {
+        for open in env.store.open_conflicts(&env.context)? {
+            if explicit && open.agent != agent {
+                continue;
+            }
+            let pushed = env
+                .store
+                .resolve_conflict(&env.context, open.id, args.prefer, &open.agent)?;
+            resolved.push(json!({"id": open.id, "path": open.conflict.path, "prefer": args.prefer, "revision": pushed.map(|p| p.revision)}));
+        }
+        if !resolved.is_empty() && wc.exists() {
+            reports.push(ctxsync_client::sync(&wc, &backend, &options(level))?);
+        }
+        if env.store.open_conflicts(&env.context)?.iter().any(|c| !explicit || c.agent == agent) {
+            code = CONFLICT;
+        } else if code == CONFLICT && !resolved.is_empty() {
+            code = 0;
+        }
+    }
+    if args.full && wc.exists() {
+        let (base, _, changes) = local_changes(&wc)?;
+        if changes.is_empty() {
+            let fresh = pull_into(&wc, &backend, &env.context, base.last_periodic_flush)?;
+            if ctxsync_core::checksum(&fresh.document) != fresh.checksum {
+                return Err(anyhow::anyhow!(
+                    "checksum mismatch after a full pull of {}: the store may be corrupt (run `ctxsync verify`)",
+                    env.context
+                ));
+            }
+        }
+    }
+    if args.common.json {
+        print_json(&json!({"syncs": reports, "resolved": resolved}));
+    } else {
+        for report in &reports {
+            output::print_sync(report);
+        }
+        for r in &resolved {
+            println!(
+                "resolved conflict {} at {} ({})",
+                r["id"], r["path"].as_str().unwrap_or(""), args.prefer_str()
+            );
+        }
+        if reports.is_empty() && resolved.is_empty() {
+            println!("nothing to sync");
+        }
+    }
+    exit(code)
+}
+
+impl SyncArgs {
+    fn prefer_str(&self) -> &'static str {
+        match self.prefer {
+            ctxsync_core::Prefer::Mine => "kept mine",
+            ctxsync_core::Prefer::Theirs => "kept theirs",
+        }
+    }
+}
+
+pub fn conflicts(common: &Common) -> Result<ExitCode> {
+    let env = open(common)?;
+    let open = env.store.open_conflicts(&env.context)?;
+    if common.json {
+        print_json(&open);
+    } else if open.is_empty() {
+        println!("no open conflicts");
+    } else {
+        for c in &open {
+            println!("#{} by {} at revision {}:", c.id, c.agent, c.revision);
+            output::print_conflict(&c.conflict);
+        }
+    }
+    exit(if open.is_empty() { 0 } else { CONFLICT })
+}
+
+pub fn status(common: &Common) -> Result<ExitCode> {
+    let env = open(common)?;
+    let head = env.store.head(&env.context)?;
+    let metrics = env.store.metrics(&env.context, now_ms())?;
+    let mut agents = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(env.config.state_dir().join("agents")) {
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("base.json").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            let Ok(wc) = WorkingCopy::new(&env.config.state_dir(), &name) else {
+                continue;
+            };
+            match local_changes(&wc) {
+                Ok((base, _, changes)) if base.context == env.context => agents.push(json!({
+                    "agent": name, "base_revision": base.revision, "pending_changes": changes.len(),
+                })),
+                Ok(_) => {}
+                Err(e) => agents.push(json!({"agent": name, "error": e.to_string()})),
+            }
+        }
+    }
+    if common.json {
+        print_json(&json!({"head": head, "metrics": metrics, "working_copies": agents}));
+    } else {
+        output::print_status(&head, &metrics, &agents);
+    }
+    exit(0)
+}
+
+pub fn history(
+    common: &Common,
+    last: usize,
+    agent: Option<String>,
+    level: Option<Level>,
+) -> Result<ExitCode> {
+    let env = open(common)?;
+    let entries = env.store.history(
+        &env.context,
+        &HistoryFilter {
+            last: Some(last),
+            agent,
+            level,
+        },
+    )?;
+    if common.json {
+        print_json(&entries);
+    } else {
+        output::print_history(&entries);
+    }
+    exit(0)
+}
+
+pub fn verify(common: &Common) -> Result<ExitCode> {
+    let env = open(common)?;
+    let report = env.store.verify(&env.context)?;
+    if common.json {
+        print_json(&report);
+    } else if report.ok {
+        println!(
+            "ok: {} revision(s) replayed, head {} matches its checksum",
+            report.checked, report.revision
+        );
+    } else {
+        println!("verify FAILED for {}:", report.context);
+        for p in &report.problems {
+            println!("  {p}");
+        }
+    }
+    exit(if report.ok { 0 } else { CONFLICT })
+}
+
+pub fn revert(common: &Common, to: u64, agent: Option<&str>) -> Result<ExitCode> {
+    let env = open(common)?;
+    let agent = env.config.agent(agent);
+    let response = env.store.revert(&env.context, to, &agent)?;
+    if common.json {
+        print_json(&response);
+    } else {
+        println!(
+            "reverted to revision {to}: new revision {} (checksum {})",
+            response.revision,
+            output::short(&response.checksum)
+        );
+    }
+    exit(0)
+}

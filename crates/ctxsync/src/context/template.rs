@@ -1,0 +1,46 @@
+//! The starting documents `ctxsync init` offers.
+
+use serde_json::{json, Value};
+
+/// The seed's `shared_context` structure with empty lists: the sections agents fill in.
+pub fn seed() -> Value {
+    json!({
+        "version": "2.0",
+        "last_sync": null,
+        "sync_level": "checkpoint",
+        "project_state": {
+            "current_phase": "planning",
+            "active_tasks": [],
+            "completed_tasks": [],
+            "blocked_tasks": []
+        },
+        "technical_context": {
+            "architecture": {"pattern": null, "last_modified": null, "hash": null},
+            "dependencies": {"added": [], "removed": [], "updated": []},
+            "code_changes": {
+                "summary": {
+                    "files_added": 0,
+                    "files_modified": 0,
+                    "files_deleted": 0,
+                    "lines_added": 0,
+                    "lines_removed": 0
+                },
+                "significant_changes": []
+            }
+        },
+        "decisions_log": {
+            "recent": [],
+            "archived_count": 0,
+            "archive_location": null
+        },
+        "communication": {
+            "last_handover": null,
+            "pending_questions": [],
+            "notes": []
+        }
+    })
+}
+
+pub fn empty() -> Value {
+    json!({})
+}
