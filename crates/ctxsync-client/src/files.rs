@@ -36,7 +36,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
 
 /// Parses YAML (which includes JSON) into a JSON value. `what` names the input in errors.
 pub fn parse_document(text: &str, what: &str) -> Result<Value, ClientError> {
-    serde_norway::from_str::<Value>(text).map_err(|e| ClientError::Input(format!("{what}: malformed YAML/JSON: {e}")))
+    serde_norway::from_str::<Value>(text)
+        .map_err(|e| ClientError::Input(format!("{what}: malformed YAML/JSON: {e}")))
 }
 
 /// YAML text of a value.

@@ -12,7 +12,10 @@ mod sync;
 mod workcopy;
 
 pub use files::{atomic_write, parse_document, to_yaml};
-pub use sync::{local_changes, pull_into, sync, Backend, BackendError, BackendErrorKind, SyncOptions, SyncReport};
+pub use sync::{
+    local_changes, pull_into, sync, Backend, BackendError, BackendErrorKind, SyncOptions,
+    SyncReport,
+};
 pub use workcopy::{Base, WorkingCopy};
 
 /// Why a client operation failed.

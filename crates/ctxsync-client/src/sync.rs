@@ -1,7 +1,9 @@
 //! `sync`: push the working copy's edits, merge the remote document back, move the base.
 
 use ctxsync_core::level::PeriodicPolicy;
-use ctxsync_core::{diff, merge3, Level, MergeConflict, Prefer, PushRequest, PushResponse, Strategy};
+use ctxsync_core::{
+    diff, merge3, Level, MergeConflict, Prefer, PushRequest, PushResponse, Strategy,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -82,7 +84,9 @@ pub fn pull_into(
 }
 
 /// Local changes of the working copy against its base.
-pub fn local_changes(wc: &WorkingCopy) -> Result<(Base, Value, Vec<ctxsync_core::Change>), ClientError> {
+pub fn local_changes(
+    wc: &WorkingCopy,
+) -> Result<(Base, Value, Vec<ctxsync_core::Change>), ClientError> {
     let base = wc.load_base()?;
     let mine = wc.load_mine()?;
     let changes = diff(&base.document, &mine);
@@ -90,7 +94,11 @@ pub fn local_changes(wc: &WorkingCopy) -> Result<(Base, Value, Vec<ctxsync_core:
 }
 
 /// Syncs one agent's working copy.
-pub fn sync(wc: &WorkingCopy, backend: &dyn Backend, options: &SyncOptions) -> Result<SyncReport, ClientError> {
+pub fn sync(
+    wc: &WorkingCopy,
+    backend: &dyn Backend,
+    options: &SyncOptions,
+) -> Result<SyncReport, ClientError> {
     let (base, mine, changes) = local_changes(wc)?;
     if base.context != options.context {
         return Err(ClientError::Input(format!(

@@ -76,7 +76,10 @@ impl WorkingCopy {
                     self.agent, self.agent
                 ))
             } else {
-                ClientError::Io { path: path.clone(), source }
+                ClientError::Io {
+                    path: path.clone(),
+                    source,
+                }
             }
         })?;
         serde_json::from_str(&text)

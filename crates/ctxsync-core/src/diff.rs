@@ -284,7 +284,10 @@ mod tests {
         let changes = roundtrip(&json!({"l": ["a", "b"]}), &json!({"l": ["b"]}));
         assert_eq!(paths(&changes), ["l"]);
         // A list whose appended objects repeat an id cannot be appended to one by one.
-        let changes = roundtrip(&json!({"l": [{"id": 1}, 5]}), &json!({"l": [{"id": 1}, 5, {"id": 1}]}));
+        let changes = roundtrip(
+            &json!({"l": [{"id": 1}, 5]}),
+            &json!({"l": [{"id": 1}, 5, {"id": 1}]}),
+        );
         assert_eq!(paths(&changes), ["l"]);
     }
 

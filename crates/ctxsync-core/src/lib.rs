@@ -12,7 +12,7 @@ pub mod checksum;
 pub mod ownership;
 pub mod path;
 
-pub use apply::{apply_all, apply_change, get, ApplyError, Edit, EditOp};
+pub use apply::{apply_all, apply_change, canonicalize, get, ApplyError, Edit, EditOp};
 pub use change::{Change, ChangeError, Expect, Op};
 pub use checksum::{canonical_json, checksum, checksum_and_size};
 pub use ownership::{NotOwner, Ownership, OwnershipRule};

@@ -268,7 +268,12 @@ mod tests {
 
     #[test]
     fn both_added_same_key_differently_is_a_conflict() {
-        let m = merge(json!({}), json!({"k": {"a": 1}}), json!({"k": {"b": 2}}), Prefer::Theirs);
+        let m = merge(
+            json!({}),
+            json!({"k": {"a": 1}}),
+            json!({"k": {"b": 2}}),
+            Prefer::Theirs,
+        );
         assert_eq!(m.merged, json!({"k": {"b": 2}}));
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].path, "k");
@@ -281,12 +286,22 @@ mod tests {
 
     #[test]
     fn removed_vs_unchanged_is_removed_and_removed_vs_modified_conflicts() {
-        let m = merge(json!({"a": 1, "b": 1}), json!({"b": 1}), json!({"a": 1, "b": 1}), Prefer::Theirs);
+        let m = merge(
+            json!({"a": 1, "b": 1}),
+            json!({"b": 1}),
+            json!({"a": 1, "b": 1}),
+            Prefer::Theirs,
+        );
         assert!(m.conflicts.is_empty());
         assert_eq!(m.merged, json!({"b": 1}));
 
         let base = json!({"a": {"v": 1}});
-        let m = merge(base.clone(), json!({}), json!({"a": {"v": 2}}), Prefer::Mine);
+        let m = merge(
+            base.clone(),
+            json!({}),
+            json!({"a": {"v": 2}}),
+            Prefer::Mine,
+        );
         assert_eq!(m.merged, json!({}));
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].mine, None);
@@ -318,7 +333,10 @@ mod tests {
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].path, "t[id=a]");
         let t = merge(base, mine, theirs, Prefer::Theirs);
-        assert_eq!(t.merged, json!({"t": [{"id": "a", "s": 5}, {"id": "b", "s": 2}]}));
+        assert_eq!(
+            t.merged,
+            json!({"t": [{"id": "a", "s": 5}, {"id": "b", "s": 2}]})
+        );
     }
 
     #[test]
@@ -334,11 +352,21 @@ mod tests {
 
     #[test]
     fn plain_lists_merge_only_when_both_appended() {
-        let m = merge(json!({"l": ["a"]}), json!({"l": ["a", "m"]}), json!({"l": ["a", "t"]}), Prefer::Mine);
+        let m = merge(
+            json!({"l": ["a"]}),
+            json!({"l": ["a", "m"]}),
+            json!({"l": ["a", "t"]}),
+            Prefer::Mine,
+        );
         assert!(m.conflicts.is_empty());
         assert_eq!(m.merged, json!({"l": ["a", "t", "m"]}));
 
-        let m = merge(json!({"l": ["a", "b"]}), json!({"l": ["b"]}), json!({"l": ["a", "b", "c"]}), Prefer::Theirs);
+        let m = merge(
+            json!({"l": ["a", "b"]}),
+            json!({"l": ["b"]}),
+            json!({"l": ["a", "b", "c"]}),
+            Prefer::Theirs,
+        );
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].path, "l");
         assert_eq!(m.merged, json!({"l": ["a", "b", "c"]}));
@@ -346,7 +374,12 @@ mod tests {
 
     #[test]
     fn type_change_against_an_edit_conflicts() {
-        let m = merge(json!({"a": {"x": 1}}), json!({"a": [1]}), json!({"a": {"x": 2}}), Prefer::Theirs);
+        let m = merge(
+            json!({"a": {"x": 1}}),
+            json!({"a": [1]}),
+            json!({"a": {"x": 2}}),
+            Prefer::Theirs,
+        );
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.merged, json!({"a": {"x": 2}}));
     }
@@ -354,13 +387,19 @@ mod tests {
     #[test]
     fn prefer_and_conflicts_serialize() {
         assert_eq!(serde_json::to_value(Prefer::Mine).unwrap(), json!("mine"));
-        assert_eq!(serde_json::from_value::<Prefer>(json!("theirs")).unwrap(), Prefer::Theirs);
+        assert_eq!(
+            serde_json::from_value::<Prefer>(json!("theirs")).unwrap(),
+            Prefer::Theirs
+        );
         let c = MergeConflict {
             path: "a".into(),
             base: None,
             mine: Some(json!(1)),
             theirs: Some(Value::Null),
         };
-        assert_eq!(serde_json::to_value(c).unwrap(), json!({"path": "a", "mine": 1, "theirs": null}));
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            json!({"path": "a", "mine": 1, "theirs": null})
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use ctxsync_core::apply::{apply_edit, undo};
 use ctxsync_core::checksum::checksum;
 use ctxsync_core::level::Level;
 use ctxsync_core::ownership::Ownership;
@@ -16,7 +17,6 @@ use ctxsync_core::{
     apply_all, apply_change, canonicalize, diff, get, merge3, Change, Edit, Expect, Op, Path,
     Prefer, Segment,
 };
-use ctxsync_core::apply::{apply_edit, undo};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -56,7 +56,11 @@ fn id_list() -> impl Strategy<Value = Value> {
                 .into_iter()
                 .zip(fields)
                 .map(|(n, (status, extra))| {
-                    let id = if n == 11 { json!(11) } else { json!(format!("t{n}")) };
+                    let id = if n == 11 {
+                        json!(11)
+                    } else {
+                        json!(format!("t{n}"))
+                    };
                     json!({"id": id, "status": status, "n": extra})
                 })
                 .collect();
@@ -134,7 +138,10 @@ impl Rng {
 }
 
 fn is_id_list(items: &[Value]) -> bool {
-    let ids: Vec<String> = items.iter().filter_map(ctxsync_core::path::element_id).collect();
+    let ids: Vec<String> = items
+        .iter()
+        .filter_map(ctxsync_core::path::element_id)
+        .collect();
     let unique: BTreeSet<&String> = ids.iter().collect();
     !items.is_empty()
         && items.iter().all(Value::is_object)
@@ -249,7 +256,12 @@ fn all_paths(doc: &Value) -> Vec<Path> {
 }
 
 /// One random change of `doc`, restricted to paths under `top` keys when given.
-fn random_change(doc: &Value, rng: &mut Rng, top: Option<&BTreeSet<String>>, fresh: &str) -> Option<Change> {
+fn random_change(
+    doc: &Value,
+    rng: &mut Rng,
+    top: Option<&BTreeSet<String>>,
+    fresh: &str,
+) -> Option<Change> {
     let inside = |p: &Path| match (top, p.segments().first()) {
         (None, _) => true,
         (Some(keys), Some(Segment::Key(k))) => keys.contains(k),
@@ -258,7 +270,12 @@ fn random_change(doc: &Value, rng: &mut Rng, top: Option<&BTreeSet<String>>, fre
     let paths: Vec<Path> = all_paths(doc).into_iter().filter(|p| inside(p)).collect();
     let objects: Vec<Path> = std::iter::once(Path::root())
         .filter(|_| top.is_none())
-        .chain(paths.iter().filter(|p| get(doc, p).is_some_and(Value::is_object)).cloned())
+        .chain(
+            paths
+                .iter()
+                .filter(|p| get(doc, p).is_some_and(Value::is_object))
+                .cloned(),
+        )
         .collect();
     let arrays: Vec<Path> = paths
         .iter()
@@ -281,7 +298,11 @@ fn random_change(doc: &Value, rng: &mut Rng, top: Option<&BTreeSet<String>>, fre
         2 => {
             let parent = if top.is_some() {
                 // A new top-level key of one's own, or one under an owned object.
-                if rng.chance(2) { Path::root() } else { pick(rng, &objects)? }
+                if rng.chance(2) {
+                    Path::root()
+                } else {
+                    pick(rng, &objects)?
+                }
             } else {
                 pick(rng, &objects)?
             };
@@ -295,8 +316,16 @@ fn random_change(doc: &Value, rng: &mut Rng, top: Option<&BTreeSet<String>>, fre
         4 => {
             let list = pick(rng, &arrays)?;
             let len = get(doc, &list)?.as_array()?.len();
-            let seg = if rng.chance(3) { Segment::Append } else { Segment::Index(rng.below(len + 1)) };
-            let value = if rng.chance(2) { rng.new_element() } else { rng.scalar() };
+            let seg = if rng.chance(3) {
+                Segment::Append
+            } else {
+                Segment::Index(rng.below(len + 1))
+            };
+            let value = if rng.chance(2) {
+                rng.new_element()
+            } else {
+                rng.scalar()
+            };
             Change {
                 path: list.child(seg),
                 op: Op::Add(value),
@@ -340,7 +369,13 @@ fn random_change(doc: &Value, rng: &mut Rng, top: Option<&BTreeSet<String>>, fre
 
 /// Up to `n` changes that apply one after the other to `doc` (invalid ones are dropped
 /// while generating, against a scratch copy).
-fn valid_changes(doc: &Value, seed: u64, n: usize, top: Option<&BTreeSet<String>>, fresh: &str) -> Vec<Change> {
+fn valid_changes(
+    doc: &Value,
+    seed: u64,
+    n: usize,
+    top: Option<&BTreeSet<String>>,
+    fresh: &str,
+) -> Vec<Change> {
     let mut rng = Rng(seed);
     let mut scratch = doc.clone();
     let mut out = Vec::new();
@@ -367,7 +402,11 @@ fn split_keys(doc: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut b = BTreeSet::new();
     if let Some(map) = doc.as_object() {
         for (i, k) in map.keys().enumerate() {
-            if i % 2 == 0 { a.insert(k.clone()) } else { b.insert(k.clone()) };
+            if i % 2 == 0 {
+                a.insert(k.clone())
+            } else {
+                b.insert(k.clone())
+            };
         }
     }
     (a, b)

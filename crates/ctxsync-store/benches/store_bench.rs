@@ -44,7 +44,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn push_throughput(threads: usize, per_thread: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(
-        SqliteStore::open(dir.path().join("bench.db"), StoreOptions::default()).expect("open store"),
+        SqliteStore::open(dir.path().join("bench.db"), StoreOptions::default())
+            .expect("open store"),
     );
     store
         .create_context("default", json!({"counters": {}}))
@@ -85,7 +86,11 @@ fn push_throughput(threads: usize, per_thread: usize) {
     let total = threads * per_thread;
     let rate = total as f64 / elapsed.as_secs_f64();
     let verdict = if threads == 8 {
-        if rate >= 20_000.0 { "  [target >= 20,000/s: MET]" } else { "  [target >= 20,000/s: NOT MET]" }
+        if rate >= 20_000.0 {
+            "  [target >= 20,000/s: MET]"
+        } else {
+            "  [target >= 20,000/s: NOT MET]"
+        }
     } else {
         ""
     };
@@ -96,7 +101,11 @@ fn push_throughput(threads: usize, per_thread: usize) {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
     let report = store.verify("default").expect("verify");
-    assert!(report.ok, "verify after the benchmark: {:?}", report.problems);
+    assert!(
+        report.ok,
+        "verify after the benchmark: {:?}",
+        report.problems
+    );
 }
 
 fn time<T>(label: &str, iterations: u32, mut f: impl FnMut() -> T) {
@@ -127,7 +136,8 @@ fn core_algorithms() {
     let mut theirs = base.clone();
     apply_change(
         &mut theirs,
-        &Change::from_json(0, &json!({"path": "decisions_log.archived_count", "to": 3})).expect("change"),
+        &Change::from_json(0, &json!({"path": "decisions_log.archived_count", "to": 3}))
+            .expect("change"),
     )
     .expect("apply");
     println!("core on a {size}-byte context:");
@@ -136,9 +146,13 @@ fn core_algorithms() {
         let edits = apply_change(&mut doc, &change).expect("apply");
         ctxsync_core::apply::undo(&mut doc, &edits).expect("undo");
     });
-    time("  checksum (BLAKE3 of canonical JSON)", 500, || ctxsync_core::checksum(&base));
+    time("  checksum (BLAKE3 of canonical JSON)", 500, || {
+        ctxsync_core::checksum(&base)
+    });
     time("  diff (one field changed)", 500, || diff(&base, &mine));
-    time("  merge3 (disjoint edits)", 500, || merge3(&base, &mine, &theirs, Prefer::Theirs));
+    time("  merge3 (disjoint edits)", 500, || {
+        merge3(&base, &mine, &theirs, Prefer::Theirs)
+    });
 }
 
 fn main() {

@@ -14,7 +14,9 @@ pub enum StoreError {
     Future { requested: u64, current: u64 },
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("document would be {size} bytes, over the quota of {limit} bytes; nothing was applied")]
+    #[error(
+        "document would be {size} bytes, over the quota of {limit} bytes; nothing was applied"
+    )]
     TooLarge { size: u64, limit: u64 },
     #[error("conflict {0} does not exist or is already resolved")]
     NoSuchConflict(u64),

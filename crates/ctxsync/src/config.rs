@@ -29,8 +29,9 @@ pub struct FileConfig {
     pub periodic: PeriodicPolicy,
     #[serde(default)]
     pub ownership: Vec<OwnershipRule>,
-    #[serde(default)]
-    pub agents: Option<toml::Value>,
+    /// Agent sync's table; parsed by ctxsync-agents, accepted here.
+    #[serde(default, rename = "agents")]
+    pub _agents: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,7 +20,11 @@ use ctxsync_core::{Level, Strategy};
 pub struct InputError(pub String);
 
 #[derive(Parser)]
-#[command(name = "ctxsync", version, about = "Keep a team of AI agents and their editor integrations in sync.")]
+#[command(
+    name = "ctxsync",
+    version,
+    about = "Keep a team of AI agents and their editor integrations in sync."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -208,7 +212,14 @@ fn main() -> ExitCode {
             agent,
             force,
             common,
-        } => c::pull(&common, &sections, since, format.as_deref(), agent.as_deref(), force),
+        } => c::pull(
+            &common,
+            &sections,
+            since,
+            format.as_deref(),
+            agent.as_deref(),
+            force,
+        ),
         Command::Sync(args) => c::sync(&args),
         Command::Conflicts { common } => c::conflicts(&common),
         Command::Status { common } => c::status(&common),

@@ -66,19 +66,54 @@ fn init_set_get_pull_history_verify() {
     let d = dir.path();
     init(d);
     assert!(d.join("ctxsync.toml").is_file());
-    assert_eq!(ok(d, &["get", "project_state.current_phase"]).trim(), "planning");
-    ok(d, &["set", "project_state.current_phase", "implementation", "--agent", "planner"]);
-    ok(d, &["set", "project_state.active_tasks[-]", "{id: task-123, status: in_progress, owner: builder}"]);
-    assert_eq!(ok(d, &["get", "project_state.active_tasks[id=task-123].status"]).trim(), "in_progress");
-    assert_eq!(json_of(d, &["get", "/project_state/active_tasks/0/owner"]), json!("builder"));
+    assert_eq!(
+        ok(d, &["get", "project_state.current_phase"]).trim(),
+        "planning"
+    );
+    ok(
+        d,
+        &[
+            "set",
+            "project_state.current_phase",
+            "implementation",
+            "--agent",
+            "planner",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "set",
+            "project_state.active_tasks[-]",
+            "{id: task-123, status: in_progress, owner: builder}",
+        ],
+    );
+    assert_eq!(
+        ok(
+            d,
+            &["get", "project_state.active_tasks[id=task-123].status"]
+        )
+        .trim(),
+        "in_progress"
+    );
+    assert_eq!(
+        json_of(d, &["get", "/project_state/active_tasks/0/owner"]),
+        json!("builder")
+    );
     // Commands work from a subdirectory (ctxsync.toml is found by walking up).
     std::fs::create_dir(d.join("sub")).unwrap();
-    assert_eq!(ok(&d.join("sub"), &["get", "project_state.current_phase"]).trim(), "implementation");
+    assert_eq!(
+        ok(&d.join("sub"), &["get", "project_state.current_phase"]).trim(),
+        "implementation"
+    );
     // get of a missing path exits 1.
     assert_eq!(run(d, &["get", "nope"]).status.code(), Some(1));
     let pulled = json_of(d, &["pull", "--sections", "project_state.active_tasks"]);
     assert_eq!(pulled["revision"], 2);
-    assert_eq!(pulled["document"]["project_state"]["active_tasks"][0]["id"], "task-123");
+    assert_eq!(
+        pulled["document"]["project_state"]["active_tasks"][0]["id"],
+        "task-123"
+    );
     assert!(pulled["document"].get("decisions_log").is_none());
     let delta = json_of(d, &["pull", "--since", "1"]);
     assert_eq!(delta["revision"], 2);
@@ -95,7 +130,10 @@ fn init_set_get_pull_history_verify() {
     assert_eq!(status["metrics"]["by_level"]["checkpoint"], 2);
     // Revert to revision 0 gives back the initial document.
     ok(d, &["revert", "--to", "0"]);
-    assert_eq!(ok(d, &["get", "project_state.current_phase"]).trim(), "planning");
+    assert_eq!(
+        ok(d, &["get", "project_state.current_phase"]).trim(),
+        "planning"
+    );
     assert_eq!(revision(d), 3);
 }
 
@@ -107,29 +145,76 @@ fn bad_input_exits_2_and_changes_nothing() {
     ok(d, &["set", "x", "1"]);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            vec!["push".into(), "--file".into(), write(d, "bad.yaml", "changes: [ {path: x, to: 2").display().to_string()],
+            vec![
+                "push".into(),
+                "--file".into(),
+                write(d, "bad.yaml", "changes: [ {path: x, to: 2")
+                    .display()
+                    .to_string(),
+            ],
             "malformed YAML",
         ),
         (
-            vec!["push".into(), "--file".into(), write(d, "op.yaml", "- {op: frobnicate, path: /x}").display().to_string()],
+            vec![
+                "push".into(),
+                "--file".into(),
+                write(d, "op.yaml", "- {op: frobnicate, path: /x}")
+                    .display()
+                    .to_string(),
+            ],
             "unknown op",
         ),
         (vec!["set".into(), "a..b".into(), "1".into()], "bad path"),
-        (vec!["set".into(), "missing.field".into(), "2".into(), "--from".into(), "1".into()], "does not exist"),
+        (
+            vec![
+                "set".into(),
+                "missing.field".into(),
+                "2".into(),
+                "--from".into(),
+                "1".into(),
+            ],
+            "does not exist",
+        ),
         (vec!["set".into(), "".into(), "5".into()], "root"),
-        (vec!["set".into(), "x".into(), "[unclosed".into()], "malformed YAML"),
-        (vec!["set".into(), "x".into(), "2".into(), "--level".into(), "urgent".into()], "unknown level"),
-        (vec!["get".into(), "x".into(), "--context".into(), "Bad Name".into()], "bad context name"),
+        (
+            vec!["set".into(), "x".into(), "[unclosed".into()],
+            "malformed YAML",
+        ),
+        (
+            vec![
+                "set".into(),
+                "x".into(),
+                "2".into(),
+                "--level".into(),
+                "urgent".into(),
+            ],
+            "unknown level",
+        ),
+        (
+            vec![
+                "get".into(),
+                "x".into(),
+                "--context".into(),
+                "Bad Name".into(),
+            ],
+            "bad context name",
+        ),
     ];
     for (args, expect) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(d, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expect), "{args:?}: expected {expect:?} in {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: expected {expect:?} in {stderr}"
+        );
         assert_eq!(revision(d), 1, "{args:?} changed the revision");
     }
-    let out = run(&tempfile::tempdir().unwrap().path().to_path_buf(), &["get", "x"]);
+    let out = run(
+        &tempfile::tempdir().unwrap().path().to_path_buf(),
+        &["get", "x"],
+    );
     assert_eq!(out.status.code(), Some(2), "no store yet");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ctxsync init"));
 }
@@ -141,32 +226,57 @@ fn seed_conflict_example_through_working_copies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     init(d);
-    ok(d, &["set", "project_state.active_tasks[-]", "{id: task-123, status: in_progress, owner: builder}"]);
+    ok(
+        d,
+        &[
+            "set",
+            "project_state.active_tasks[-]",
+            "{id: task-123, status: in_progress, owner: builder}",
+        ],
+    );
     ok(d, &["pull", "--agent", "planner"]);
     ok(d, &["pull", "--agent", "builder"]);
     let planner = d.join(".ctxsync/agents/planner/context.yaml");
     let builder = d.join(".ctxsync/agents/builder/context.yaml");
 
-    let mut doc: Value = serde_norway::from_str(&std::fs::read_to_string(&planner).unwrap()).unwrap();
+    let mut doc: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&planner).unwrap()).unwrap();
     let tasks = doc["project_state"]["active_tasks"].as_array_mut().unwrap();
     tasks.push(json!({"id": "task-125", "status": "todo", "owner": "planner"}));
     tasks.push(json!({"id": "task-126", "status": "todo", "owner": "planner"}));
     std::fs::write(&planner, serde_norway::to_string(&doc).unwrap()).unwrap();
 
-    let mut doc: Value = serde_norway::from_str(&std::fs::read_to_string(&builder).unwrap()).unwrap();
+    let mut doc: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&builder).unwrap()).unwrap();
     doc["project_state"]["active_tasks"][0]["status"] = json!("completed");
     std::fs::write(&builder, serde_norway::to_string(&doc).unwrap()).unwrap();
 
     ok(d, &["sync", "--agent", "planner", "--level", "checkpoint"]);
     let report = json_of(d, &["sync", "--level", "checkpoint", "--agent", "builder"]);
-    assert_eq!(report["syncs"][0]["pushed"]["conflicts"], json!([]), "{report}");
+    assert_eq!(
+        report["syncs"][0]["pushed"]["conflicts"],
+        json!([]),
+        "{report}"
+    );
     let tasks = json_of(d, &["get", "project_state.active_tasks"]);
-    let ids: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["task-123", "task-125", "task-126"]);
     assert_eq!(tasks[0]["status"], "completed");
     // The builder's working copy now has the planner's tasks too.
-    let merged: Value = serde_norway::from_str(&std::fs::read_to_string(&builder).unwrap()).unwrap();
-    assert_eq!(merged["project_state"]["active_tasks"].as_array().unwrap().len(), 3);
+    let merged: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&builder).unwrap()).unwrap();
+    assert_eq!(
+        merged["project_state"]["active_tasks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(revision(d), 3);
 }
 
@@ -177,16 +287,45 @@ fn real_conflict_atomic_defer_and_resolve() {
     let d = dir.path();
     init(d);
     let base = revision(d);
-    let planner = write(d, "planner.yaml", "- {path: project_state.current_phase, to: design}\n");
-    ok(d, &["push", "--file", planner.to_str().unwrap(), "--agent", "planner", "--base", &base.to_string()]);
+    let planner = write(
+        d,
+        "planner.yaml",
+        "- {path: project_state.current_phase, to: design}\n",
+    );
+    ok(
+        d,
+        &[
+            "push",
+            "--file",
+            planner.to_str().unwrap(),
+            "--agent",
+            "planner",
+            "--base",
+            &base.to_string(),
+        ],
+    );
     let builder = write(
         d,
         "builder.yaml",
-        "- {path: communication.notes[-], to: started}\n- {path: project_state.current_phase, to: testing}\n",
+        "- {path: \"communication.notes[-]\", to: started}\n- {path: project_state.current_phase, to: testing}\n",
     );
     let builder = builder.to_str().unwrap();
     let before = revision(d);
-    let out = run(d, &["push", "--file", builder, "--agent", "builder", "--base", &base.to_string(), "--strategy", "atomic", "--json"]);
+    let out = run(
+        d,
+        &[
+            "push",
+            "--file",
+            builder,
+            "--agent",
+            "builder",
+            "--base",
+            &base.to_string(),
+            "--strategy",
+            "atomic",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["applied"], json!([]));
@@ -198,18 +337,42 @@ fn real_conflict_atomic_defer_and_resolve() {
     assert_eq!(conflict["modified_at_revision"], 1);
     assert_eq!(revision(d), before, "atomic applied nothing");
 
-    let out = run(d, &["push", "--file", builder, "--agent", "builder", "--base", &base.to_string(), "--strategy", "defer", "--json"]);
+    let out = run(
+        d,
+        &[
+            "push",
+            "--file",
+            builder,
+            "--agent",
+            "builder",
+            "--base",
+            &base.to_string(),
+            "--strategy",
+            "defer",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(answer["applied"].as_array().unwrap().len(), 1, "the note still applies");
+    assert_eq!(
+        answer["applied"].as_array().unwrap().len(),
+        1,
+        "the note still applies"
+    );
     let open = json_of(d, &["conflicts"]);
     assert_eq!(open.as_array().unwrap().len(), 1);
     assert_eq!(run(d, &["conflicts"]).status.code(), Some(1));
 
     ok(d, &["sync", "--resolve-conflicts", "--prefer", "theirs"]);
     assert_eq!(json_of(d, &["conflicts"]), json!([]));
-    assert_eq!(ok(d, &["get", "project_state.current_phase"]).trim(), "design");
-    assert_eq!(json_of(d, &["get", "communication.notes"]), json!(["started"]));
+    assert_eq!(
+        ok(d, &["get", "project_state.current_phase"]).trim(),
+        "design"
+    );
+    assert_eq!(
+        json_of(d, &["get", "communication.notes"]),
+        json!(["started"])
+    );
 }
 
 /// A conflict in a working-copy sync is stored (defer) and settled for "mine".
@@ -219,16 +382,49 @@ fn working_copy_conflict_resolved_for_mine() {
     let d = dir.path();
     init(d);
     ok(d, &["pull", "--agent", "builder"]);
-    ok(d, &["set", "project_state.current_phase", "design", "--agent", "planner"]);
+    ok(
+        d,
+        &[
+            "set",
+            "project_state.current_phase",
+            "design",
+            "--agent",
+            "planner",
+        ],
+    );
     let file = d.join(".ctxsync/agents/builder/context.yaml");
-    let text = std::fs::read_to_string(&file).unwrap().replace("current_phase: planning", "current_phase: testing");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("current_phase: planning", "current_phase: testing");
     std::fs::write(&file, text).unwrap();
     let out = run(d, &["sync", "--agent", "builder"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("yours:   \"testing\"") && stdout.contains("current: \"design\""), "{stdout}");
-    ok(d, &["sync", "--full", "--resolve-conflicts", "--prefer", "mine", "--agent", "builder"]);
-    assert_eq!(ok(d, &["get", "project_state.current_phase"]).trim(), "testing");
+    assert!(
+        stdout.contains("yours:   \"testing\"") && stdout.contains("current: \"design\""),
+        "{stdout}"
+    );
+    ok(
+        d,
+        &[
+            "sync",
+            "--full",
+            "--resolve-conflicts",
+            "--prefer",
+            "mine",
+            "--agent",
+            "builder",
+        ],
+    );
+    assert_eq!(
+        ok(d, &["get", "project_state.current_phase"]).trim(),
+        "testing"
+    );
     let wc = std::fs::read_to_string(&file).unwrap();
     assert!(wc.contains("current_phase: testing"), "{wc}");
 }
@@ -238,48 +434,93 @@ fn idempotent_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     init(d);
-    let file = write(d, "c.yaml", "- {path: communication.notes[-], to: hello}\n");
-    let args = ["push", "--file", file.to_str().unwrap(), "--request-id", "01JDREQUEST0000000000000001"];
+    let file = write(
+        d,
+        "c.yaml",
+        "- {path: \"communication.notes[-]\", to: hello}\n",
+    );
+    let args = [
+        "push",
+        "--file",
+        file.to_str().unwrap(),
+        "--request-id",
+        "01JDREQUEST0000000000000001",
+    ];
     let first = json_of(d, &args);
     let second = json_of(d, &args);
     assert_eq!(first["replayed"], false);
     assert_eq!(second["replayed"], true);
     assert_eq!(first["revision"], second["revision"]);
     assert_eq!(revision(d), 1);
-    assert_eq!(json_of(d, &["get", "communication.notes"]), json!(["hello"]));
+    assert_eq!(
+        json_of(d, &["get", "communication.notes"]),
+        json!(["hello"])
+    );
 }
 
 #[test]
 fn ownership_rejects_non_owner_and_applies_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "ctxsync.toml", "[[ownership]]\npath = \"decisions_log.**\"\nowners = [\"planner\"]\n");
+    write(
+        d,
+        "ctxsync.toml",
+        "[[ownership]]\npath = \"decisions_log.**\"\nowners = [\"planner\"]\n",
+    );
     init(d);
     let file = write(
         d,
         "c.yaml",
-        "- {path: decisions_log.recent[-], to: {id: dec-1, decision: use redis}}\n- {path: project_state.current_phase, to: implementation}\n",
+        "- {path: \"decisions_log.recent[-]\", to: {id: dec-1, decision: use redis}}\n- {path: project_state.current_phase, to: implementation}\n",
     );
-    let out = run(d, &["push", "--file", file.to_str().unwrap(), "--agent", "builder", "--json"]);
+    let out = run(
+        d,
+        &[
+            "push",
+            "--file",
+            file.to_str().unwrap(),
+            "--agent",
+            "builder",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["rejected"][0]["reason"], "not_owner");
     assert_eq!(answer["applied"].as_array().unwrap().len(), 1);
     assert_eq!(json_of(d, &["get", "decisions_log.recent"]), json!([]));
-    ok(d, &["push", "--file", file.to_str().unwrap(), "--agent", "planner"]);
-    assert_eq!(json_of(d, &["get", "decisions_log.recent[id=dec-1].decision"]), json!("use redis"));
+    ok(
+        d,
+        &[
+            "push",
+            "--file",
+            file.to_str().unwrap(),
+            "--agent",
+            "planner",
+        ],
+    );
+    assert_eq!(
+        json_of(d, &["get", "decisions_log.recent[id=dec-1].decision"]),
+        json!("use redis")
+    );
 }
 
 #[test]
 fn periodic_level_defers_until_due() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "ctxsync.toml", "[periodic]\ninterval_secs = 3600\ntasks = 2\nsize_bytes = 100000\n");
+    write(
+        d,
+        "ctxsync.toml",
+        "[periodic]\ninterval_secs = 3600\ntasks = 2\nsize_bytes = 100000\n",
+    );
     init(d);
     ok(d, &["pull", "--agent", "builder"]);
     let file = d.join(".ctxsync/agents/builder/context.yaml");
     let edit = |from: &str, to: &str| {
-        let text = std::fs::read_to_string(&file).unwrap().replacen(from, to, 1);
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replacen(from, to, 1);
         std::fs::write(&file, text).unwrap();
     };
     // The first periodic sync flushes (nothing was ever flushed), and starts the clock.
@@ -289,13 +530,24 @@ fn periodic_level_defers_until_due() {
     edit("current_phase: build", "current_phase: review");
     let second = json_of(d, &["sync", "--agent", "builder", "--level", "periodic"]);
     assert_eq!(second["syncs"][0]["deferred"], true, "{second}");
-    assert_eq!(ok(d, &["get", "project_state.current_phase"]).trim(), "build");
+    assert_eq!(
+        ok(d, &["get", "project_state.current_phase"]).trim(),
+        "build"
+    );
     let status = json_of(d, &["status"]);
     assert_eq!(status["metrics"]["deferred"], 1);
     assert_eq!(status["working_copies"][0]["pending_changes"], 1);
     // --full flushes regardless.
-    ok(d, &["sync", "--agent", "builder", "--level", "periodic", "--full"]);
-    assert_eq!(ok(d, &["get", "project_state.current_phase"]).trim(), "review");
+    ok(
+        d,
+        &[
+            "sync", "--agent", "builder", "--level", "periodic", "--full",
+        ],
+    );
+    assert_eq!(
+        ok(d, &["get", "project_state.current_phase"]).trim(),
+        "review"
+    );
 }
 
 /// 4 real processes x 250 increments of one counter, each `set --from <read value>`
@@ -315,11 +567,25 @@ fn lost_update_with_real_processes() {
                     loop {
                         let value = ok(&d, &["get", "counter"]);
                         let n: u64 = value.trim().parse().expect("counter is a number");
-                        let out = run(&d, &["set", "counter", &(n + 1).to_string(), "--from", &n.to_string(), "--agent", &format!("w{w}")]);
+                        let out = run(
+                            &d,
+                            &[
+                                "set",
+                                "counter",
+                                &(n + 1).to_string(),
+                                "--from",
+                                &n.to_string(),
+                                "--agent",
+                                &format!("w{w}"),
+                            ],
+                        );
                         match out.status.code() {
                             Some(0) => break,
                             Some(1) => conflicts += 1,
-                            other => panic!("set failed with {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+                            other => panic!(
+                                "set failed with {other:?}: {}",
+                                String::from_utf8_lossy(&out.stderr)
+                            ),
                         }
                     }
                 }
@@ -329,7 +595,11 @@ fn lost_update_with_real_processes() {
         .collect();
     let conflicts: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(ok(&d, &["get", "counter"]).trim(), "1000");
-    assert_eq!(revision(&d), 1001, "one revision per increment (plus the initial set)");
+    assert_eq!(
+        revision(&d),
+        1001,
+        "one revision per increment (plus the initial set)"
+    );
     assert!(ok(&d, &["verify"]).starts_with("ok"));
     let status = json_of(&d, &["status"]);
     assert_eq!(status["metrics"]["conflicts_last_hour"], conflicts);

@@ -14,26 +14,23 @@ use crate::error::StoreError;
 use crate::types::*;
 
 pub(crate) fn head(conn: &Connection, context: &str) -> Result<Head, StoreError> {
-    conn.prepare_cached(
-        "SELECT revision, checksum, size, horizon FROM contexts WHERE name = ?1",
-    )?
-    .query_row([context], |row| {
-        Ok(Head {
-            context: context.to_owned(),
-            revision: row.get::<_, i64>(0)? as u64,
-            checksum: row.get(1)?,
-            size: row.get::<_, i64>(2)? as u64,
-            horizon: row.get::<_, i64>(3)? as u64,
+    conn.prepare_cached("SELECT revision, checksum, size, horizon FROM contexts WHERE name = ?1")?
+        .query_row([context], |row| {
+            Ok(Head {
+                context: context.to_owned(),
+                revision: row.get::<_, i64>(0)? as u64,
+                checksum: row.get(1)?,
+                size: row.get::<_, i64>(2)? as u64,
+                horizon: row.get::<_, i64>(3)? as u64,
+            })
         })
-    })
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(context.to_owned()))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(context.to_owned()))
 }
 
 pub(crate) fn list_contexts(conn: &Connection) -> Result<Vec<Head>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT name, revision, checksum, size, horizon FROM contexts ORDER BY name",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT name, revision, checksum, size, horizon FROM contexts ORDER BY name")?;
     let rows = stmt.query_map([], |row| {
         Ok(Head {
             context: row.get(0)?,
@@ -65,8 +62,11 @@ pub(crate) fn snapshot_before(
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let (rev, doc, sum) =
-        row.ok_or_else(|| corrupt(format!("no snapshot of {context:?} at or before {revision}")))?;
+    let (rev, doc, sum) = row.ok_or_else(|| {
+        corrupt(format!(
+            "no snapshot of {context:?} at or before {revision}"
+        ))
+    })?;
     Ok((rev as u64, parse_json(&doc, "snapshot")?, sum))
 }
 
@@ -198,7 +198,9 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
     {
         let mut stmt =
             conn.prepare("SELECT revision, checksum FROM snapshots WHERE context = ?1")?;
-        let rows = stmt.query_map([context], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map([context], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
         for row in rows {
             let (rev, sum) = row?;
             snapshots.insert(rev as u64, sum);
@@ -216,7 +218,10 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
         expected_revision = entry.revision + 1;
         for edit in &entry.edits {
             if let Err(e) = apply_edit(&mut doc, edit) {
-                problems.push(format!("revision {}: edit does not replay: {e}", entry.revision));
+                problems.push(format!(
+                    "revision {}: edit does not replay: {e}",
+                    entry.revision
+                ));
             }
         }
         let sum = checksum(&doc);
@@ -226,7 +231,10 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
         }
         if let Some(snap) = snapshots.get(&entry.revision) {
             if *snap != sum {
-                problems.push(format!("snapshot at revision {}: checksum mismatch", entry.revision));
+                problems.push(format!(
+                    "snapshot at revision {}: checksum mismatch",
+                    entry.revision
+                ));
             }
         }
     }
@@ -249,7 +257,11 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
     })
 }
 
-pub(crate) fn metrics(conn: &Connection, context: &str, now_ms: u64) -> Result<Metrics, StoreError> {
+pub(crate) fn metrics(
+    conn: &Connection,
+    context: &str,
+    now_ms: u64,
+) -> Result<Metrics, StoreError> {
     let head = head(conn, context)?;
     let day_start = now_ms - now_ms % (24 * 3600 * 1000);
     let hour_ago = now_ms.saturating_sub(3600 * 1000);
@@ -266,8 +278,10 @@ pub(crate) fn metrics(conn: &Connection, context: &str, now_ms: u64) -> Result<M
             r.get::<_, Option<String>>(4)?,
         ))
     })?;
-    let mut by_level: BTreeMap<String, u64> =
-        Level::ALL.iter().map(|l| (l.as_str().to_owned(), 0)).collect();
+    let mut by_level: BTreeMap<String, u64> = Level::ALL
+        .iter()
+        .map(|l| (l.as_str().to_owned(), 0))
+        .collect();
     let (mut total, mut failures, mut deferred, mut conflicts_last_hour) = (0, 0, 0, 0);
     let mut durations = Vec::new();
     let mut hot: HashMap<String, u64> = HashMap::new();

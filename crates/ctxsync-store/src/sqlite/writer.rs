@@ -89,10 +89,19 @@ impl Writer {
         }
         let touched: Vec<String> = requests.iter().map(|p| p.0.clone()).collect();
         let outcome = (|| -> Result<Vec<Result<PushResponse, StoreError>>, StoreError> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut results = Vec::with_capacity(requests.len());
             for (context, request, started) in requests {
-                match push_one(&tx, &mut self.docs, &self.shared, &context, request, started) {
+                match push_one(
+                    &tx,
+                    &mut self.docs,
+                    &self.shared,
+                    &context,
+                    request,
+                    started,
+                ) {
                     Err(e @ (StoreError::Sqlite(_) | StoreError::Corrupt(_))) => return Err(e),
                     other => results.push(other),
                 }
@@ -136,7 +145,9 @@ impl Writer {
         f: impl FnOnce(&Transaction<'_>, &mut HashMap<String, Cached>, &Shared) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let result = (|| {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx, &mut self.docs, &self.shared)?;
             tx.commit()?;
             Ok(value)
@@ -151,11 +162,17 @@ impl Writer {
         result
     }
 
-    pub(crate) fn create_context(&mut self, name: &str, document: Value) -> Result<Head, StoreError> {
+    pub(crate) fn create_context(
+        &mut self,
+        name: &str,
+        document: Value,
+    ) -> Result<Head, StoreError> {
         let limit = self.shared.options.max_document_bytes;
         self.transaction(name, |tx, docs, _| {
             let exists: Option<i64> = tx
-                .query_row("SELECT 1 FROM contexts WHERE name = ?1", [name], |r| r.get(0))
+                .query_row("SELECT 1 FROM contexts WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if exists.is_some() {
                 return Err(StoreError::Exists(name.to_owned()));
@@ -249,7 +266,12 @@ impl Writer {
         })
     }
 
-    pub(crate) fn revert(&mut self, context: &str, to: u64, agent: &str) -> Result<PushResponse, StoreError> {
+    pub(crate) fn revert(
+        &mut self,
+        context: &str,
+        to: u64,
+        agent: &str,
+    ) -> Result<PushResponse, StoreError> {
         self.transaction(context, |tx, docs, shared| {
             let current = load(tx, docs, context)?;
             if to > current.head.revision {
@@ -281,7 +303,11 @@ impl Writer {
         })
     }
 
-    pub(crate) fn record_sync(&mut self, context: &str, sample: &SyncSample) -> Result<(), StoreError> {
+    pub(crate) fn record_sync(
+        &mut self,
+        context: &str,
+        sample: &SyncSample,
+    ) -> Result<(), StoreError> {
         self.transaction(context, |tx, _, _| {
             read::head(tx, context)?;
             insert_sample(tx, context, sample)
@@ -334,7 +360,8 @@ fn load<'a>(
         let doc = read::doc_at(tx, context, head.revision)?;
         docs.insert(context.to_owned(), Cached { head, doc });
     }
-    docs.get_mut(context).ok_or_else(|| corrupt("document cache"))
+    docs.get_mut(context)
+        .ok_or_else(|| corrupt("document cache"))
 }
 
 fn push_one(
@@ -345,7 +372,15 @@ fn push_one(
     request: PushRequest,
     started: Instant,
 ) -> Result<PushResponse, StoreError> {
-    push_with(tx, docs, shared, context, request, started, &shared.options.ownership)
+    push_with(
+        tx,
+        docs,
+        shared,
+        context,
+        request,
+        started,
+        &shared.options.ownership,
+    )
 }
 
 fn push_with(
@@ -366,8 +401,8 @@ fn push_with(
             .query_row(params![context, id], |r| r.get(0))
             .optional()?;
         if let Some(stored) = stored {
-            let mut response: PushResponse =
-                serde_json::from_str(&stored).map_err(|e| corrupt(format!("stored answer: {e}")))?;
+            let mut response: PushResponse = serde_json::from_str(&stored)
+                .map_err(|e| corrupt(format!("stored answer: {e}")))?;
             response.replayed = true;
             return Ok(response);
         }
@@ -443,8 +478,10 @@ fn push_with(
             edits,
             sum
         ])?;
-        tx.prepare_cached("UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4")?
-            .execute(params![revision as i64, sum, size as i64, context])?;
+        tx.prepare_cached(
+            "UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4",
+        )?
+        .execute(params![revision as i64, sum, size as i64, context])?;
         cached.head.revision = revision;
         cached.head.checksum = sum.clone();
         cached.head.size = size;
@@ -504,7 +541,12 @@ fn push_with(
 
 /// Writes a snapshot of the newest document, and drops idempotency keys past their time
 /// (here because it runs now and then, not on every push).
-fn write_snapshot(tx: &Connection, context: &str, cached: &Cached, ttl_ms: u64) -> Result<(), StoreError> {
+fn write_snapshot(
+    tx: &Connection,
+    context: &str,
+    cached: &Cached,
+    ttl_ms: u64,
+) -> Result<(), StoreError> {
     let cutoff = now_ms().saturating_sub(ttl_ms.max(24 * 3600 * 1000));
     tx.prepare_cached("DELETE FROM requests WHERE ts_ms < ?1")?
         .execute([cutoff as i64])?;

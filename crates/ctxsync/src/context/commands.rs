@@ -26,6 +26,15 @@ struct Env {
 
 fn open(common: &Common) -> Result<Env> {
     let config = Config::load(common.root.as_deref())?;
+    if let Some(server) = std::env::var("CTXSYNC_SERVER")
+        .ok()
+        .or(config.file.server.clone())
+    {
+        return Err(InputError(format!(
+            "a server is configured ({server}) but this build has only the embedded store; unset CTXSYNC_SERVER / `server` to use it"
+        ))
+        .into());
+    }
     let db = config.db_path();
     if !db.exists() {
         return Err(InputError(format!(
@@ -202,7 +211,8 @@ fn select_sections(doc: &Value, sections: &[Path]) -> Value {
     for section in sections {
         if let Some(value) = get_value(doc, section) {
             // Cannot fail: setting a key path on an object creates the parents.
-            let _ = ctxsync_core::apply_change(&mut out, &Change::set(section.clone(), value.clone()));
+            let _ =
+                ctxsync_core::apply_change(&mut out, &Change::set(section.clone(), value.clone()));
         }
     }
     out
@@ -239,7 +249,9 @@ pub fn pull(
         }
         let base = pull_into(&wc, &Embedded(&env.store), &env.context, periodic)?;
         if as_json {
-            print_json(&json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}));
+            print_json(
+                &json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}),
+            );
         } else {
             println!(
                 "wrote {} at revision {}",
@@ -272,9 +284,14 @@ pub fn pull(
     }
     let document = select_sections(&current.document, &sections);
     if as_json {
-        print_json(&json!({"revision": current.revision, "checksum": current.checksum, "document": document}));
+        print_json(
+            &json!({"revision": current.revision, "checksum": current.checksum, "document": document}),
+        );
     } else {
-        println!("# context {} revision {} checksum {}", env.context, current.revision, current.checksum);
+        println!(
+            "# context {} revision {} checksum {}",
+            env.context, current.revision, current.checksum
+        );
         print!("{}", ctxsync_client::to_yaml(&document));
     }
     exit(0)
@@ -327,15 +344,20 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             if explicit && open.agent != agent {
                 continue;
             }
-            let pushed = env
-                .store
-                .resolve_conflict(&env.context, open.id, args.prefer, &open.agent)?;
+            let pushed =
+                env.store
+                    .resolve_conflict(&env.context, open.id, args.prefer, &open.agent)?;
             resolved.push(json!({"id": open.id, "path": open.conflict.path, "prefer": args.prefer, "revision": pushed.map(|p| p.revision)}));
         }
         if !resolved.is_empty() && wc.exists() {
             reports.push(ctxsync_client::sync(&wc, &backend, &options(level))?);
         }
-        if env.store.open_conflicts(&env.context)?.iter().any(|c| !explicit || c.agent == agent) {
+        if env
+            .store
+            .open_conflicts(&env.context)?
+            .iter()
+            .any(|c| !explicit || c.agent == agent)
+        {
             code = CONFLICT;
         } else if code == CONFLICT && !resolved.is_empty() {
             code = 0;
@@ -362,7 +384,9 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
         for r in &resolved {
             println!(
                 "resolved conflict {} at {} ({})",
-                r["id"], r["path"].as_str().unwrap_or(""), args.prefer_str()
+                r["id"],
+                r["path"].as_str().unwrap_or(""),
+                args.prefer_str()
             );
         }
         if reports.is_empty() && resolved.is_empty() {

@@ -47,7 +47,11 @@ pub fn print_conflict(c: &Conflict) {
 }
 
 pub fn print_push(r: &PushResponse) {
-    let replay = if r.replayed { " (replayed: already applied)" } else { "" };
+    let replay = if r.replayed {
+        " (replayed: already applied)"
+    } else {
+        ""
+    };
     println!(
         "revision {} checksum {}: {} applied, {} conflict(s), {} rejected{replay}",
         r.revision,
