@@ -409,6 +409,7 @@ impl DottedParser<'_> {
 
 /// True when the array element `element` is the one a `[field=value]` selector names.
 /// Strings compare as text; numbers and booleans by their JSON spelling.
+#[allow(clippy::cmp_owned)] // `Value == &str` would never match numbers
 pub fn selector_matches(element: &Value, field: &str, value: &str) -> bool {
     match element.get(field) {
         Some(Value::String(s)) => s == value,

@@ -181,7 +181,7 @@ impl Writer {
             if size > limit {
                 return Err(StoreError::TooLarge { size, limit });
             }
-            let text = serde_json::to_string(&document).map_err(|e| corrupt(e))?;
+            let text = serde_json::to_string(&document).map_err(corrupt)?;
             let now = now_ms() as i64;
             tx.execute(
                 "INSERT INTO contexts(name, revision, checksum, size, horizon, created_ms)
@@ -457,7 +457,7 @@ fn push_with(
             return Err(StoreError::TooLarge { size, limit });
         }
         let revision = cached.head.revision + 1;
-        let edits = serde_json::to_string(&evaluation.edits).map_err(|e| corrupt(e))?;
+        let edits = serde_json::to_string(&evaluation.edits).map_err(corrupt)?;
         let summary = if request.summary.is_empty() {
             format!("{} change(s) by {}", response.applied.len(), request.agent)
         } else {
@@ -494,7 +494,7 @@ fn push_with(
     }
     if request.strategy == Strategy::Defer {
         for conflict in &mut response.conflicts {
-            let detail = serde_json::to_string(&*conflict).map_err(|e| corrupt(e))?;
+            let detail = serde_json::to_string(&*conflict).map_err(corrupt)?;
             tx.prepare_cached(
                 "INSERT INTO conflicts(context, revision, agent, path, detail, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -511,7 +511,7 @@ fn push_with(
         }
     }
     if let Some(id) = &request.request_id {
-        let text = serde_json::to_string(&response).map_err(|e| corrupt(e))?;
+        let text = serde_json::to_string(&response).map_err(corrupt)?;
         tx.prepare_cached(
             "INSERT INTO requests(context, request_id, response, ts_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
@@ -550,7 +550,7 @@ fn write_snapshot(
     let cutoff = now_ms().saturating_sub(ttl_ms.max(24 * 3600 * 1000));
     tx.prepare_cached("DELETE FROM requests WHERE ts_ms < ?1")?
         .execute([cutoff as i64])?;
-    let text = serde_json::to_string(&cached.doc).map_err(|e| corrupt(e))?;
+    let text = serde_json::to_string(&cached.doc).map_err(corrupt)?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO snapshots(context, revision, doc, checksum) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -562,7 +562,7 @@ fn insert_sample(tx: &Connection, context: &str, sample: &SyncSample) -> Result<
     let paths = if sample.conflict_paths.is_empty() {
         None
     } else {
-        Some(serde_json::to_string(&sample.conflict_paths).map_err(|e| corrupt(e))?)
+        Some(serde_json::to_string(&sample.conflict_paths).map_err(corrupt)?)
     };
     tx.prepare_cached(
         "INSERT INTO sync_log(context, agent, level, ts_ms, duration_us, outcome, conflict_paths)
