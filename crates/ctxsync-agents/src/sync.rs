@@ -791,7 +791,7 @@ fn hash_files(root: &Path, lib: &Library, reg: &Registry, texts: &Texts<'_>) -> 
                             let t = String::from_utf8(b).ok().map(Arc::<str>::from);
                             Some((p.to_string(), h, t))
                         })
-                        .collect()
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();

@@ -45,7 +45,7 @@ pub fn watch(
         .map_err(|e| Error::io(root, e))?;
     let mut cfg = AgentsConfig::load(&root)?;
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
-    let mut watcher = notify::recommended_watcher(move |ev| {
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let _ = tx.send(ev);
     })
     .map_err(|e| Error::Watch(e.to_string()))?;
