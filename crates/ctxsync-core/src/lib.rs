@@ -1,1 +1,31 @@
+//! The ctxsync document model, free of I/O: paths, changes and how they apply, canonical
+//! paths and conflict detection, push strategies, ownership, checksums, document diff
+//! and three-way merge, and the sync-level policy.
+//!
+//! Everything here is a pure function of its inputs, so the embedded store, the server
+//! and the client all decide the same way.
 #![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod change;
+pub mod checksum;
+pub mod ownership;
+pub mod path;
+
+pub use apply::{apply_all, apply_change, get, ApplyError, Edit, EditOp};
+pub use change::{Change, ChangeError, Expect, Op};
+pub use checksum::{canonical_json, checksum, checksum_and_size};
+pub use ownership::{NotOwner, Ownership, OwnershipRule};
+pub use path::{Path, PathError, Segment};
+pub mod level;
+pub mod push;
+
+pub use level::{Level, PeriodicPolicy};
+pub use push::{
+    evaluate, Conflict, ConflictReason, PriorWrite, PushRequest, PushResponse, Strategy,
+};
+pub mod diff;
+pub mod merge3;
+
+pub use diff::diff;
+pub use merge3::{merge3, Merge, MergeConflict, Prefer};

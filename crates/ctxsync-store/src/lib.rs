@@ -1,1 +1,57 @@
+//! Storage for ctxsync contexts: the [`Store`] trait every backend implements, and the
+//! embedded SQLite backend ([`SqliteStore`]) that is the default.
+//!
+//! A store keeps, per context: gap-free revisions, the op log (every revision's agent,
+//! level, time, summary and canonical edits with old and new values), periodic
+//! snapshots, idempotency keys, open conflicts and a sync log with timings. Pushes are
+//! decided by [`ctxsync_core::evaluate`], so every backend decides the same way.
 #![forbid(unsafe_code)]
+
+mod error;
+mod sqlite;
+mod types;
+
+pub use error::StoreError;
+pub use sqlite::{SqliteStore, StoreOptions, Synchronous};
+pub use types::*;
+
+use ctxsync_core::{PushRequest, PushResponse};
+use serde_json::Value;
+
+/// What every storage backend offers. All methods are blocking; a server calls them from
+/// a blocking thread pool.
+pub trait Store: Send + Sync {
+    /// Creates a context whose revision 0 is `document` (a JSON object).
+    fn create_context(&self, name: &str, document: Value) -> Result<Head, StoreError>;
+    fn list_contexts(&self) -> Result<Vec<Head>, StoreError>;
+    /// Current revision, checksum, size and horizon.
+    fn head(&self, context: &str) -> Result<Head, StoreError>;
+    /// The document at `revision` (the current one when `None`).
+    fn read(&self, context: &str, revision: Option<u64>) -> Result<Snapshot, StoreError>;
+    /// Decides and commits a push (DESIGN §3). Returns once the revision is durable.
+    fn push(&self, context: &str, request: PushRequest) -> Result<PushResponse, StoreError>;
+    /// Op log entries after `since` (exclusive), oldest first; `Gone` below the horizon.
+    fn log_since(&self, context: &str, since: u64) -> Result<Vec<LogEntry>, StoreError>;
+    /// Newest first, filtered.
+    fn history(&self, context: &str, filter: &HistoryFilter) -> Result<Vec<LogEntry>, StoreError>;
+    fn open_conflicts(&self, context: &str) -> Result<Vec<StoredConflict>, StoreError>;
+    /// Settles an open conflict: `Mine` applies the stored change (forced), `Theirs`
+    /// discards it. Returns the push made for `Mine`.
+    fn resolve_conflict(
+        &self,
+        context: &str,
+        id: u64,
+        prefer: Prefer,
+        agent: &str,
+    ) -> Result<Option<PushResponse>, StoreError>;
+    /// Replays the op log from the snapshots and compares every stored checksum.
+    fn verify(&self, context: &str) -> Result<VerifyReport, StoreError>;
+    /// Makes a new revision equal to revision `to` (history is never rewritten).
+    fn revert(&self, context: &str, to: u64, agent: &str) -> Result<PushResponse, StoreError>;
+    /// Records a sync that did not go through `push` (deferred, failed, pull, ...).
+    fn record_sync(&self, context: &str, sample: &SyncSample) -> Result<(), StoreError>;
+    /// The seed's `sync_metrics` and more, over the sync log.
+    fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError>;
+    /// Writes a snapshot of the current revision now (session end).
+    fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
+}

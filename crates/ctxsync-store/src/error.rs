@@ -1,0 +1,45 @@
+//! Errors of the storage layer.
+
+/// Why a store call failed. `Invalid`, `NotFound`, `Exists`, `Gone` and `TooLarge` are the
+/// caller's (4xx); `Sqlite`, `Corrupt` and `Closed` are ours (5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("context {0:?} does not exist (create it with `ctxsync init --context {0}`)")]
+    NotFound(String),
+    #[error("context {0:?} already exists")]
+    Exists(String),
+    #[error("revision {requested} is older than the horizon {horizon}: a full pull is required")]
+    Gone { requested: u64, horizon: u64 },
+    #[error("revision {requested} does not exist yet (current is {current})")]
+    Future { requested: u64, current: u64 },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("document would be {size} bytes, over the quota of {limit} bytes; nothing was applied")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("conflict {0} does not exist or is already resolved")]
+    NoSuchConflict(u64),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("commit failed, nothing of this push was applied: {0}")]
+    CommitFailed(String),
+    #[error("the store's writer has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    /// True for errors caused by the request rather than the store.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound(_)
+                | Self::Exists(_)
+                | Self::Gone { .. }
+                | Self::Future { .. }
+                | Self::Invalid(_)
+                | Self::TooLarge { .. }
+                | Self::NoSuchConflict(_)
+        )
+    }
+}

@@ -1,0 +1,380 @@
+//! The embedded SQLite backend.
+//!
+//! One writer thread per open store takes every write from a queue and commits the
+//! pushes waiting in it together (group commit): one transaction and one fsync for many
+//! pushes, each still its own revision and each answered only after the commit. Readers
+//! use their own connections (WAL), served from a cache of the newest document that is
+//! checked against the database's revision, so several processes sharing one file stay
+//! correct: each transaction re-reads the head under SQLite's write lock.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ctxsync_core::{Ownership, PushRequest, PushResponse};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::error::StoreError;
+use crate::types::*;
+use crate::Store;
+use writer::{Job, Writer};
+
+/// How hard SQLite works to make a commit survive an OS crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged push survives an OS crash (default).
+    #[default]
+    Full,
+    /// WAL without fsync per commit: survives a process crash, not an OS crash.
+    Normal,
+}
+
+/// Settings of an open store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub synchronous: Synchronous,
+    /// A snapshot every this many revisions bounds how much a read has to replay.
+    pub snapshot_every: u64,
+    /// Largest document (canonical JSON bytes) a push may produce.
+    pub max_document_bytes: u64,
+    pub ownership: Ownership,
+    /// How long idempotency keys are kept (at least 24 h).
+    pub idempotency_ttl_ms: u64,
+    /// Most pushes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            snapshot_every: 100,
+            max_document_bytes: 8 * 1024 * 1024,
+            ownership: Ownership::default(),
+            idempotency_ttl_ms: 7 * 24 * 3600 * 1000,
+            max_batch: 512,
+        }
+    }
+}
+
+/// The newest document of a context, shared between the writer and readers.
+#[derive(Debug, Clone)]
+pub(crate) struct Cached {
+    pub head: Head,
+    pub doc: Value,
+}
+
+pub(crate) struct Shared {
+    path: PathBuf,
+    options: StoreOptions,
+    cache: Mutex<HashMap<String, Arc<Cached>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The embedded store: a SQLite file.
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: impl AsRef<FsPath>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)?;
+        schema::configure(&conn, options.synchronous)?;
+        schema::migrate(&mut conn)?;
+        let cutoff = now_ms().saturating_sub(options.idempotency_ttl_ms.max(24 * 3600 * 1000));
+        conn.execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff as i64])?;
+        let shared = Arc::new(Shared {
+            path,
+            options,
+            cache: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(conn, Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("ctxsync-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            shared,
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn path(&self) -> &FsPath {
+        &self.shared.path
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.shared.options
+    }
+
+    /// Sends a job to the writer and waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(mpsc::SyncSender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let jobs = self.jobs.lock().map_err(|_| StoreError::Closed)?;
+            let sender = jobs.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job(reply)).map_err(|_| StoreError::Closed)?;
+        }
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn exec<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.call(move |reply| {
+            Job::Exec(Box::new(move |writer: &mut Writer| {
+                let _ = reply.send(f(writer));
+            }))
+        })
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.shared.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.shared.path)?;
+                schema::configure(&conn, self.shared.options.synchronous)?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        if let Ok(mut readers) = self.shared.readers.lock() {
+            if readers.len() < 16 {
+                readers.push(conn);
+            }
+        }
+        result
+    }
+
+    /// The newest document, from the cache when it is current.
+    fn current(&self, conn: &Connection, context: &str) -> Result<Arc<Cached>, StoreError> {
+        let head = read::head(conn, context)?;
+        if let Some(cached) = self
+            .shared
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(context).cloned())
+        {
+            if cached.head == head {
+                return Ok(cached);
+            }
+        }
+        let doc = read::doc_at(conn, context, head.revision)?;
+        let cached = Arc::new(Cached { head, doc });
+        self.shared.publish(context, Arc::clone(&cached));
+        Ok(cached)
+    }
+}
+
+impl Shared {
+    fn publish(&self, context: &str, cached: Arc<Cached>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            let newer = cache
+                .get(context)
+                .is_none_or(|old| old.head.revision <= cached.head.revision);
+            if newer {
+                cache.insert(context.to_owned(), cached);
+            }
+        }
+    }
+
+    fn forget(&self, context: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(context);
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what it has and exit.
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub(crate) fn validate_context_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "bad context name {name:?}: use 1-64 of a-z 0-9 . _ - starting with a letter or digit"
+        )))
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_context(&self, name: &str, document: Value) -> Result<Head, StoreError> {
+        validate_context_name(name)?;
+        if !document.is_object() {
+            return Err(StoreError::Invalid(
+                "a context document must be a JSON object".into(),
+            ));
+        }
+        let name = name.to_owned();
+        self.exec(move |w| w.create_context(&name, document))
+    }
+
+    fn list_contexts(&self) -> Result<Vec<Head>, StoreError> {
+        self.with_reader(read::list_contexts)
+    }
+
+    fn head(&self, context: &str) -> Result<Head, StoreError> {
+        self.with_reader(|conn| read::head(conn, context))
+    }
+
+    fn read(&self, context: &str, revision: Option<u64>) -> Result<Snapshot, StoreError> {
+        self.with_reader(|conn| {
+            let current = self.current(conn, context)?;
+            match revision {
+                None => Ok(Snapshot {
+                    revision: current.head.revision,
+                    checksum: current.head.checksum.clone(),
+                    document: current.doc.clone(),
+                }),
+                Some(r) if r == current.head.revision => Ok(Snapshot {
+                    revision: r,
+                    checksum: current.head.checksum.clone(),
+                    document: current.doc.clone(),
+                }),
+                Some(r) if r > current.head.revision => Err(StoreError::Future {
+                    requested: r,
+                    current: current.head.revision,
+                }),
+                Some(r) if r < current.head.horizon => Err(StoreError::Gone {
+                    requested: r,
+                    horizon: current.head.horizon,
+                }),
+                Some(r) => {
+                    let doc = read::doc_at(conn, context, r)?;
+                    Ok(Snapshot {
+                        revision: r,
+                        checksum: ctxsync_core::checksum(&doc),
+                        document: doc,
+                    })
+                }
+            }
+        })
+    }
+
+    fn push(&self, context: &str, request: PushRequest) -> Result<PushResponse, StoreError> {
+        let context = context.to_owned();
+        let started = std::time::Instant::now();
+        self.call(move |reply| Job::Push {
+            context,
+            request,
+            started,
+            reply,
+        })
+    }
+
+    fn log_since(&self, context: &str, since: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.with_reader(|conn| {
+            let head = read::head(conn, context)?;
+            if since < head.horizon {
+                return Err(StoreError::Gone {
+                    requested: since,
+                    horizon: head.horizon,
+                });
+            }
+            if since > head.revision {
+                return Err(StoreError::Future {
+                    requested: since,
+                    current: head.revision,
+                });
+            }
+            read::log_range(conn, context, since, head.revision)
+        })
+    }
+
+    fn history(&self, context: &str, filter: &HistoryFilter) -> Result<Vec<LogEntry>, StoreError> {
+        self.with_reader(|conn| read::history(conn, context, filter))
+    }
+
+    fn open_conflicts(&self, context: &str) -> Result<Vec<StoredConflict>, StoreError> {
+        self.with_reader(|conn| {
+            read::head(conn, context)?;
+            read::open_conflicts(conn, context)
+        })
+    }
+
+    fn resolve_conflict(
+        &self,
+        context: &str,
+        id: u64,
+        prefer: Prefer,
+        agent: &str,
+    ) -> Result<Option<PushResponse>, StoreError> {
+        let (context, agent) = (context.to_owned(), agent.to_owned());
+        self.exec(move |w| w.resolve_conflict(&context, id, prefer, &agent))
+    }
+
+    fn verify(&self, context: &str) -> Result<VerifyReport, StoreError> {
+        self.with_reader(|conn| read::verify(conn, context))
+    }
+
+    fn revert(&self, context: &str, to: u64, agent: &str) -> Result<PushResponse, StoreError> {
+        let (context, agent) = (context.to_owned(), agent.to_owned());
+        self.exec(move |w| w.revert(&context, to, &agent))
+    }
+
+    fn record_sync(&self, context: &str, sample: &SyncSample) -> Result<(), StoreError> {
+        let (context, sample) = (context.to_owned(), sample.clone());
+        self.exec(move |w| w.record_sync(&context, &sample))
+    }
+
+    fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError> {
+        self.with_reader(|conn| read::metrics(conn, context, now_ms))
+    }
+
+    fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
+        let context = context.to_owned();
+        self.exec(move |w| w.snapshot_now(&context))
+    }
+}

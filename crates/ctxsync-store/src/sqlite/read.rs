@@ -1,0 +1,331 @@
+//! Queries: heads, documents at a revision (snapshot + replay), the op log, conflicts,
+//! verification and metrics. Every function takes a plain connection, so the writer can
+//! run them inside its transaction and readers outside it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ctxsync_core::apply::{apply_edit, Edit};
+use ctxsync_core::{checksum, Conflict, Level};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::corrupt;
+use crate::error::StoreError;
+use crate::types::*;
+
+pub(crate) fn head(conn: &Connection, context: &str) -> Result<Head, StoreError> {
+    conn.prepare_cached(
+        "SELECT revision, checksum, size, horizon FROM contexts WHERE name = ?1",
+    )?
+    .query_row([context], |row| {
+        Ok(Head {
+            context: context.to_owned(),
+            revision: row.get::<_, i64>(0)? as u64,
+            checksum: row.get(1)?,
+            size: row.get::<_, i64>(2)? as u64,
+            horizon: row.get::<_, i64>(3)? as u64,
+        })
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(context.to_owned()))
+}
+
+pub(crate) fn list_contexts(conn: &Connection) -> Result<Vec<Head>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT name, revision, checksum, size, horizon FROM contexts ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(Head {
+            context: row.get(0)?,
+            revision: row.get::<_, i64>(1)? as u64,
+            checksum: row.get(2)?,
+            size: row.get::<_, i64>(3)? as u64,
+            horizon: row.get::<_, i64>(4)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+/// The newest snapshot at or before `revision`.
+pub(crate) fn snapshot_before(
+    conn: &Connection,
+    context: &str,
+    revision: u64,
+) -> Result<(u64, Value, String), StoreError> {
+    let row: Option<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT revision, doc, checksum FROM snapshots
+             WHERE context = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
+        )?
+        .query_row(params![context, revision as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let (rev, doc, sum) =
+        row.ok_or_else(|| corrupt(format!("no snapshot of {context:?} at or before {revision}")))?;
+    Ok((rev as u64, parse_json(&doc, "snapshot")?, sum))
+}
+
+/// The document at `revision`: the snapshot before it plus the op log replayed.
+pub(crate) fn doc_at(conn: &Connection, context: &str, revision: u64) -> Result<Value, StoreError> {
+    let (from, mut doc, _) = snapshot_before(conn, context, revision)?;
+    for entry in log_range(conn, context, from, revision)? {
+        for edit in &entry.edits {
+            apply_edit(&mut doc, edit)
+                .map_err(|e| corrupt(format!("replaying revision {}: {e}", entry.revision)))?;
+        }
+    }
+    Ok(doc)
+}
+
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(LogEntry, String)> {
+    let level: String = row.get(2)?;
+    Ok((
+        LogEntry {
+            revision: row.get::<_, i64>(0)? as u64,
+            agent: row.get(1)?,
+            level: level.parse().unwrap_or_default(),
+            timestamp_ms: row.get::<_, i64>(3)? as u64,
+            summary: row.get(4)?,
+            request_id: row.get(5)?,
+            checksum: row.get(7)?,
+            edits: Vec::new(),
+        },
+        row.get(6)?,
+    ))
+}
+
+const ENTRY_COLUMNS: &str = "revision, agent, level, ts_ms, summary, request_id, edits, checksum";
+
+/// Entries with `after < revision <= until`, oldest first.
+pub(crate) fn log_range(
+    conn: &Connection,
+    context: &str,
+    after: u64,
+    until: u64,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM oplog
+         WHERE context = ?1 AND revision > ?2 AND revision <= ?3 ORDER BY revision"
+    ))?;
+    let rows = stmt.query_map(params![context, after as i64, until as i64], entry_from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut entry, edits) = row?;
+        entry.edits = parse_json::<Vec<Edit>>(&edits, "op log edits")?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+pub(crate) fn history(
+    conn: &Connection,
+    context: &str,
+    filter: &HistoryFilter,
+) -> Result<Vec<LogEntry>, StoreError> {
+    head(conn, context)?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM oplog
+         WHERE context = ?1 AND (?2 IS NULL OR agent = ?2) AND (?3 IS NULL OR level = ?3)
+         ORDER BY revision DESC LIMIT ?4"
+    ))?;
+    let limit = filter.last.map_or(-1, |n| n as i64);
+    let rows = stmt.query_map(
+        params![
+            context,
+            filter.agent,
+            filter.level.map(|l| l.as_str().to_owned()),
+            limit
+        ],
+        entry_from_row,
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut entry, edits) = row?;
+        entry.edits = parse_json(&edits, "op log edits")?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+pub(crate) fn open_conflicts(
+    conn: &Connection,
+    context: &str,
+) -> Result<Vec<StoredConflict>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, agent, revision, created_ms, detail FROM conflicts
+         WHERE context = ?1 AND status = 'open' ORDER BY id",
+    )?;
+    let rows = stmt.query_map([context], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, agent, revision, created_ms, detail) = row?;
+        let mut conflict: Conflict = parse_json(&detail, "conflict")?;
+        conflict.id = Some(id as u64);
+        out.push(StoredConflict {
+            id: id as u64,
+            agent,
+            revision: revision as u64,
+            created_ms: created_ms as u64,
+            conflict,
+        });
+    }
+    Ok(out)
+}
+
+/// Replays the log from the oldest snapshot and checks every stored checksum: the op
+/// log's, the snapshots' and the head's.
+pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, StoreError> {
+    let head = head(conn, context)?;
+    let mut problems = Vec::new();
+    let (start, mut doc, snap_sum) = snapshot_before(conn, context, head.horizon)?;
+    if checksum(&doc) != snap_sum {
+        problems.push(format!("snapshot at revision {start}: checksum mismatch"));
+    }
+    let mut snapshots: HashMap<u64, String> = HashMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT revision, checksum FROM snapshots WHERE context = ?1")?;
+        let rows = stmt.query_map([context], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (rev, sum) = row?;
+            snapshots.insert(rev as u64, sum);
+        }
+    }
+    let mut checked = 0;
+    let mut expected_revision = start + 1;
+    for entry in log_range(conn, context, start, head.revision)? {
+        if entry.revision != expected_revision {
+            problems.push(format!(
+                "gap in the op log: expected revision {expected_revision}, found {}",
+                entry.revision
+            ));
+        }
+        expected_revision = entry.revision + 1;
+        for edit in &entry.edits {
+            if let Err(e) = apply_edit(&mut doc, edit) {
+                problems.push(format!("revision {}: edit does not replay: {e}", entry.revision));
+            }
+        }
+        let sum = checksum(&doc);
+        checked += 1;
+        if sum != entry.checksum {
+            problems.push(format!("revision {}: checksum mismatch", entry.revision));
+        }
+        if let Some(snap) = snapshots.get(&entry.revision) {
+            if *snap != sum {
+                problems.push(format!("snapshot at revision {}: checksum mismatch", entry.revision));
+            }
+        }
+    }
+    if expected_revision != head.revision + 1 {
+        problems.push(format!(
+            "op log ends at revision {} but the head is at {}",
+            expected_revision - 1,
+            head.revision
+        ));
+    }
+    if checksum(&doc) != head.checksum {
+        problems.push("head checksum does not match the replayed document".into());
+    }
+    Ok(VerifyReport {
+        context: context.to_owned(),
+        ok: problems.is_empty(),
+        checked,
+        revision: head.revision,
+        problems,
+    })
+}
+
+pub(crate) fn metrics(conn: &Connection, context: &str, now_ms: u64) -> Result<Metrics, StoreError> {
+    let head = head(conn, context)?;
+    let day_start = now_ms - now_ms % (24 * 3600 * 1000);
+    let hour_ago = now_ms.saturating_sub(3600 * 1000);
+    let mut stmt = conn.prepare(
+        "SELECT level, duration_us, outcome, ts_ms, conflict_paths FROM sync_log
+         WHERE context = ?1 AND ts_ms >= ?2",
+    )?;
+    let rows = stmt.query_map(params![context, day_start.min(hour_ago) as i64], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut by_level: BTreeMap<String, u64> =
+        Level::ALL.iter().map(|l| (l.as_str().to_owned(), 0)).collect();
+    let (mut total, mut failures, mut deferred, mut conflicts_last_hour) = (0, 0, 0, 0);
+    let mut durations = Vec::new();
+    let mut hot: HashMap<String, u64> = HashMap::new();
+    for row in rows {
+        let (level, duration_us, outcome, ts, paths) = row?;
+        let paths: Vec<String> = paths
+            .as_deref()
+            .map(|p| serde_json::from_str(p).unwrap_or_default())
+            .unwrap_or_default();
+        if ts as u64 >= hour_ago {
+            conflicts_last_hour += paths.len() as u64;
+        }
+        for p in paths {
+            *hot.entry(p).or_default() += 1;
+        }
+        if (ts as u64) < day_start {
+            continue;
+        }
+        total += 1;
+        *by_level.entry(level).or_default() += 1;
+        match SyncOutcome::parse(&outcome) {
+            SyncOutcome::Failed => failures += 1,
+            SyncOutcome::Deferred => deferred += 1,
+            _ => durations.push(duration_us as f64 / 1000.0),
+        }
+    }
+    durations.sort_by(f64::total_cmp);
+    let performance = if durations.is_empty() {
+        Performance::default()
+    } else {
+        let p95_index = ((durations.len() as f64) * 0.95).ceil() as usize;
+        Performance {
+            average_sync_ms: durations.iter().sum::<f64>() / durations.len() as f64,
+            fastest_sync_ms: durations[0],
+            slowest_sync_ms: durations[durations.len() - 1],
+            p95_sync_ms: durations[p95_index.clamp(1, durations.len()) - 1],
+        }
+    };
+    let mut hottest: Vec<(String, u64)> = hot.into_iter().collect();
+    hottest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    hottest.truncate(5);
+    let open: i64 = conn.query_row(
+        "SELECT count(*) FROM conflicts WHERE context = ?1 AND status = 'open'",
+        [context],
+        |r| r.get(0),
+    )?;
+    Ok(Metrics {
+        context: context.to_owned(),
+        revision: head.revision,
+        total_syncs_today: total,
+        sync_failures: failures,
+        deferred,
+        context_size_bytes: head.size,
+        compression_ratio: None,
+        by_level,
+        performance,
+        conflicts_last_hour,
+        open_conflicts: open as u64,
+        hottest_conflict_paths: hottest,
+    })
+}

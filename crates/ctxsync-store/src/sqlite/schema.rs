@@ -1,0 +1,109 @@
+//! The SQLite schema and the connection settings every connection gets.
+
+use rusqlite::Connection;
+
+use super::Synchronous;
+
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS contexts(
+    name       TEXT PRIMARY KEY,
+    revision   INTEGER NOT NULL,
+    checksum   TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    horizon    INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One row per revision; `edits` holds the canonical edits with old and new values.
+CREATE TABLE IF NOT EXISTS oplog(
+    context    TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    agent      TEXT NOT NULL,
+    level      TEXT NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    summary    TEXT NOT NULL,
+    request_id TEXT,
+    edits      TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    PRIMARY KEY(context, revision)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS snapshots(
+    context  TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    doc      TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY(context, revision)
+) WITHOUT ROWID;
+
+-- Idempotency keys: a replayed request_id gets the stored answer.
+CREATE TABLE IF NOT EXISTS requests(
+    context    TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    response   TEXT NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    PRIMARY KEY(context, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests(ts_ms);
+
+CREATE TABLE IF NOT EXISTS conflicts(
+    id          INTEGER PRIMARY KEY,
+    context     TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'open',
+    resolution  TEXT,
+    created_ms  INTEGER NOT NULL,
+    resolved_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS conflicts_open ON conflicts(context, status);
+
+CREATE TABLE IF NOT EXISTS sync_log(
+    id             INTEGER PRIMARY KEY,
+    context        TEXT NOT NULL,
+    agent          TEXT NOT NULL,
+    level          TEXT NOT NULL,
+    ts_ms          INTEGER NOT NULL,
+    duration_us    INTEGER NOT NULL,
+    outcome        TEXT NOT NULL,
+    conflict_paths TEXT
+);
+CREATE INDEX IF NOT EXISTS sync_log_by_time ON sync_log(context, ts_ms);
+";
+
+/// Settings for every connection: WAL so readers never block the writer, a generous busy
+/// timeout so several processes on one file wait for each other instead of failing.
+pub(crate) fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Creates the tables (idempotent) and records the schema version.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?1)",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()
+}

@@ -1,0 +1,533 @@
+//! The single writer: group commit of pushes, and every other write.
+//!
+//! The writer drains its queue, runs every waiting push against its in-memory copy of the
+//! newest document inside one `BEGIN IMMEDIATE` transaction, commits once, and only then
+//! answers. If the commit fails, every push of the batch gets the error and the in-memory
+//! copies are dropped, so nothing is acknowledged that is not on disk.
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use ctxsync_core::push::{evaluate, PriorWrite, Strategy};
+use ctxsync_core::{checksum_and_size, Change, Level, Ownership, Path, PushRequest, PushResponse};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::Value;
+use tracing::warn;
+
+use super::{corrupt, now_ms, read, Cached, Shared};
+use crate::error::StoreError;
+use crate::types::*;
+
+type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
+
+pub(crate) enum Job {
+    Push {
+        context: String,
+        request: PushRequest,
+        started: Instant,
+        reply: Reply<PushResponse>,
+    },
+    Exec(Box<dyn FnOnce(&mut Writer) + Send>),
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    /// The newest document per context as this writer last committed or read it.
+    docs: HashMap<String, Cached>,
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> Self {
+        Self {
+            conn,
+            shared,
+            docs: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let max = self.shared.options.max_batch.max(1);
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < max {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut pushes = Vec::new();
+            for job in batch {
+                match job {
+                    Job::Push {
+                        context,
+                        request,
+                        started,
+                        reply,
+                    } => pushes.push((context, request, started, reply)),
+                    Job::Exec(f) => {
+                        // Keep the queue's order: pushes sent before this job commit first.
+                        self.commit_pushes(std::mem::take(&mut pushes));
+                        f(&mut self);
+                    }
+                }
+            }
+            self.commit_pushes(pushes);
+        }
+    }
+
+    fn commit_pushes(&mut self, pushes: Vec<(String, PushRequest, Instant, Reply<PushResponse>)>) {
+        if pushes.is_empty() {
+            return;
+        }
+        let mut replies = Vec::with_capacity(pushes.len());
+        let mut requests = Vec::with_capacity(pushes.len());
+        for (context, request, started, reply) in pushes {
+            replies.push(reply);
+            requests.push((context, request, started));
+        }
+        let touched: Vec<String> = requests.iter().map(|p| p.0.clone()).collect();
+        let outcome = (|| -> Result<Vec<Result<PushResponse, StoreError>>, StoreError> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(requests.len());
+            for (context, request, started) in requests {
+                match push_one(&tx, &mut self.docs, &self.shared, &context, request, started) {
+                    Err(e @ (StoreError::Sqlite(_) | StoreError::Corrupt(_))) => return Err(e),
+                    other => results.push(other),
+                }
+            }
+            tx.commit()?;
+            Ok(results)
+        })();
+        match outcome {
+            Ok(results) => {
+                for context in &touched {
+                    self.publish(context);
+                }
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "group commit failed; no push of the batch was applied");
+                for context in &touched {
+                    self.docs.remove(context);
+                    self.shared.forget(context);
+                }
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::CommitFailed(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn publish(&self, context: &str) {
+        if let Some(cached) = self.docs.get(context) {
+            self.shared.publish(context, Arc::new(cached.clone()));
+        }
+    }
+
+    /// Runs `f` in its own immediate transaction; on failure forgets cached documents.
+    fn transaction<T>(
+        &mut self,
+        context: &str,
+        f: impl FnOnce(&Transaction<'_>, &mut HashMap<String, Cached>, &Shared) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx, &mut self.docs, &self.shared)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        match &result {
+            Ok(_) => self.publish(context),
+            Err(_) => {
+                self.docs.remove(context);
+                self.shared.forget(context);
+            }
+        }
+        result
+    }
+
+    pub(crate) fn create_context(&mut self, name: &str, document: Value) -> Result<Head, StoreError> {
+        let limit = self.shared.options.max_document_bytes;
+        self.transaction(name, |tx, docs, _| {
+            let exists: Option<i64> = tx
+                .query_row("SELECT 1 FROM contexts WHERE name = ?1", [name], |r| r.get(0))
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::Exists(name.to_owned()));
+            }
+            let (sum, size) = checksum_and_size(&document);
+            if size > limit {
+                return Err(StoreError::TooLarge { size, limit });
+            }
+            let text = serde_json::to_string(&document).map_err(|e| corrupt(e))?;
+            let now = now_ms() as i64;
+            tx.execute(
+                "INSERT INTO contexts(name, revision, checksum, size, horizon, created_ms)
+                 VALUES (?1, 0, ?2, ?3, 0, ?4)",
+                params![name, sum, size as i64, now],
+            )?;
+            tx.execute(
+                "INSERT INTO snapshots(context, revision, doc, checksum) VALUES (?1, 0, ?2, ?3)",
+                params![name, text, sum],
+            )?;
+            let head = Head {
+                context: name.to_owned(),
+                revision: 0,
+                checksum: sum,
+                size,
+                horizon: 0,
+            };
+            docs.insert(
+                name.to_owned(),
+                Cached {
+                    head: head.clone(),
+                    doc: document,
+                },
+            );
+            Ok(head)
+        })
+    }
+
+    pub(crate) fn resolve_conflict(
+        &mut self,
+        context: &str,
+        id: u64,
+        prefer: Prefer,
+        agent: &str,
+    ) -> Result<Option<PushResponse>, StoreError> {
+        self.transaction(context, |tx, docs, shared| {
+            let detail: Option<String> = tx
+                .query_row(
+                    "SELECT detail FROM conflicts WHERE id = ?1 AND context = ?2 AND status = 'open'",
+                    params![id as i64, context],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let detail = detail.ok_or(StoreError::NoSuchConflict(id))?;
+            let conflict: ctxsync_core::Conflict =
+                serde_json::from_str(&detail).map_err(|e| corrupt(format!("conflict {id}: {e}")))?;
+            let response = match prefer {
+                Prefer::Theirs => None,
+                Prefer::Mine => {
+                    let request = PushRequest {
+                        agent: agent.to_owned(),
+                        level: Level::Checkpoint,
+                        base_revision: None,
+                        request_id: None,
+                        strategy: Strategy::Force,
+                        summary: format!("resolve conflict {id} at {} (mine)", conflict.path),
+                        changes: vec![ctxsync_core::push::force_change(&conflict)],
+                    };
+                    let r = push_one(tx, docs, shared, context, request, Instant::now())?;
+                    if let Some(rejected) = r.rejected.first() {
+                        return Err(StoreError::Invalid(format!(
+                            "{agent} may not write {} (owners: {})",
+                            rejected.path,
+                            rejected.owners.join(", ")
+                        )));
+                    }
+                    Some(r)
+                }
+            };
+            tx.execute(
+                "UPDATE conflicts SET status = 'resolved', resolution = ?1, resolved_ms = ?2 WHERE id = ?3",
+                params![
+                    match prefer {
+                        Prefer::Mine => "mine",
+                        Prefer::Theirs => "theirs",
+                    },
+                    now_ms() as i64,
+                    id as i64
+                ],
+            )?;
+            Ok(response)
+        })
+    }
+
+    pub(crate) fn revert(&mut self, context: &str, to: u64, agent: &str) -> Result<PushResponse, StoreError> {
+        self.transaction(context, |tx, docs, shared| {
+            let current = load(tx, docs, context)?;
+            if to > current.head.revision {
+                return Err(StoreError::Future {
+                    requested: to,
+                    current: current.head.revision,
+                });
+            }
+            if to < current.head.horizon {
+                return Err(StoreError::Gone {
+                    requested: to,
+                    horizon: current.head.horizon,
+                });
+            }
+            let target = read::doc_at(tx, context, to)?;
+            let changes = whole_key_changes(&current.doc, &target);
+            let request = PushRequest {
+                agent: agent.to_owned(),
+                level: Level::Checkpoint,
+                base_revision: None,
+                request_id: None,
+                strategy: Strategy::Force,
+                summary: format!("revert to revision {to}"),
+                changes,
+            };
+            // A revert restores history; ownership rules guard edits, not restores.
+            let open = Ownership::default();
+            push_with(tx, docs, shared, context, request, Instant::now(), &open)
+        })
+    }
+
+    pub(crate) fn record_sync(&mut self, context: &str, sample: &SyncSample) -> Result<(), StoreError> {
+        self.transaction(context, |tx, _, _| {
+            read::head(tx, context)?;
+            insert_sample(tx, context, sample)
+        })
+    }
+
+    pub(crate) fn snapshot_now(&mut self, context: &str) -> Result<Head, StoreError> {
+        self.transaction(context, |tx, docs, _| {
+            let cached = load(tx, docs, context)?;
+            write_snapshot(tx, context, cached)?;
+            Ok(cached.head.clone())
+        })
+    }
+}
+
+/// The changes that turn `from` into `to` exactly: whole top-level values, so list order
+/// and everything else come back byte for byte.
+fn whole_key_changes(from: &Value, to: &Value) -> Vec<Change> {
+    let (Some(from), Some(to)) = (from.as_object(), to.as_object()) else {
+        return vec![Change::set(Path::root(), to.clone())];
+    };
+    let mut changes = Vec::new();
+    for key in from.keys() {
+        if !to.contains_key(key) {
+            changes.push(Change {
+                path: Path::root().key(key),
+                op: ctxsync_core::Op::Remove,
+                expect: None,
+            });
+        }
+    }
+    for (key, value) in to {
+        if from.get(key) != Some(value) {
+            changes.push(Change::set(Path::root().key(key), value.clone()));
+        }
+    }
+    changes
+}
+
+/// The writer's copy of the newest document, reloaded when another process moved it.
+fn load<'a>(
+    tx: &Connection,
+    docs: &'a mut HashMap<String, Cached>,
+    context: &str,
+) -> Result<&'a mut Cached, StoreError> {
+    let head = read::head(tx, context)?;
+    let fresh = docs.get(context).is_some_and(|c| c.head == head);
+    if !fresh {
+        let doc = read::doc_at(tx, context, head.revision)?;
+        docs.insert(context.to_owned(), Cached { head, doc });
+    }
+    docs.get_mut(context).ok_or_else(|| corrupt("document cache"))
+}
+
+fn push_one(
+    tx: &Transaction<'_>,
+    docs: &mut HashMap<String, Cached>,
+    shared: &Shared,
+    context: &str,
+    request: PushRequest,
+    started: Instant,
+) -> Result<PushResponse, StoreError> {
+    push_with(tx, docs, shared, context, request, started, &shared.options.ownership)
+}
+
+fn push_with(
+    tx: &Transaction<'_>,
+    docs: &mut HashMap<String, Cached>,
+    shared: &Shared,
+    context: &str,
+    request: PushRequest,
+    started: Instant,
+    ownership: &Ownership,
+) -> Result<PushResponse, StoreError> {
+    if request.agent.trim().is_empty() {
+        return Err(StoreError::Invalid("a push needs an `agent`".into()));
+    }
+    if let Some(id) = &request.request_id {
+        let stored: Option<String> = tx
+            .prepare_cached("SELECT response FROM requests WHERE context = ?1 AND request_id = ?2")?
+            .query_row(params![context, id], |r| r.get(0))
+            .optional()?;
+        if let Some(stored) = stored {
+            let mut response: PushResponse =
+                serde_json::from_str(&stored).map_err(|e| corrupt(format!("stored answer: {e}")))?;
+            response.replayed = true;
+            return Ok(response);
+        }
+    }
+    let cached = load(tx, docs, context)?;
+    let since_base = match request.base_revision {
+        Some(base) if base < cached.head.horizon => {
+            return Err(StoreError::Gone {
+                requested: base,
+                horizon: cached.head.horizon,
+            })
+        }
+        Some(base) if base < cached.head.revision => {
+            read::log_range(tx, context, base, cached.head.revision)?
+                .into_iter()
+                .flat_map(|entry| {
+                    let (revision, agent) = (entry.revision, entry.agent);
+                    entry.edits.into_iter().map(move |e| PriorWrite {
+                        revision,
+                        agent: agent.clone(),
+                        path: e.path,
+                    })
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let evaluation = evaluate(
+        &mut cached.doc,
+        &request,
+        cached.head.revision,
+        &since_base,
+        ownership,
+    )
+    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+
+    let now = now_ms();
+    let mut response = PushResponse {
+        revision: cached.head.revision,
+        applied: evaluation.applied,
+        conflicts: evaluation.conflicts,
+        rejected: evaluation.rejected,
+        checksum: cached.head.checksum.clone(),
+        replayed: false,
+    };
+    if !evaluation.edits.is_empty() {
+        let (sum, size) = checksum_and_size(&cached.doc);
+        let limit = shared.options.max_document_bytes;
+        if size > limit {
+            ctxsync_core::apply::undo(&mut cached.doc, &evaluation.edits)
+                .map_err(|e| corrupt(format!("undo after quota: {e}")))?;
+            return Err(StoreError::TooLarge { size, limit });
+        }
+        let revision = cached.head.revision + 1;
+        let edits = serde_json::to_string(&evaluation.edits).map_err(|e| corrupt(e))?;
+        let summary = if request.summary.is_empty() {
+            format!("{} change(s) by {}", response.applied.len(), request.agent)
+        } else {
+            request.summary.clone()
+        };
+        tx.prepare_cached(
+            "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            context,
+            revision as i64,
+            request.agent,
+            request.level.as_str(),
+            now as i64,
+            summary,
+            request.request_id,
+            edits,
+            sum
+        ])?;
+        tx.prepare_cached("UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4")?
+            .execute(params![revision as i64, sum, size as i64, context])?;
+        cached.head.revision = revision;
+        cached.head.checksum = sum.clone();
+        cached.head.size = size;
+        response.revision = revision;
+        response.checksum = sum;
+        let every = shared.options.snapshot_every.max(1);
+        if revision % every == 0 {
+            write_snapshot(tx, context, cached)?;
+        }
+    }
+    if request.strategy == Strategy::Defer {
+        for conflict in &mut response.conflicts {
+            let detail = serde_json::to_string(&*conflict).map_err(|e| corrupt(e))?;
+            tx.prepare_cached(
+                "INSERT INTO conflicts(context, revision, agent, path, detail, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                context,
+                response.revision as i64,
+                request.agent,
+                conflict.path,
+                detail,
+                now as i64
+            ])?;
+            conflict.id = Some(tx.last_insert_rowid() as u64);
+        }
+    }
+    if let Some(id) = &request.request_id {
+        let text = serde_json::to_string(&response).map_err(|e| corrupt(e))?;
+        tx.prepare_cached(
+            "INSERT INTO requests(context, request_id, response, ts_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![context, id, text, now as i64])?;
+    }
+    let outcome = if !response.conflicts.is_empty() {
+        SyncOutcome::Conflict
+    } else if !response.rejected.is_empty() {
+        SyncOutcome::Rejected
+    } else {
+        SyncOutcome::Ok
+    };
+    insert_sample(
+        tx,
+        context,
+        &SyncSample {
+            agent: request.agent,
+            level: request.level,
+            timestamp_ms: now,
+            duration_us: started.elapsed().as_micros() as u64,
+            outcome,
+            conflict_paths: response.conflicts.iter().map(|c| c.path.clone()).collect(),
+        },
+    )?;
+    Ok(response)
+}
+
+fn write_snapshot(tx: &Connection, context: &str, cached: &Cached) -> Result<(), StoreError> {
+    let text = serde_json::to_string(&cached.doc).map_err(|e| corrupt(e))?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO snapshots(context, revision, doc, checksum) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![context, cached.head.revision as i64, text, cached.head.checksum])?;
+    Ok(())
+}
+
+fn insert_sample(tx: &Connection, context: &str, sample: &SyncSample) -> Result<(), StoreError> {
+    let paths = if sample.conflict_paths.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&sample.conflict_paths).map_err(|e| corrupt(e))?)
+    };
+    tx.prepare_cached(
+        "INSERT INTO sync_log(context, agent, level, ts_ms, duration_us, outcome, conflict_paths)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        context,
+        sample.agent,
+        sample.level.as_str(),
+        sample.timestamp_ms as i64,
+        sample.duration_us as i64,
+        sample.outcome.as_str(),
+        paths
+    ])?;
+    Ok(())
+}
