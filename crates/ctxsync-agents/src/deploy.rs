@@ -49,18 +49,13 @@ pub fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Above this many files one `syncfs` replaces per-file fsyncs: thousands of fsyncs cost
-/// seconds, one filesystem flush costs about as much as a few.
-const SYNCFS_THRESHOLD: usize = 32;
-
-/// Writes many files: temp files are written (in parallel), made durable (per-file fsync,
-/// or one `syncfs` for big batches on Linux), renamed into place, and each touched folder
-/// is fsynced once. Returns on the first error; files not yet renamed are left untouched.
+/// Writes many files: temp files are written and fsynced (in parallel), renamed into
+/// place, and each touched folder is fsynced once. Returns on the first error; files not
+/// yet renamed are left untouched.
 pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
-    let use_syncfs = cfg!(target_os = "linux") && files.len() > SYNCFS_THRESHOLD;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
     let chunk = files.len().div_ceil(threads).max(1);
     type Staged = Vec<(tempfile::TempPath, std::path::PathBuf)>;
@@ -80,9 +75,7 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
                             .tempfile_in(dir)
                             .map_err(|e| Error::io(dir, e))?;
                         tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-                        if !use_syncfs {
-                            tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-                        }
+                        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
                         out.push((tmp.into_temp_path(), path.clone()));
                     }
                     Ok(out)
@@ -101,9 +94,6 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
     for s in staged {
         all.extend(s?);
     }
-    if use_syncfs {
-        syncfs_of(&all[0].1)?;
-    }
     let mut dirs = std::collections::BTreeSet::new();
     for (tmp, dest) in all {
         tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
@@ -114,18 +104,6 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
     for d in dirs {
         sync_dir(&d)?;
     }
-    Ok(())
-}
-
-#[cfg(target_os = "linux")]
-fn syncfs_of(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(path);
-    let f = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
-    rustix::fs::syncfs(&f).map_err(|e| Error::io(dir, std::io::Error::from(e)))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn syncfs_of(_path: &Path) -> Result<()> {
     Ok(())
 }
 
