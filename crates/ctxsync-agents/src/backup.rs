@@ -61,10 +61,15 @@ impl BlobStore {
 
     /// Reads a blob; `None` when it is not kept (pruned or never stored).
     pub fn get(&self, h: &str) -> Result<Option<Vec<u8>>> {
-        let Some(p) = self.path(h) else { return Ok(None) };
+        let Some(p) = self.path(h) else {
+            return Ok(None);
+        };
         match std::fs::read(&p) {
             Ok(b) if hash(&b) == h => Ok(Some(b)),
-            Ok(_) => Err(Error::Input(format!("{}: backup is corrupt (hash mismatch)", p.display()))),
+            Ok(_) => Err(Error::Input(format!(
+                "{}: backup is corrupt (hash mismatch)",
+                p.display()
+            ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(p, e)),
         }
@@ -78,9 +83,13 @@ impl BlobStore {
     /// Deletes every blob not in `keep`; returns how many were deleted.
     pub fn gc(&self, keep: &HashSet<String>) -> Result<usize> {
         let mut n = 0;
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(0) };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Ok(0);
+        };
         for sub in rd.flatten() {
-            let Ok(files) = std::fs::read_dir(sub.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
             for f in files.flatten() {
                 let name = f.file_name().to_string_lossy().to_string();
                 if !keep.contains(&name) && !name.starts_with('.') {

@@ -62,7 +62,11 @@ impl CheckReport {
 /// Runs the check.
 pub fn check(root: &Path, cfg: &AgentsConfig) -> Result<CheckReport> {
     let reg = Registry::load(&StateDir::new(root).registry())?;
-    let owned = reg.agents.values().flat_map(|a| a.outputs.keys().cloned()).collect();
+    let owned = reg
+        .agents
+        .values()
+        .flat_map(|a| a.outputs.keys().cloned())
+        .collect();
     let lib = discover::discover(root, cfg, &owned)?;
     let texts = Texts::new(root, &lib);
     let renames = reg.rename_map();
@@ -91,15 +95,21 @@ pub fn check(root: &Path, cfg: &AgentsConfig) -> Result<CheckReport> {
                 message,
             };
             let Some(target) = &res.path else {
-                report.broken_files.push(finding("leads outside the repository".into()));
+                report
+                    .broken_files
+                    .push(finding("leads outside the repository".into()));
                 continue;
             };
             if !res.exists {
-                report.broken_files.push(finding(format!("{target} does not exist")));
+                report
+                    .broken_files
+                    .push(finding(format!("{target} does not exist")));
                 continue;
             }
             if let Some(old) = &res.renamed_from {
-                report.via_rename.push(finding(format!("{old} was renamed to {target}")));
+                report
+                    .via_rename
+                    .push(finding(format!("{old} was renamed to {target}")));
             }
             if let Some(anchor) = &r.anchor {
                 let s = slugs
@@ -107,9 +117,9 @@ pub fn check(root: &Path, cfg: &AgentsConfig) -> Result<CheckReport> {
                     .or_insert_with(|| heading_slugs(root, cfg, &texts, target));
                 if let Some(s) = s {
                     if !s.iter().any(|x| x == anchor) {
-                        report
-                            .broken_anchors
-                            .push(finding(format!("{target} has no heading with anchor #{anchor}")));
+                        report.broken_anchors.push(finding(format!(
+                            "{target} has no heading with anchor #{anchor}"
+                        )));
                     }
                 }
             }
@@ -130,7 +140,12 @@ pub fn check(root: &Path, cfg: &AgentsConfig) -> Result<CheckReport> {
     Ok(report)
 }
 
-fn heading_slugs(root: &Path, cfg: &AgentsConfig, texts: &Texts<'_>, target: &str) -> Option<Vec<String>> {
+fn heading_slugs(
+    root: &Path,
+    cfg: &AgentsConfig,
+    texts: &Texts<'_>,
+    target: &str,
+) -> Option<Vec<String>> {
     if !target.ends_with(".md") {
         return None;
     }

@@ -23,7 +23,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
     if durable {
-        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
     }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     if durable {
@@ -56,7 +58,9 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     let chunk = files.len().div_ceil(threads).max(1);
     type Staged = Vec<(tempfile::TempPath, std::path::PathBuf)>;
     let staged: Vec<Result<Staged>> = std::thread::scope(|s| {
@@ -66,16 +70,18 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
                 s.spawn(move || -> Result<Staged> {
                     let mut out = Vec::with_capacity(part.len());
                     for (path, bytes) in part {
-                        let dir = path
-                            .parent()
-                            .ok_or_else(|| Error::Input(format!("{}: no parent", path.display())))?;
+                        let dir = path.parent().ok_or_else(|| {
+                            Error::Input(format!("{}: no parent", path.display()))
+                        })?;
                         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                         let mut tmp = tempfile::Builder::new()
                             .prefix(TEMP_PREFIX)
                             .tempfile_in(dir)
                             .map_err(|e| Error::io(dir, e))?;
                         tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-                        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+                        tmp.as_file()
+                            .sync_all()
+                            .map_err(|e| Error::io(tmp.path(), e))?;
                         out.push((tmp.into_temp_path(), path.clone()));
                     }
                     Ok(out)
@@ -116,9 +122,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a/b.md");
         write_atomic(&p, b"one", true).unwrap();
-        write_many(&[(p.clone(), &b"two"[..]), (d.path().join("a/c.md"), &b"three"[..])]).unwrap();
+        write_many(&[
+            (p.clone(), &b"two"[..]),
+            (d.path().join("a/c.md"), &b"three"[..]),
+        ])
+        .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(d.path().join("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(d.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2);
     }
 }

@@ -73,12 +73,14 @@ impl Library {
 }
 
 /// Walks the sources of `cfg` under `root`; `owned_outputs` are skipped (our own files).
-pub fn discover(root: &Path, cfg: &AgentsConfig, owned_outputs: &HashSet<String>) -> Result<Library> {
+pub fn discover(
+    root: &Path,
+    cfg: &AgentsConfig,
+    owned_outputs: &HashSet<String>,
+) -> Result<Library> {
     let excludes = GlobSet::new(&cfg.excludes);
     let mut lib = Library::default();
-    let canon_root = root
-        .canonicalize()
-        .map_err(|e| Error::io(root, e))?;
+    let canon_root = root.canonicalize().map_err(|e| Error::io(root, e))?;
     let mut seen_dirs = HashSet::new();
     for src in &cfg.sources {
         let src = src.trim_end_matches('/');
@@ -87,8 +89,9 @@ pub fn discover(root: &Path, cfg: &AgentsConfig, owned_outputs: &HashSet<String>
             continue; // An absent source is normal (e.g. no .claude/agents).
         };
         if !canon_src.starts_with(&canon_root) {
-            lib.warnings
-                .push(format!("{src}: source leads outside the repository, skipped"));
+            lib.warnings.push(format!(
+                "{src}: source leads outside the repository, skipped"
+            ));
             continue;
         }
         if !canon_src.is_dir() {
@@ -152,7 +155,9 @@ impl Walker<'_> {
                 continue;
             }
             let path = ent.path();
-            let Ok(mut ft) = ent.file_type() else { continue };
+            let Ok(mut ft) = ent.file_type() else {
+                continue;
+            };
             if ft.is_symlink() {
                 match path.canonicalize() {
                     Ok(t) if t.starts_with(self.canon_src) => match std::fs::metadata(&path) {
@@ -170,7 +175,9 @@ impl Walker<'_> {
             if ft.is_dir() {
                 self.walk(&path, &child_rel, depth + 1)?;
             } else if ft.is_file() && name.ends_with(".md") {
-                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
                 let mtime_ns = meta
                     .modified()
                     .ok()
@@ -212,7 +219,10 @@ fn classify(lib: &mut Library) {
         let root = modular.unwrap_or_else(|| paths::parent(f)).to_string();
         let is_readme = paths::file_name(f).eq_ignore_ascii_case("readme.md");
         match modular {
-            Some(r) if paths::parent(f) == r && paths::file_name(f).trim_end_matches(".md") == paths::file_name(r) => {
+            Some(r)
+                if paths::parent(f) == r
+                    && paths::file_name(f).trim_end_matches(".md") == paths::file_name(r) =>
+            {
                 agents.push(AgentEntry {
                     entry: f.clone(),
                     root: root.clone(),
@@ -265,8 +275,18 @@ mod tests {
         w(".claude/agents/rev.md");
         let lib = discover(d.path(), &AgentsConfig::default(), &HashSet::new()).unwrap();
         let entries: Vec<_> = lib.agents.iter().map(|a| a.entry.as_str()).collect();
-        assert_eq!(entries, [".claude/agents/rev.md", "agents/core/orch/orch.md", "agents/dev/be.md"]);
-        assert_eq!(lib.root_of("agents/core/orch/modules/m.md"), "agents/core/orch");
+        assert_eq!(
+            entries,
+            [
+                ".claude/agents/rev.md",
+                "agents/core/orch/orch.md",
+                "agents/dev/be.md"
+            ]
+        );
+        assert_eq!(
+            lib.root_of("agents/core/orch/modules/m.md"),
+            "agents/core/orch"
+        );
         assert!(!lib.files.contains_key("agents/core/orch/orch-backup.md"));
     }
 
@@ -277,7 +297,11 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret.md"), "# s\n").unwrap();
         std::fs::create_dir_all(d.path().join("agents")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret.md"), d.path().join("agents/s.md")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.md"),
+            d.path().join("agents/s.md"),
+        )
+        .unwrap();
         let lib = discover(d.path(), &AgentsConfig::default(), &HashSet::new()).unwrap();
         assert!(lib.files.is_empty());
         assert!(lib.warnings.iter().any(|w| w.contains("not followed")));

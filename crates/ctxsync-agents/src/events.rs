@@ -116,9 +116,23 @@ mod tests {
     fn append_and_tail() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("e.jsonl");
-        let ev = |k| Event { ts_ms: 1, kind: k, agent: None, files: vec![], generation: None, duration_ms: 0.0, result: "ok".into(), message: String::new() };
+        let ev = |k| Event {
+            ts_ms: 1,
+            kind: k,
+            agent: None,
+            files: vec![],
+            generation: None,
+            duration_ms: 0.0,
+            result: "ok".into(),
+            message: String::new(),
+        };
         append(&p, &[ev(EventKind::AgentAdded), ev(EventKind::Conflict)]).unwrap();
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{torn").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{torn")
+            .unwrap();
         let last = read_last(&p, Some(1)).unwrap();
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].kind, EventKind::Conflict);

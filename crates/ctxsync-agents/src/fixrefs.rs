@@ -54,7 +54,11 @@ pub fn fix_refs(root: &Path, cfg: &AgentsConfig, apply: bool) -> Result<FixRepor
     let state = StateDir::new(root);
     let _lock = if apply { Some(state.lock()?) } else { None };
     let reg = Registry::load(&state.registry())?;
-    let owned = reg.agents.values().flat_map(|a| a.outputs.keys().cloned()).collect();
+    let owned = reg
+        .agents
+        .values()
+        .flat_map(|a| a.outputs.keys().cloned())
+        .collect();
     let lib = discover::discover(root, cfg, &owned)?;
     let texts = Texts::new(root, &lib);
     let renames = reg.rename_map();
@@ -71,7 +75,11 @@ pub fn fix_refs(root: &Path, cfg: &AgentsConfig, apply: bool) -> Result<FixRepor
                 (Some(p), true, Some(_)) => (p.clone(), "renamed"),
                 (Some(p), false, _) => {
                     let root_dir = lib.root_of(f);
-                    let prefix = if root_dir.is_empty() { String::new() } else { format!("{root_dir}/") };
+                    let prefix = if root_dir.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{root_dir}/")
+                    };
                     let cands: Vec<&&str> = by_name
                         .get(paths::file_name(p))
                         .map(|v| v.iter().filter(|c| c.starts_with(&prefix)).collect())
@@ -85,12 +93,21 @@ pub fn fix_refs(root: &Path, cfg: &AgentsConfig, apply: bool) -> Result<FixRepor
                 }
                 _ => continue,
             };
-            let anchor = r.anchor.as_ref().map(|a| format!("#{a}")).unwrap_or_default();
+            let anchor = r
+                .anchor
+                .as_ref()
+                .map(|a| format!("#{a}"))
+                .unwrap_or_default();
             let new = match r.kind {
                 RefKind::At => {
                     let root_dir = lib.root_of(f);
-                    match new_target.strip_prefix(root_dir).and_then(|x| x.strip_prefix('/')) {
-                        Some(rel) if refs::AT_PREFIXES.iter().any(|p| rel.starts_with(p)) => format!("@{rel}{anchor}"),
+                    match new_target
+                        .strip_prefix(root_dir)
+                        .and_then(|x| x.strip_prefix('/'))
+                    {
+                        Some(rel) if refs::AT_PREFIXES.iter().any(|p| rel.starts_with(p)) => {
+                            format!("@{rel}{anchor}")
+                        }
                         // An @ reference can only name modules/, tasks/ or checklists/.
                         _ => {
                             report.unresolved += 1;
@@ -98,7 +115,9 @@ pub fn fix_refs(root: &Path, cfg: &AgentsConfig, apply: bool) -> Result<FixRepor
                         }
                     }
                 }
-                RefKind::Link => format!("{}{anchor}", paths::relative(paths::parent(f), &new_target)),
+                RefKind::Link => {
+                    format!("{}{anchor}", paths::relative(paths::parent(f), &new_target))
+                }
             };
             report.proposals.push(Proposal {
                 file: f.clone(),

@@ -81,9 +81,7 @@ fn match_segs(p: &[&[u8]], s: &[&[u8]]) -> bool {
     match p.first() {
         None => s.is_empty(),
         Some(&b"**") => (0..=s.len()).any(|i| match_segs(&p[1..], &s[i..])),
-        Some(first) => {
-            !s.is_empty() && match_segment(first, s[0]) && match_segs(&p[1..], &s[1..])
-        }
+        Some(first) => !s.is_empty() && match_segment(first, s[0]) && match_segs(&p[1..], &s[1..]),
     }
 }
 

@@ -29,7 +29,13 @@ pub struct Resolved {
 }
 
 /// Resolves `r`, found in library file `file`, against the library.
-pub fn resolve(root: &Path, lib: &Library, renames: &RenameMap, file: &str, r: &RawRef) -> Resolved {
+pub fn resolve(
+    root: &Path,
+    lib: &Library,
+    renames: &RenameMap,
+    file: &str,
+    r: &RawRef,
+) -> Resolved {
     let base = match r.kind {
         RefKind::At => lib.root_of(file).to_string(),
         RefKind::Link => paths::parent(file).to_string(),
@@ -180,7 +186,11 @@ impl Graph {
     pub fn cycles(&self) -> Vec<Vec<String>> {
         // Iterative Tarjan, so deep libraries cannot overflow the stack.
         let nodes: Vec<&String> = self.edges.keys().collect();
-        let idx: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let idx: HashMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
         let adj: Vec<Vec<usize>> = nodes
             .iter()
             .map(|n| {
@@ -252,7 +262,9 @@ mod tests {
     fn reach_and_cycles() {
         let mut g = Graph::default();
         let e = |a: &str, b: &[&str]| (a.to_string(), b.iter().map(|s| s.to_string()).collect());
-        g.edges = [e("a", &["b"]), e("b", &["c"]), e("c", &["b"]), e("d", &[])].into_iter().collect();
+        g.edges = [e("a", &["b"]), e("b", &["c"]), e("c", &["b"]), e("d", &[])]
+            .into_iter()
+            .collect();
         assert_eq!(g.reach("a").len(), 3);
         assert_eq!(g.cycles(), vec![vec!["b".to_string(), "c".to_string()]]);
         assert!(g.referenced().contains("c"));

@@ -17,7 +17,8 @@ pub fn merge(base: &str, ours: &str, theirs: &str) -> Result<String, usize> {
     let mut conflicts = 0;
     loop {
         // Next base line matched in both, at or after the cursors: a stable anchor.
-        let next = (i..b.len()).find(|&x| matches!((mo[x], mt[x]), (Some(y), Some(z)) if y >= j && z >= k));
+        let next = (i..b.len())
+            .find(|&x| matches!((mo[x], mt[x]), (Some(y), Some(z)) if y >= j && z >= k));
         let (bi, oj, tk) = match next {
             Some(x) => (x, mo[x].unwrap_or(o.len()), mt[x].unwrap_or(t.len())),
             None => (b.len(), o.len(), t.len()),
@@ -90,6 +91,9 @@ mod tests {
     #[test]
     fn same_line_edited_both_sides_conflicts() {
         assert_eq!(merge("a\nb\nc\n", "a\nX\nc\n", "a\nY\nc\n"), Err(1));
-        assert_eq!(merge("a\nb\nc\n", "a\nX\nc\n", "a\nX\nc\n").unwrap(), "a\nX\nc\n");
+        assert_eq!(
+            merge("a\nb\nc\n", "a\nX\nc\n", "a\nX\nc\n").unwrap(),
+            "a\nX\nc\n"
+        );
     }
 }

@@ -9,7 +9,9 @@ use crate::paths;
 use crate::refs::{atx_heading, FenceState};
 
 /// Scheduling priority of an agent; `Critical` agents are rendered and deployed first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Rendered first.

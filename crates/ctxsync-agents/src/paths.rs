@@ -76,7 +76,9 @@ pub fn is_safe_rel(rel: &str) -> bool {
     !rel.is_empty()
         && !rel.starts_with('/')
         && !rel.contains('\\')
-        && rel.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && rel
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// True when `name` may be used as an output file stem: `[a-z0-9][a-z0-9._-]{0,63}`,
@@ -108,7 +110,10 @@ pub fn name_from_stem(stem: &str) -> String {
     while s.contains("..") {
         s = s.replace("..", ".");
     }
-    s.trim_matches(|c| c == '-' || c == '.').chars().take(64).collect()
+    s.trim_matches(|c| c == '-' || c == '.')
+        .chars()
+        .take(64)
+        .collect()
 }
 
 #[cfg(test)]
@@ -125,7 +130,10 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative(".github/agents", "agents/x/m.md"), "../../agents/x/m.md");
+        assert_eq!(
+            relative(".github/agents", "agents/x/m.md"),
+            "../../agents/x/m.md"
+        );
         assert_eq!(relative("a/b", "a/b/c.md"), "c.md");
         assert_eq!(relative("a/b", "a"), "..");
     }

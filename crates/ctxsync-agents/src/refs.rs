@@ -62,8 +62,7 @@ impl FenceState {
         let run = |c: u8| t.bytes().take_while(|&b| b == c).count();
         match self.open {
             Some((c, n)) => {
-                if indent < 4 && marker == Some(c) && run(c) >= n && t[run(c)..].trim().is_empty()
-                {
+                if indent < 4 && marker == Some(c) && run(c) >= n && t[run(c)..].trim().is_empty() {
                     self.open = None;
                 }
                 true
@@ -130,7 +129,8 @@ fn scan_line(line: &str, base: usize, lineno: usize, out: &mut Vec<RawRef>) {
                 i = closed.unwrap_or(i + n);
             }
             b'@' => {
-                let prev_ok = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"._/-@".contains(&b[i - 1]));
+                let prev_ok =
+                    i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"._/-@".contains(&b[i - 1]));
                 let rest = &line[i + 1..];
                 if prev_ok && AT_PREFIXES.iter().any(|p| rest.starts_with(p)) {
                     let mut j = i + 1;
@@ -345,7 +345,10 @@ mod tests {
     fn github_slugs() {
         assert_eq!(slugify("Quality Metrics"), "quality-metrics");
         assert_eq!(slugify("1. OBSERVE - Phase"), "1-observe---phase");
-        assert_eq!(slugify("Communication & Coordination"), "communication--coordination");
+        assert_eq!(
+            slugify("Communication & Coordination"),
+            "communication--coordination"
+        );
         assert_eq!(slugify("**Bold** [link](x.md)"), "bold-link");
         let h = headings("# A\n## A\n```\n# not\n```\n### B ###\n");
         let slugs: Vec<_> = h.iter().map(|h| h.slug.as_str()).collect();

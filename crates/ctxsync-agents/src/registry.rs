@@ -132,7 +132,9 @@ impl Registry {
         };
         let r: Registry = serde_json::from_slice(&bytes).map_err(|e| Error::Registry {
             path: path.to_path_buf(),
-            message: format!("{e} (move it away to start over; outputs will then be treated as not owned)"),
+            message: format!(
+                "{e} (move it away to start over; outputs will then be treated as not owned)"
+            ),
         })?;
         if r.format != FORMAT {
             return Err(Error::Registry {
@@ -162,6 +164,9 @@ impl Registry {
 
     /// Old path → new path for every recorded rename.
     pub fn rename_map(&self) -> BTreeMap<String, String> {
-        self.renames.iter().map(|r| (r.from.clone(), r.to.clone())).collect()
+        self.renames
+            .iter()
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect()
     }
 }

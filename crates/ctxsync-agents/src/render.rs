@@ -82,7 +82,12 @@ fn frontmatter<T: Serialize>(fm: &T) -> Result<String, String> {
 }
 
 /// Renders every enabled target of `agent`.
-pub fn render(cfg: &AgentsConfig, texts: &Texts<'_>, renames: &RenameMap, agent: &AgentModel) -> Result<Rendered, String> {
+pub fn render(
+    cfg: &AgentsConfig,
+    texts: &Texts<'_>,
+    renames: &RenameMap,
+    agent: &AgentModel,
+) -> Result<Rendered, String> {
     let mut deps = BTreeSet::new();
     deps.insert(agent.entry.clone());
     let mut outputs = Vec::new();
@@ -166,7 +171,15 @@ fn render_body(
     let root = lib.root_of(&agent.entry).to_string();
     if cfg.references == RefMode::Link {
         // Links only depend on whether targets exist, so record the direct targets.
-        let body = rewrite(texts, renames, &agent.entry, &agent.body, out_dir, &HashMap::new(), deps);
+        let body = rewrite(
+            texts,
+            renames,
+            &agent.entry,
+            &agent.body,
+            out_dir,
+            &HashMap::new(),
+            deps,
+        );
         return Ok(ensure_newline(body));
     }
     // Inline: collect the transitive closure of @ references first, so every link to an
@@ -199,7 +212,15 @@ fn render_body(
             queue.push_back((p, body));
         }
     }
-    let mut out = rewrite(texts, renames, &agent.entry, &agent.body, out_dir, &anchors, deps);
+    let mut out = rewrite(
+        texts,
+        renames,
+        &agent.entry,
+        &agent.body,
+        out_dir,
+        &anchors,
+        deps,
+    );
     out = ensure_newline(out);
     for p in &order {
         let body = bodies.get(p).map(String::as_str).unwrap_or("");
@@ -257,7 +278,11 @@ fn rewrite(
     let mut last = 0;
     for r in refs::scan(text) {
         let res = resolve(texts.root(), lib, renames, file, &r);
-        let anchor = r.anchor.as_ref().map(|a| format!("#{a}")).unwrap_or_default();
+        let anchor = r
+            .anchor
+            .as_ref()
+            .map(|a| format!("#{a}"))
+            .unwrap_or_default();
         let replacement = match (&r.kind, &res.path) {
             (RefKind::At, Some(p)) => {
                 deps.insert(p.clone());
@@ -295,6 +320,9 @@ mod tests {
 
     #[test]
     fn demotes_outside_code() {
-        assert_eq!(demote("# A\n```\n# c\n```\n###### F\n"), "### A\n```\n# c\n```\n###### F\n");
+        assert_eq!(
+            demote("# A\n```\n# c\n```\n###### F\n"),
+            "### A\n```\n# c\n```\n###### F\n"
+        );
     }
 }

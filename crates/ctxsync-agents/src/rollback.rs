@@ -35,7 +35,12 @@ pub struct RollbackReport {
 }
 
 /// Restores generation `to` (default: the previous one).
-pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) -> Result<RollbackReport> {
+pub fn rollback(
+    root: &Path,
+    _cfg: &AgentsConfig,
+    to: Option<u64>,
+    force: bool,
+) -> Result<RollbackReport> {
     let t0 = Instant::now();
     let state = StateDir::new(root);
     let _lock = state.lock()?;
@@ -43,11 +48,17 @@ pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) 
     let cur = reg.generation;
     let target = match to {
         Some(g) => g,
-        None if cur == 0 => return Err(Error::Input("nothing to roll back: no generation written yet".into())),
+        None if cur == 0 => {
+            return Err(Error::Input(
+                "nothing to roll back: no generation written yet".into(),
+            ))
+        }
         None => cur - 1,
     };
     if target >= cur {
-        return Err(Error::Input(format!("generation {target} is not before the current generation {cur}")));
+        return Err(Error::Input(format!(
+            "generation {target} is not before the current generation {cur}"
+        )));
     }
     let oldest = reg.generations.first().map_or(cur + 1, |g| g.generation);
     if oldest > target + 1 {
@@ -58,7 +69,9 @@ pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) 
     }
     // For each path touched after `target`: its bytes then (the `before` of the first later
     // change) and the bytes ctxsync last left there (the `after` of the last change).
-    let mut want: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> = BTreeMap::new();
+    // path -> (hash wanted, hash ctxsync last wrote, owning agent)
+    type Want = (Option<String>, Option<String>, Option<String>);
+    let mut want: BTreeMap<String, Want> = BTreeMap::new();
     for g in reg.generations.iter().filter(|g| g.generation > target) {
         for c in &g.changes {
             let e = want
@@ -78,7 +91,9 @@ pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) 
     let mut removes: Vec<String> = Vec::new();
     for (path, (desired, last, agent)) in &want {
         if !paths::is_safe_rel(path) {
-            return Err(Error::Input(format!("registry names an unsafe path {path:?}")));
+            return Err(Error::Input(format!(
+                "registry names an unsafe path {path:?}"
+            )));
         }
         let a = paths::abs(root, path);
         let disk = match std::fs::read(&a) {
@@ -101,7 +116,9 @@ pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) 
         match desired {
             Some(h) => {
                 let bytes = blobs.get(h)?.ok_or_else(|| {
-                    Error::Input(format!("backup {h} of {path} is missing; cannot restore generation {target}"))
+                    Error::Input(format!(
+                        "backup {h} of {path} is missing; cannot restore generation {target}"
+                    ))
                 })?;
                 writes.push((path.clone(), bytes));
             }
@@ -145,20 +162,29 @@ pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) 
             rec.generation = gen;
             match &c.after {
                 Some(h) => {
-                    let m = std::fs::metadata(paths::abs(root, &c.path)).map_err(|e| Error::io(&c.path, e))?;
+                    let m = std::fs::metadata(paths::abs(root, &c.path))
+                        .map_err(|e| Error::io(&c.path, e))?;
                     let mtime_ns = m
                         .modified()
                         .ok()
                         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                         .map_or(0, |d| d.as_nanos() as u64);
-                    rec.outputs.insert(c.path.clone(), OutRec { hash: h.clone(), size: m.len(), mtime_ns });
+                    rec.outputs.insert(
+                        c.path.clone(),
+                        OutRec {
+                            hash: h.clone(),
+                            size: m.len(),
+                            mtime_ns,
+                        },
+                    );
                 }
                 None => {
                     rec.outputs.remove(&c.path);
                 }
             }
         }
-        reg.agents.retain(|_, a| !(a.entry.is_empty() && a.outputs.is_empty()));
+        reg.agents
+            .retain(|_, a| !(a.entry.is_empty() && a.outputs.is_empty()));
         reg.generation = gen;
         reg.generations.push(GenRec {
             generation: gen,
@@ -180,7 +206,11 @@ pub fn rollback(root: &Path, _cfg: &AgentsConfig, to: Option<u64>, force: bool) 
             files: changes.iter().map(|c| c.path.clone()).collect(),
             generation: report.generation,
             duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            result: if report.conflicts.is_empty() { "ok".into() } else { "conflict".into() },
+            result: if report.conflicts.is_empty() {
+                "ok".into()
+            } else {
+                "conflict".into()
+            },
             message: format!("restored generation {target} (was {cur})"),
         }],
     )?;

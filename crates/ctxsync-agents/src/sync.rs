@@ -142,8 +142,13 @@ struct Rendered {
 }
 
 enum Action {
-    Write { bytes: Vec<u8>, before: Option<Vec<u8>> },
-    Remove { before: Vec<u8> },
+    Write {
+        bytes: Vec<u8>,
+        before: Option<Vec<u8>>,
+    },
+    Remove {
+        before: Vec<u8>,
+    },
 }
 
 struct Planned {
@@ -153,10 +158,19 @@ struct Planned {
 }
 
 /// Runs one sync of the repository at `root`.
-pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progress<'_>) -> Result<SyncReport> {
+pub fn run(
+    root: &Path,
+    cfg: &AgentsConfig,
+    opts: &SyncOptions,
+    progress: Progress<'_>,
+) -> Result<SyncReport> {
     let t0 = Instant::now();
     let state = StateDir::new(root);
-    let _lock = if opts.read_only() { None } else { Some(state.lock()?) };
+    let _lock = if opts.read_only() {
+        None
+    } else {
+        Some(state.lock()?)
+    };
     let mut reg = Registry::load(&state.registry())?;
     let scan_start = now_ns();
     let owned: HashSet<String> = reg
@@ -214,7 +228,9 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
     let mut work: Vec<(Priority, &AgentEntry)> = Vec::new();
     let mut clean_names: BTreeMap<String, &AgentEntry> = BTreeMap::new();
     for a in &lib.agents {
-        let rec = by_entry.get(a.entry.as_str()).and_then(|n| reg.agents.get_key_value(*n));
+        let rec = by_entry
+            .get(a.entry.as_str())
+            .and_then(|n| reg.agents.get_key_value(*n));
         let dirty = everything
             || opts.agent.is_some()
             || match rec {
@@ -236,10 +252,16 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
         rendered.retain(|r| &r.name == only);
         let known = rendered.iter().any(|r| &r.name == only) || reg.agents.contains_key(only);
         if !known && report.validation_errors.is_empty() {
-            return Err(Error::Input(format!("no agent named {only:?} in the library")));
+            return Err(Error::Input(format!(
+                "no agent named {only:?} in the library"
+            )));
         }
     }
-    rendered.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name)));
+    rendered.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| a.name.cmp(&b.name))
+    });
 
     // Names must be unique across the library, rendered or not.
     let mut names: BTreeMap<&str, &str> = BTreeMap::new();
@@ -319,10 +341,16 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
                 None => plan.push(Planned {
                     agent: r.name.clone(),
                     path: o.path.clone(),
-                    action: Action::Write { bytes: o.bytes.clone(), before: None },
+                    action: Action::Write {
+                        bytes: o.bytes.clone(),
+                        before: None,
+                    },
                 }),
                 Some(d) if d == o.bytes => {
-                    recorded_now.entry(r.name.clone()).or_default().insert(o.path.clone(), hash(&d));
+                    recorded_now
+                        .entry(r.name.clone())
+                        .or_default()
+                        .insert(o.path.clone(), hash(&d));
                 }
                 Some(d) => {
                     let dh = hash(&d);
@@ -330,7 +358,10 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
                         plan.push(Planned {
                             agent: r.name.clone(),
                             path: o.path.clone(),
-                            action: Action::Write { bytes: o.bytes.clone(), before: Some(d) },
+                            action: Action::Write {
+                                bytes: o.bytes.clone(),
+                                before: Some(d),
+                            },
                         });
                     } else {
                         let reason = if recorded.is_some() {
@@ -355,12 +386,18 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
                         let resolution = if let Some(m) = merged {
                             let m = m.into_bytes();
                             if m == d {
-                                recorded_now.entry(r.name.clone()).or_default().insert(o.path.clone(), dh);
+                                recorded_now
+                                    .entry(r.name.clone())
+                                    .or_default()
+                                    .insert(o.path.clone(), dh);
                             } else {
                                 plan.push(Planned {
                                     agent: r.name.clone(),
                                     path: o.path.clone(),
-                                    action: Action::Write { bytes: m, before: Some(d) },
+                                    action: Action::Write {
+                                        bytes: m,
+                                        before: Some(d),
+                                    },
                                 });
                             }
                             "merged"
@@ -368,11 +405,17 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
                             plan.push(Planned {
                                 agent: r.name.clone(),
                                 path: o.path.clone(),
-                                action: Action::Write { bytes: o.bytes.clone(), before: Some(d) },
+                                action: Action::Write {
+                                    bytes: o.bytes.clone(),
+                                    before: Some(d),
+                                },
                             });
                             "forced"
                         } else {
-                            keep_old_rec.entry(r.name.clone()).or_default().insert(o.path.clone());
+                            keep_old_rec
+                                .entry(r.name.clone())
+                                .or_default()
+                                .insert(o.path.clone());
                             "left_alone"
                         };
                         report.conflicts.push(ConflictInfo {
@@ -387,7 +430,16 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
         }
         if let Some(rec) = rec {
             for p in rec.outputs.keys().filter(|p| !wanted.contains(*p)) {
-                plan_removal(root, &r.name, p, rec, opts, &mut plan, &mut report, &mut keep_old_rec)?;
+                plan_removal(
+                    root,
+                    &r.name,
+                    p,
+                    rec,
+                    opts,
+                    &mut plan,
+                    &mut report,
+                    &mut keep_old_rec,
+                )?;
             }
         }
     }
@@ -398,7 +450,16 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
         }
         gone_agents.push(name.clone());
         for p in rec.outputs.keys() {
-            plan_removal(root, name, p, rec, opts, &mut plan, &mut report, &mut keep_old_rec)?;
+            plan_removal(
+                root,
+                name,
+                p,
+                rec,
+                opts,
+                &mut plan,
+                &mut report,
+                &mut keep_old_rec,
+            )?;
         }
     }
     for p in &plan {
@@ -462,7 +523,11 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
     }
 
     // Registry.
-    let generation = if plan.is_empty() { reg.generation } else { reg.generation + 1 };
+    let generation = if plan.is_empty() {
+        reg.generation
+    } else {
+        reg.generation + 1
+    };
     let touched: HashMap<&str, Vec<&str>> = plan.iter().fold(HashMap::new(), |mut m, p| {
         m.entry(p.agent.as_str()).or_default().push(p.path.as_str());
         m
@@ -517,9 +582,20 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
                         Action::Write { bytes, .. } => Some(hash(bytes)),
                         Action::Remove { .. } => None,
                     })
-                    .or_else(|| recorded_now.get(&r.name).and_then(|m| m.get(&o.path).cloned()));
+                    .or_else(|| {
+                        recorded_now
+                            .get(&r.name)
+                            .and_then(|m| m.get(&o.path).cloned())
+                    });
                 if let Some(h) = h {
-                    outputs.insert(o.path.clone(), OutRec { hash: h, size: m.len(), mtime_ns: mtime_ns(&m) });
+                    outputs.insert(
+                        o.path.clone(),
+                        OutRec {
+                            hash: h,
+                            size: m.len(),
+                            mtime_ns: mtime_ns(&m),
+                        },
+                    );
                 }
             }
         }
@@ -530,14 +606,29 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
                 }
             }
         }
-        let files: Vec<String> = touched.get(r.name.as_str()).map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let files: Vec<String> = touched
+            .get(r.name.as_str())
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
         if !files.is_empty() {
             if old.is_none() {
                 report.added.push(r.name.clone());
-                evs.push(ev(EventKind::AgentAdded, &r.name, files, "ok", String::new()));
+                evs.push(ev(
+                    EventKind::AgentAdded,
+                    &r.name,
+                    files,
+                    "ok",
+                    String::new(),
+                ));
             } else {
                 report.updated.push(r.name.clone());
-                evs.push(ev(EventKind::AgentUpdated, &r.name, files, "ok", String::new()));
+                evs.push(ev(
+                    EventKind::AgentUpdated,
+                    &r.name,
+                    files,
+                    "ok",
+                    String::new(),
+                ));
             }
         }
         let sources = r
@@ -545,7 +636,11 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
             .iter()
             .map(|d| (d.clone(), file_hashes.get(d).cloned()))
             .collect();
-        let gen = if touched.contains_key(r.name.as_str()) { generation } else { old.as_ref().map_or(0, |o| o.generation) };
+        let gen = if touched.contains_key(r.name.as_str()) {
+            generation
+        } else {
+            old.as_ref().map_or(0, |o| o.generation)
+        };
         reg.agents.insert(
             r.name.clone(),
             AgentRec {
@@ -560,7 +655,10 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
     }
     for name in &gone_agents {
         let keep = keep_old_rec.get(name);
-        let files: Vec<String> = touched.get(name.as_str()).map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let files: Vec<String> = touched
+            .get(name.as_str())
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
         match keep {
             Some(k) if !k.is_empty() => {
                 // Outputs edited by hand stay owned, so a later --force can still remove them.
@@ -574,7 +672,13 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
             }
         }
         report.removed.push(name.clone());
-        evs.push(ev(EventKind::AgentRemoved, name, files, "ok", String::new()));
+        evs.push(ev(
+            EventKind::AgentRemoved,
+            name,
+            files,
+            "ok",
+            String::new(),
+        ));
     }
     for c in &report.conflicts {
         evs.push(ev(
@@ -592,7 +696,11 @@ pub fn run(root: &Path, cfg: &AgentsConfig, opts: &SyncOptions, progress: Progre
             file_hashes.get(p).map(|h| {
                 (
                     p.clone(),
-                    FileRec { hash: h.clone(), size: st.size, mtime_ns: st.mtime_ns },
+                    FileRec {
+                        hash: h.clone(),
+                        size: st.size,
+                        mtime_ns: st.mtime_ns,
+                    },
                 )
             })
         })
@@ -639,7 +747,9 @@ fn plan_removal(
     report: &mut SyncReport,
     keep: &mut HashMap<String, HashSet<String>>,
 ) -> Result<()> {
-    let Some(disk) = read_opt(root, path)? else { return Ok(()) };
+    let Some(disk) = read_opt(root, path)? else {
+        return Ok(());
+    };
     let same = rec.outputs.get(path).is_some_and(|x| x.hash == hash(&disk));
     if same || opts.force {
         if !same {
@@ -662,7 +772,9 @@ fn plan_removal(
             reason: "edited by hand; its agent is gone".into(),
             resolution: "left_alone".into(),
         });
-        keep.entry(agent.to_string()).or_default().insert(path.to_string());
+        keep.entry(agent.to_string())
+            .or_default()
+            .insert(path.to_string());
     }
     Ok(())
 }
@@ -711,13 +823,17 @@ fn read_opt(root: &Path, rel: &str) -> Result<Option<Vec<u8>>> {
 /// A target folder (or its nearest existing ancestor) must resolve inside the repository,
 /// so a symlinked `.github` cannot send writes elsewhere.
 fn check_target_dir(root: &Path, dir: &str) -> std::result::Result<(), String> {
-    let Ok(canon_root) = root.canonicalize() else { return Ok(()) };
+    let Ok(canon_root) = root.canonicalize() else {
+        return Ok(());
+    };
     let mut cur = paths::abs(root, dir);
     loop {
         if cur.exists() {
             return match cur.canonicalize() {
                 Ok(c) if c.starts_with(&canon_root) => Ok(()),
-                _ => Err(format!("{dir}: target folder resolves outside the repository")),
+                _ => Err(format!(
+                    "{dir}: target folder resolves outside the repository"
+                )),
             };
         }
         if !cur.pop() {
@@ -735,7 +851,11 @@ fn is_dirty(
     rec: &AgentRec,
 ) -> bool {
     for (p, h) in &rec.sources {
-        let now = if lib.files.contains_key(p) { hashes.get(p) } else { None };
+        let now = if lib.files.contains_key(p) {
+            hashes.get(p)
+        } else {
+            None
+        };
         if now != h.as_ref() {
             return true;
         }
@@ -747,19 +867,31 @@ fn is_dirty(
     let expected: BTreeSet<String> = cfg
         .targets
         .iter()
-        .filter(|t| !(**t == Target::Claude && rec.entry.starts_with(&format!("{}/", cfg.target_dir(Target::Claude)))))
+        .filter(|t| {
+            !(**t == Target::Claude
+                && rec
+                    .entry
+                    .starts_with(&format!("{}/", cfg.target_dir(Target::Claude))))
+        })
         .map(|t| cfg.output_path(*t, name))
         .collect();
     if expected.iter().ne(rec.outputs.keys()) {
         return true;
     }
-    rec.outputs.iter().any(|(p, o)| match std::fs::symlink_metadata(paths::abs(root, p)) {
-        Ok(m) => m.len() != o.size || mtime_ns(&m) != o.mtime_ns,
-        Err(_) => true,
-    })
+    rec.outputs.iter().any(
+        |(p, o)| match std::fs::symlink_metadata(paths::abs(root, p)) {
+            Ok(m) => m.len() != o.size || mtime_ns(&m) != o.mtime_ns,
+            Err(_) => true,
+        },
+    )
 }
 
-fn hash_files(root: &Path, lib: &Library, reg: &Registry, texts: &Texts<'_>) -> HashMap<String, String> {
+fn hash_files(
+    root: &Path,
+    lib: &Library,
+    reg: &Registry,
+    texts: &Texts<'_>,
+) -> HashMap<String, String> {
     let mut out = HashMap::with_capacity(lib.files.len());
     let mut todo = Vec::new();
     for (p, st) in &lib.files {
@@ -777,9 +909,13 @@ fn hash_files(root: &Path, lib: &Library, reg: &Registry, texts: &Texts<'_>) -> 
     if todo.is_empty() {
         return out;
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     let chunk = todo.len().div_ceil(threads).max(1);
-    let results: Vec<Vec<(String, String, Option<Arc<str>>)>> = std::thread::scope(|s| {
+    // (path, hash, text when it is UTF-8)
+    type Hashed = (String, String, Option<Arc<str>>);
+    let results: Vec<Vec<Hashed>> = std::thread::scope(|s| {
         let hs: Vec<_> = todo
             .chunks(chunk)
             .map(|part| {
@@ -820,7 +956,10 @@ fn render_all(
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let out: Mutex<(Vec<Rendered>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8).min(work.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8)
+        .min(work.len().max(1));
     let claude_prefix = format!("{}/", cfg.target_dir(Target::Claude));
     std::thread::scope(|s| {
         for _ in 0..threads {

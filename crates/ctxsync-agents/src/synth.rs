@@ -25,10 +25,19 @@ pub fn generate(root: &Path, n: usize) -> Result<()> {
                 &dir.join("modules/core/core-capabilities.md"),
                 &format!("# Core Capabilities\n\nAgent {i} can analyse, plan and build.\n\n## Details\nSee @tasks/do-work.md.\n"),
             )?;
-            write(&dir.join("tasks/do-work.md"), &format!("# Do Work\n\n1. Work for agent {i}.\n"))?;
-            write(&dir.join("checklists/quality.md"), "# Quality Checklist\n\n- [ ] Tests pass\n")?;
+            write(
+                &dir.join("tasks/do-work.md"),
+                &format!("# Do Work\n\n1. Work for agent {i}.\n"),
+            )?;
+            write(
+                &dir.join("checklists/quality.md"),
+                "# Quality Checklist\n\n- [ ] Tests pass\n",
+            )?;
         } else {
-            write(&root.join("agents").join(&group).join(format!("{name}.md")), &body("- Works alone.\n"))?;
+            write(
+                &root.join("agents").join(&group).join(format!("{name}.md")),
+                &body("- Works alone.\n"),
+            )?;
         }
     }
     Ok(())

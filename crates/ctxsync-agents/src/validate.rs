@@ -19,7 +19,9 @@ pub fn validate(cfg: &AgentsConfig, out: &Output) -> Vec<String> {
     let file = match p.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) {
         Some(f) if !f.contains('/') && paths::is_safe_rel(p) => f,
         _ => {
-            errs.push(format!("{p}: output path is outside the target folder {dir}"));
+            errs.push(format!(
+                "{p}: output path is outside the target folder {dir}"
+            ));
             return errs;
         }
     };
@@ -67,7 +69,9 @@ pub fn validate(cfg: &AgentsConfig, out: &Output) -> Vec<String> {
     if out.target == Target::Claude {
         if let Some(t) = fm.get("tools") {
             if !t.is_string() {
-                errs.push(format!("{p}: Claude Code expects `tools` as a comma-separated string"));
+                errs.push(format!(
+                    "{p}: Claude Code expects `tools` as a comma-separated string"
+                ));
             }
         }
     }
@@ -104,14 +108,50 @@ mod tests {
     #[test]
     fn accepts_valid_and_reports_each_problem() {
         let c = AgentsConfig::default();
-        assert!(validate(&c, &out(Target::VscodeAgent, ".github/agents/a.agent.md", "---\nname: a\ndescription: d\n---\nbody\n")).is_empty());
-        let e = validate(&c, &out(Target::VscodeAgent, ".github/agents/a.agent.md", "---\nname: b\n---\nsee @modules/x.md\n"));
+        assert!(validate(
+            &c,
+            &out(
+                Target::VscodeAgent,
+                ".github/agents/a.agent.md",
+                "---\nname: a\ndescription: d\n---\nbody\n"
+            )
+        )
+        .is_empty());
+        let e = validate(
+            &c,
+            &out(
+                Target::VscodeAgent,
+                ".github/agents/a.agent.md",
+                "---\nname: b\n---\nsee @modules/x.md\n",
+            ),
+        );
         assert_eq!(e.len(), 3, "{e:?}");
-        let e = validate(&c, &out(Target::VscodePrompt, ".github/prompts/../x.prompt.md", "---\n---\n"));
+        let e = validate(
+            &c,
+            &out(
+                Target::VscodePrompt,
+                ".github/prompts/../x.prompt.md",
+                "---\n---\n",
+            ),
+        );
         assert!(e[0].contains("outside"));
         let big = format!("---\nname: a\ndescription: d\n---\n{}", "x".repeat(30_001));
-        assert_eq!(validate(&c, &out(Target::VscodeAgent, ".github/agents/a.agent.md", &big)).len(), 1);
-        let e = validate(&c, &out(Target::VscodeAgent, ".github/agents/a.agent.md", "---\nname: [a\n---\n"));
+        assert_eq!(
+            validate(
+                &c,
+                &out(Target::VscodeAgent, ".github/agents/a.agent.md", &big)
+            )
+            .len(),
+            1
+        );
+        let e = validate(
+            &c,
+            &out(
+                Target::VscodeAgent,
+                ".github/agents/a.agent.md",
+                "---\nname: [a\n---\n",
+            ),
+        );
         assert!(e[0].contains("does not parse"));
     }
 }

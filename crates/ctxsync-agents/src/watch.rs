@@ -40,9 +40,7 @@ pub fn watch(
     stop: &AtomicBool,
     on_run: &mut dyn FnMut(&RunOutcome),
 ) -> Result<()> {
-    let root = root
-        .canonicalize()
-        .map_err(|e| Error::io(root, e))?;
+    let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
     let mut cfg = AgentsConfig::load(&root)?;
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -70,7 +68,9 @@ pub fn watch(
         let first = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ev) => ev,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::Watch("watcher stopped".into())),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::Watch("watcher stopped".into()))
+            }
         };
         let mut trigger: Vec<String> = Vec::new();
         relevant(&root, &cfg, &ignore, first, &mut trigger);
@@ -114,7 +114,12 @@ pub fn watch(
 
 fn owned_outputs(root: &Path) -> HashSet<String> {
     Registry::load(&StateDir::new(root).registry())
-        .map(|r| r.agents.values().flat_map(|a| a.outputs.keys().cloned()).collect())
+        .map(|r| {
+            r.agents
+                .values()
+                .flat_map(|a| a.outputs.keys().cloned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -146,7 +151,11 @@ fn refresh_watches(
         if watched.contains(&(p.clone(), rec)) {
             continue;
         }
-        let mode = if rec { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+        let mode = if rec {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
         match w.watch(&p, mode) {
             Ok(()) => {
                 added_source |= rec;
@@ -181,7 +190,9 @@ fn relevant(
         out.push(String::from("<rescan>"));
     }
     for p in ev.paths {
-        let Some(rel) = paths::to_rel(root, &p) else { continue };
+        let Some(rel) = paths::to_rel(root, &p) else {
+            continue;
+        };
         if rel.starts_with(".ctxsync/") || rel == ".ctxsync" || ignore.contains(&rel) {
             continue;
         }

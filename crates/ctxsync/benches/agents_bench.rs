@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/openagentbuilder");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/openagentbuilder"
+);
 const BIN: &str = env!("CARGO_BIN_EXE_ctxsync");
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -77,10 +80,18 @@ fn sync_with_rss(root: &Path) -> (Duration, Option<u64>) {
             .output()
             .unwrap();
         let d = t.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rss = String::from_utf8_lossy(&out.stderr)
             .lines()
-            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):").map(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Maximum resident set size (kbytes):")
+                    .map(|v| v.trim().parse().ok())
+            })
             .flatten();
         return (d, rss);
     }
@@ -130,13 +141,18 @@ fn bench_fixture() {
 }
 
 fn bench_large() {
-    let n: usize = std::env::var("CTXSYNC_BENCH_AGENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("CTXSYNC_BENCH_AGENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let d = tempfile::tempdir().unwrap();
     ctxsync_agents::synth::generate(d.path(), n).unwrap();
     // Let the library's mtimes age past the racy-clean window, as in real use.
     std::thread::sleep(Duration::from_millis(200));
     let (cold, rss) = sync_with_rss(d.path());
-    let outputs = std::fs::read_dir(d.path().join(".github/agents")).unwrap().count();
+    let outputs = std::fs::read_dir(d.path().join(".github/agents"))
+        .unwrap()
+        .count();
     assert_eq!(outputs, n);
     let mut noop: Vec<f64> = (0..7).map(|_| ms(sync(d.path()))).collect();
     let noop_med = pct(&mut noop, 0.5);

@@ -187,7 +187,8 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
         }
         AgentsCommand::Status => status(&root, &cfg, json),
         AgentsCommand::Log { last } => {
-            let evs = events::read_last(&ctxsync_agents::state::StateDir::new(&root).events(), last)?;
+            let evs =
+                events::read_last(&ctxsync_agents::state::StateDir::new(&root).events(), last)?;
             let mut out = std::io::stdout().lock();
             for e in &evs {
                 if json {
@@ -202,7 +203,11 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
                         e.result,
                         e.duration_ms,
                         e.files.join(", "),
-                        if e.message.is_empty() { String::new() } else { format!("  ({})", e.message.replace('\n', "; ")) }
+                        if e.message.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", e.message.replace('\n', "; "))
+                        }
                     )?;
                 }
             }
@@ -219,7 +224,9 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
                     r.from_generation,
                     r.restored.len(),
                     r.removed.len(),
-                    r.generation.map(|g| format!(", recorded as generation {g}")).unwrap_or_default()
+                    r.generation
+                        .map(|g| format!(", recorded as generation {g}"))
+                        .unwrap_or_default()
                 );
                 for c in &r.conflicts {
                     println!("conflict: {c} was edited by hand since; left alone (use --force)");
@@ -233,12 +240,19 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for p in &r.proposals {
-                    println!("{}:{}: {} -> {} ({})", p.file, p.line, p.old, p.new, p.reason);
+                    println!(
+                        "{}:{}: {} -> {} ({})",
+                        p.file, p.line, p.old, p.new, p.reason
+                    );
                 }
                 println!(
                     "{} rewrites {}; {} broken references without a unique candidate",
                     r.proposals.len(),
-                    if apply { format!("applied to {} files", r.applied_files.len()) } else { "proposed (use --apply)".into() },
+                    if apply {
+                        format!("applied to {} files", r.applied_files.len())
+                    } else {
+                        "proposed (use --apply)".into()
+                    },
                     r.unresolved
                 );
             }
@@ -249,7 +263,9 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
 }
 
 fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
-    let reg = ctxsync_agents::registry::Registry::load(&ctxsync_agents::state::StateDir::new(root).registry())?;
+    let reg = ctxsync_agents::registry::Registry::load(
+        &ctxsync_agents::state::StateDir::new(root).registry(),
+    )?;
     let opts = SyncOptions {
         dry_run: true,
         ..Default::default()
@@ -294,7 +310,8 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
                 a.entry
             );
         }
-        if pending.written.is_empty() && pending.deleted.is_empty() && pending.conflicts.is_empty() {
+        if pending.written.is_empty() && pending.deleted.is_empty() && pending.conflicts.is_empty()
+        {
             println!("everything is up to date");
         }
         for p in &pending.written {
@@ -329,7 +346,11 @@ fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let verb = if opts.check || opts.dry_run { "would write" } else { "wrote" };
+    let verb = if opts.check || opts.dry_run {
+        "would write"
+    } else {
+        "wrote"
+    };
     if opts.check || opts.dry_run {
         for p in &r.written {
             writeln!(out, "out of date: {p}")?;
@@ -348,7 +369,11 @@ fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<
             "merged" => "merged",
             other => other,
         };
-        writeln!(out, "conflict: {} ({}): {}; {what}", c.path, c.agent, c.reason)?;
+        writeln!(
+            out,
+            "conflict: {} ({}): {}; {what}",
+            c.path, c.agent, c.reason
+        )?;
     }
     if opts.validate_only {
         writeln!(out, "{} agents rendered and valid", r.rendered.len())?;
@@ -376,7 +401,9 @@ fn print_watch_run(o: &watch::RunOutcome, opts: &SyncOptions, json: bool) -> any
         Ok(r) if json => writeln!(
             out,
             "{}",
-            serde_json::to_string(&serde_json::json!({"run": o.run, "trigger": o.trigger, "report": r}))?
+            serde_json::to_string(
+                &serde_json::json!({"run": o.run, "trigger": o.trigger, "report": r})
+            )?
         )?,
         Ok(r) => {
             writeln!(out, "run {} ({} changed paths):", o.run, o.trigger.len())?;
@@ -405,13 +432,25 @@ fn print_check(r: &check::CheckReport, json: bool) -> anyhow::Result<()> {
         writeln!(out, "warning: {w}")?;
     }
     for f in &r.broken_files {
-        writeln!(out, "{}:{}: broken reference {}: {}", f.file, f.line, f.reference, f.message)?;
+        writeln!(
+            out,
+            "{}:{}: broken reference {}: {}",
+            f.file, f.line, f.reference, f.message
+        )?;
     }
     for f in &r.broken_anchors {
-        writeln!(out, "{}:{}: broken anchor {}: {}", f.file, f.line, f.reference, f.message)?;
+        writeln!(
+            out,
+            "{}:{}: broken anchor {}: {}",
+            f.file, f.line, f.reference, f.message
+        )?;
     }
     for f in &r.via_rename {
-        writeln!(out, "{}:{}: renamed reference {}: {} (run fix-refs)", f.file, f.line, f.reference, f.message)?;
+        writeln!(
+            out,
+            "{}:{}: renamed reference {}: {} (run fix-refs)",
+            f.file, f.line, f.reference, f.message
+        )?;
     }
     for u in &r.unreferenced {
         writeln!(out, "{u}: unreferenced module file")?;
@@ -452,7 +491,9 @@ impl ProgressOnTty {
         }
         let bar = self.bar.get_or_init(|| {
             let b = indicatif::ProgressBar::new(total as u64);
-            if let Ok(s) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} agents rendered") {
+            if let Ok(s) =
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} agents rendered")
+            {
                 b.set_style(s);
             }
             b
@@ -494,6 +535,9 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(super::format_ts(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::format_ts(1_709_251_200_123), "2024-03-01T00:00:00.123Z");
+        assert_eq!(
+            super::format_ts(1_709_251_200_123),
+            "2024-03-01T00:00:00.123Z"
+        );
     }
 }

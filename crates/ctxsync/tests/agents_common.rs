@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/openagentbuilder");
+pub const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/openagentbuilder"
+);
 
 /// A writable copy of the OpenAgentBuilder fixture, or `None` (with a message) when the
 /// shared folder is not beside the repository.
@@ -111,10 +114,34 @@ pub fn mtimes(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
 /// does not reach it.
 pub fn small_library(root: &Path) {
     write(root, "agents/team/alpha/alpha.md", "# Alpha Agent\n\n> **Priority**: Critical\n> **Agent Version**: 1.0\n\n## Purpose Statement\nAlpha plans.\n\n## Tasks\n- Plan: @tasks/plan.md\n- Metrics: @modules/metrics.md#speed\n");
-    write(root, "agents/team/alpha/tasks/plan.md", "# Plan\n\nUse @modules/shared.md for context.\n");
-    write(root, "agents/team/alpha/modules/shared.md", "# Shared\n\nShared text v1.\n");
-    write(root, "agents/team/alpha/modules/metrics.md", "# Metrics\n\n## Speed\nFast.\n");
-    write(root, "agents/team/beta/beta.md", "# Beta Agent\n\n## Purpose Statement\nBeta builds.\n\n- Shared: @modules/shared.md\n");
-    write(root, "agents/team/beta/modules/shared.md", "# Beta Shared\n\nBeta shared v1.\n");
-    write(root, "agents/team/gamma.md", "# Gamma Agent\n\n## Purpose Statement\nGamma reviews alone.\n");
+    write(
+        root,
+        "agents/team/alpha/tasks/plan.md",
+        "# Plan\n\nUse @modules/shared.md for context.\n",
+    );
+    write(
+        root,
+        "agents/team/alpha/modules/shared.md",
+        "# Shared\n\nShared text v1.\n",
+    );
+    write(
+        root,
+        "agents/team/alpha/modules/metrics.md",
+        "# Metrics\n\n## Speed\nFast.\n",
+    );
+    write(
+        root,
+        "agents/team/beta/beta.md",
+        "# Beta Agent\n\n## Purpose Statement\nBeta builds.\n\n- Shared: @modules/shared.md\n",
+    );
+    write(
+        root,
+        "agents/team/beta/modules/shared.md",
+        "# Beta Shared\n\nBeta shared v1.\n",
+    );
+    write(
+        root,
+        "agents/team/gamma.md",
+        "# Gamma Agent\n\n## Purpose Statement\nGamma reviews alone.\n",
+    );
 }

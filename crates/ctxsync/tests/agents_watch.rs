@@ -75,34 +75,55 @@ fn watch_applies_saves_coalesces_bursts_and_survives_source_recreation() {
     assert_eq!(first["report"]["added"].as_array().unwrap().len(), 3);
 
     // A saved change appears in the outputs.
-    write(root, "agents/team/gamma.md", "# Gamma Agent\n\n## Purpose Statement\nGamma watches v2.\n");
+    write(
+        root,
+        "agents/team/gamma.md",
+        "# Gamma Agent\n\n## Purpose Statement\nGamma watches v2.\n",
+    );
     wait_until("the saved change in the output", || {
-        std::fs::read_to_string(root.join(".github/agents/gamma.agent.md")).is_ok_and(|s| s.contains("Gamma watches v2."))
+        std::fs::read_to_string(root.join(".github/agents/gamma.agent.md"))
+            .is_ok_and(|s| s.contains("Gamma watches v2."))
     });
     let r = next_run(&w);
     assert_eq!(r["report"]["updated"][0], "gamma");
     // Our own output writes did not trigger another run.
-    assert!(w.lines.recv_timeout(Duration::from_millis(2000)).is_err(), "no run for our own writes");
+    assert!(
+        w.lines.recv_timeout(Duration::from_millis(2000)).is_err(),
+        "no run for our own writes"
+    );
 
     // A burst of 100 saves: at most two runs.
     for i in 0..100 {
-        write(root, "agents/team/gamma.md", &format!("# Gamma Agent\n\n## Purpose Statement\nGamma burst {i}.\n"));
+        write(
+            root,
+            "agents/team/gamma.md",
+            &format!("# Gamma Agent\n\n## Purpose Statement\nGamma burst {i}.\n"),
+        );
     }
     wait_until("the last save of the burst", || {
-        std::fs::read_to_string(root.join(".github/agents/gamma.agent.md")).is_ok_and(|s| s.contains("Gamma burst 99."))
+        std::fs::read_to_string(root.join(".github/agents/gamma.agent.md"))
+            .is_ok_and(|s| s.contains("Gamma burst 99."))
     });
     let mut runs = vec![next_run(&w)];
     while let Ok(v) = w.lines.recv_timeout(Duration::from_millis(3000)) {
         runs.push(v);
     }
-    assert!(runs.len() <= 2, "{} runs for one burst: {runs:?}", runs.len());
+    assert!(
+        runs.len() <= 2,
+        "{} runs for one burst: {runs:?}",
+        runs.len()
+    );
 
     // The source folder deleted and recreated: outputs go, then come back.
     std::fs::remove_dir_all(root.join("agents")).unwrap();
-    wait_until("outputs removed", || !root.join(".github/agents/alpha.agent.md").exists());
+    wait_until("outputs removed", || {
+        !root.join(".github/agents/alpha.agent.md").exists()
+    });
     small_library(root);
     wait_until("outputs back", || {
-        ["alpha", "beta", "gamma"].iter().all(|n| root.join(format!(".github/agents/{n}.agent.md")).exists())
+        ["alpha", "beta", "gamma"]
+            .iter()
+            .all(|n| root.join(format!(".github/agents/{n}.agent.md")).exists())
     });
     assert!(w.child.id() > 0);
 }
