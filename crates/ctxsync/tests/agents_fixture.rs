@@ -162,6 +162,6 @@ fn fixture_check_reports_every_broken_reference() {
     assert!(text.contains("agents/core/orchestrator/tasks/manage-resources.md:111: broken reference @modules/performance-metrics.md"), "{text}");
 }
 
-const BROKEN_FILES: usize = 0;
-const BROKEN_ANCHORS: usize = 0;
-const UNREFERENCED: usize = 0;
+const BROKEN_FILES: usize = 23;
+const BROKEN_ANCHORS: usize = 17;
+const UNREFERENCED: usize = 7;
