@@ -100,8 +100,14 @@ pub fn parse_agent(rel_path: &str, text: &str) -> Result<ParsedAgent, String> {
             let v: serde_norway::Value = if yaml.trim().is_empty() {
                 serde_norway::Value::Null
             } else {
-                serde_norway::from_str(yaml)
-                    .map_err(|e| format!("{rel_path}: frontmatter is not valid YAML: {e}"))?
+                match serde_norway::from_str(yaml) {
+                    Ok(v) => v,
+                    // Claude Code accepts `description: Reviews diffs: be strict.`; strict
+                    // YAML does not. Retry once with such plain values quoted.
+                    Err(e) => lenient_yaml(yaml)
+                        .and_then(|y| serde_norway::from_str(&y).ok())
+                        .ok_or_else(|| format!("{rel_path}: frontmatter is not valid YAML: {e}"))?,
+                }
             };
             if !(v.is_mapping() || v.is_null()) {
                 return Err(format!("{rel_path}: frontmatter must be a YAML mapping"));
@@ -178,6 +184,40 @@ pub fn parse_agent(rel_path: &str, text: &str) -> Result<ParsedAgent, String> {
         body: body.to_string(),
         has_frontmatter: has_fm,
     })
+}
+
+/// Quotes top-level plain values that contain `": "` or `" #"` (which strict YAML reads
+/// as a nested mapping or a comment). `None` when no line needed quoting.
+fn lenient_yaml(yaml: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::with_capacity(yaml.len() + 16);
+    for line in yaml.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let eol = &line[body.len()..];
+        let key_ok = |k: &str| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        match body.split_once(": ") {
+            Some((k, v))
+                if key_ok(k)
+                    && (v.contains(": ") || v.contains(" #"))
+                    && !v
+                        .trim_start()
+                        .starts_with(['"', '\'', '[', '{', '|', '>', '&', '*', '!']) =>
+            {
+                out.push_str(k);
+                out.push_str(": '");
+                out.push_str(&v.trim().replace('\'', "''"));
+                out.push('\'');
+                out.push_str(eol);
+                changed = true;
+            }
+            _ => out.push_str(line),
+        }
+    }
+    changed.then_some(out)
 }
 
 fn one_line(s: &str, max: usize) -> String {
@@ -331,5 +371,13 @@ mod tests {
         assert!(e.contains("refused"), "{e}");
         assert!(parse_agent("a.md", "---\nname: [\n---\n").is_err());
         assert!(parse_agent("a.md", "---\n- a\n---\n").is_err());
+    }
+
+    #[test]
+    fn lenient_claude_description_with_colon() {
+        let t = "---\nname: r\ndescription: Reviews diffs: be strict.\n---\nx\n";
+        let p = parse_agent("r.md", t).unwrap();
+        assert_eq!(p.meta.description, "Reviews diffs: be strict.");
+        assert!(parse_agent("a.md", "---\nname: [\ndescription: a: b\n---\n").is_err());
     }
 }
