@@ -1,10 +1,543 @@
-//! `ctxsync agents ...`: the agent-sync subcommands.
+//! `ctxsync agents ...`: the agent-sync subcommands (sync, watch, check, status, log,
+//! rollback, fix-refs). Thin: argument parsing, root/config lookup, printing; the work
+//! is in `ctxsync-agents`.
+//!
+//! Exit codes: 0 ok, 1 check failed / out of date / conflicts, 2 usage or input error.
 
-use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ctxsync_agents::sync::{SyncOptions, SyncReport};
+use ctxsync_agents::{check, config, events, fixrefs, rollback, sync, synth, watch, AgentsConfig};
+
+/// Arguments of `ctxsync agents`.
+#[derive(Args)]
+pub struct AgentsArgs {
+    /// Repository root (default: the nearest folder above the working directory holding
+    /// ctxsync.toml, else the working directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AgentsCommand,
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Render the agent library into VS Code custom agents and prompt files.
+    Sync(SyncArgs),
+    /// Keep outputs in sync as library files change.
+    Watch(WatchArgs),
+    /// Report broken references and anchors, unreferenced modules and cycles.
+    Check,
+    /// Show the agents the registry knows and anything pending.
+    Status,
+    /// Show the audit log.
+    Log {
+        /// Only the last N events.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
+    /// Restore the outputs of an earlier generation, byte for byte.
+    Rollback {
+        /// Generation to restore (default: the previous one).
+        #[arg(long, value_name = "GEN")]
+        to: Option<u64>,
+        /// Also overwrite outputs edited by hand since.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Propose (and with --apply, make) rewrites of broken or renamed references.
+    FixRefs {
+        /// Rewrite the source files.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Generate a synthetic agent library (for benchmarks).
+    #[command(hide = true)]
+    GenBenchLibrary {
+        /// Number of agents.
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Folder to create the library in (gets an `agents/` folder).
+        dir: PathBuf,
+    },
+}
 
 #[derive(Args)]
-pub struct AgentsArgs {}
+struct SyncArgs {
+    /// Only this agent.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+    /// Re-render every agent, not only changed ones.
+    #[arg(long)]
+    full: bool,
+    /// Write nothing; exit 1 when anything is out of date (for CI).
+    #[arg(long)]
+    check: bool,
+    /// Show what would be written, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Render and validate only.
+    #[arg(long)]
+    validate_only: bool,
+    /// Overwrite outputs edited by hand (a backup is kept).
+    #[arg(long, conflicts_with = "merge")]
+    force: bool,
+    /// Three-way merge outputs edited by hand.
+    #[arg(long)]
+    merge: bool,
+}
 
-pub fn run(_args: AgentsArgs) -> std::process::ExitCode {
-    std::process::ExitCode::from(2)
+#[derive(Args)]
+struct WatchArgs {
+    /// Overwrite outputs edited by hand (a backup is kept).
+    #[arg(long, conflicts_with = "merge")]
+    force: bool,
+    /// Three-way merge outputs edited by hand.
+    #[arg(long)]
+    merge: bool,
+}
+
+/// Runs `ctxsync agents ...` and returns the exit code.
+pub fn run(args: AgentsArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CTXSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match dispatch(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn resolve_root(root: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let r = match root {
+        Some(r) => r,
+        None => config::find_root(&std::env::current_dir().context("working directory")?),
+    };
+    if !r.is_dir() {
+        anyhow::bail!("root {} is not a folder", r.display());
+    }
+    Ok(r)
+}
+
+fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
+    let json = args.json;
+    if let AgentsCommand::GenBenchLibrary { agents, dir } = &args.command {
+        synth::generate(dir, *agents)?;
+        println!("generated {agents} agents in {}", dir.display());
+        return Ok(0);
+    }
+    let root = resolve_root(args.root)?;
+    let cfg = AgentsConfig::load(&root)?;
+    match args.command {
+        AgentsCommand::Sync(s) => {
+            let opts = SyncOptions {
+                agent: s.agent,
+                full: s.full,
+                check: s.check,
+                dry_run: s.dry_run,
+                validate_only: s.validate_only,
+                force: s.force,
+                merge: s.merge,
+            };
+            let bar = ProgressOnTty::new(json);
+            let report = sync::run(&root, &cfg, &opts, &|d, t| bar.tick(d, t))?;
+            bar.finish();
+            print_sync(&report, &opts, json)?;
+            Ok(report.exit_code(&opts))
+        }
+        AgentsCommand::Watch(w) => {
+            let opts = SyncOptions {
+                force: w.force,
+                merge: w.merge,
+                ..Default::default()
+            };
+            let stop = AtomicBool::new(false);
+            if !json {
+                eprintln!(
+                    "watching {} (debounce {} ms); Ctrl-C to stop",
+                    root.display(),
+                    cfg.debounce_ms
+                );
+            }
+            watch::watch(&root, &opts, &stop, &mut |o: &watch::RunOutcome| {
+                let _ = print_watch_run(o, &opts, json);
+            })?;
+            Ok(0)
+        }
+        AgentsCommand::Check => {
+            let r = check::check(&root, &cfg)?;
+            print_check(&r, json)?;
+            Ok(u8::from(r.is_broken()))
+        }
+        AgentsCommand::Status => status(&root, &cfg, json),
+        AgentsCommand::Log { last } => {
+            let evs =
+                events::read_last(&ctxsync_agents::state::StateDir::new(&root).events(), last)?;
+            let mut out = std::io::stdout().lock();
+            for e in &evs {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}  {:<17} {:<24} {:<10} {:>8.1} ms  {}{}",
+                        format_ts(e.ts_ms),
+                        serde_json::to_value(e.kind)?.as_str().unwrap_or("?"),
+                        e.agent.as_deref().unwrap_or("-"),
+                        e.result,
+                        e.duration_ms,
+                        e.files.join(", "),
+                        if e.message.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", e.message.replace('\n', "; "))
+                        }
+                    )?;
+                }
+            }
+            Ok(0)
+        }
+        AgentsCommand::Rollback { to, force } => {
+            let r = rollback::rollback(&root, &cfg, to, force)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "restored generation {} (was {}): {} files written back, {} removed{}",
+                    r.to_generation,
+                    r.from_generation,
+                    r.restored.len(),
+                    r.removed.len(),
+                    r.generation
+                        .map(|g| format!(", recorded as generation {g}"))
+                        .unwrap_or_default()
+                );
+                for c in &r.conflicts {
+                    println!("conflict: {c} was edited by hand since; left alone (use --force)");
+                }
+            }
+            Ok(u8::from(!r.conflicts.is_empty()))
+        }
+        AgentsCommand::FixRefs { apply } => {
+            let r = fixrefs::fix_refs(&root, &cfg, apply)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for p in &r.proposals {
+                    println!(
+                        "{}:{}: {} -> {} ({})",
+                        p.file, p.line, p.old, p.new, p.reason
+                    );
+                }
+                println!(
+                    "{} rewrites {}; {} broken references without a unique candidate",
+                    r.proposals.len(),
+                    if apply {
+                        format!("applied to {} files", r.applied_files.len())
+                    } else {
+                        "proposed (use --apply)".into()
+                    },
+                    r.unresolved
+                );
+            }
+            Ok(0)
+        }
+        AgentsCommand::GenBenchLibrary { .. } => Ok(0),
+    }
+}
+
+fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
+    let reg = ctxsync_agents::registry::Registry::load(
+        &ctxsync_agents::state::StateDir::new(root).registry(),
+    )?;
+    let opts = SyncOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pending = sync::run(root, cfg, &opts, &|_, _| {})?;
+    if json {
+        let agents: Vec<_> = reg
+            .agents
+            .iter()
+            .map(|(n, a)| {
+                serde_json::json!({
+                    "name": n, "entry": a.entry, "version": a.version, "priority": a.priority,
+                    "generation": a.generation, "outputs": a.outputs.keys().collect::<Vec<_>>(),
+                    "sources": a.sources.len(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "generation": reg.generation,
+                "generations_kept": reg.generations.iter().map(|g| g.generation).collect::<Vec<_>>(),
+                "agents": agents,
+                "pending": pending,
+            }))?
+        );
+    } else {
+        println!(
+            "generation {} ({} kept); {} agents registered, {} in the library",
+            reg.generation,
+            reg.generations.len(),
+            reg.agents.len(),
+            pending.agents
+        );
+        for (n, a) in &reg.agents {
+            println!(
+                "  {n:<28} {:<9} v{:<8} gen {:<4} {} outputs  {}",
+                serde_json::to_value(a.priority)?.as_str().unwrap_or("?"),
+                a.version.as_deref().unwrap_or("-"),
+                a.generation,
+                a.outputs.len(),
+                a.entry
+            );
+        }
+        if pending.written.is_empty() && pending.deleted.is_empty() && pending.conflicts.is_empty()
+        {
+            println!("everything is up to date");
+        }
+        for p in &pending.written {
+            println!("  pending write:  {p}");
+        }
+        for p in &pending.deleted {
+            println!("  pending remove: {p}");
+        }
+        for c in &pending.conflicts {
+            println!("  conflict: {} ({}): {}", c.path, c.agent, c.reason);
+        }
+        for e in &pending.validation_errors {
+            println!("  invalid: {e}");
+        }
+    }
+    Ok(0)
+}
+
+fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !r.validation_errors.is_empty() {
+        for e in &r.validation_errors {
+            eprintln!("invalid: {e}");
+        }
+        eprintln!("validation failed: nothing was written");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let verb = if opts.check || opts.dry_run {
+        "would write"
+    } else {
+        "wrote"
+    };
+    if opts.check || opts.dry_run {
+        for p in &r.written {
+            writeln!(out, "out of date: {p}")?;
+        }
+        for p in &r.deleted {
+            writeln!(out, "orphan (would be removed): {p}")?;
+        }
+    }
+    for (a, b) in &r.renames {
+        writeln!(out, "renamed: {a} -> {b}")?;
+    }
+    for c in &r.conflicts {
+        let what = match c.resolution.as_str() {
+            "left_alone" => "left alone (use --force to overwrite or --merge)",
+            "forced" => "overwritten (backup kept)",
+            "merged" => "merged",
+            other => other,
+        };
+        writeln!(
+            out,
+            "conflict: {} ({}): {}; {what}",
+            c.path, c.agent, c.reason
+        )?;
+    }
+    if opts.validate_only {
+        writeln!(out, "{} agents rendered and valid", r.rendered.len())?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} agents ({} rendered): {} added, {} updated, {} removed; {verb} {} files, removed {}{} in {:.1} ms",
+        r.agents,
+        r.rendered.len(),
+        r.added.len(),
+        r.updated.len(),
+        r.removed.len(),
+        r.written.len(),
+        r.deleted.len(),
+        r.generation.map(|g| format!(" (generation {g})")).unwrap_or_default(),
+        r.duration_ms
+    )?;
+    Ok(())
+}
+
+fn print_watch_run(o: &watch::RunOutcome, opts: &SyncOptions, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match &o.result {
+        Ok(r) if json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string(
+                &serde_json::json!({"run": o.run, "trigger": o.trigger, "report": r})
+            )?
+        )?,
+        Ok(r) => {
+            writeln!(out, "run {} ({} changed paths):", o.run, o.trigger.len())?;
+            drop(out);
+            print_sync(r, opts, false)?;
+            out = std::io::stdout().lock();
+        }
+        Err(e) if json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"run": o.run, "trigger": o.trigger, "error": e.to_string()})
+        )?,
+        Err(e) => writeln!(out, "run {}: error: {e}", o.run)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_check(r: &check::CheckReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for w in &r.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    for f in &r.broken_files {
+        writeln!(
+            out,
+            "{}:{}: broken reference {}: {}",
+            f.file, f.line, f.reference, f.message
+        )?;
+    }
+    for f in &r.broken_anchors {
+        writeln!(
+            out,
+            "{}:{}: broken anchor {}: {}",
+            f.file, f.line, f.reference, f.message
+        )?;
+    }
+    for f in &r.via_rename {
+        writeln!(
+            out,
+            "{}:{}: renamed reference {}: {} (run fix-refs)",
+            f.file, f.line, f.reference, f.message
+        )?;
+    }
+    for u in &r.unreferenced {
+        writeln!(out, "{u}: unreferenced module file")?;
+    }
+    for c in &r.cycles {
+        writeln!(out, "cycle: {} -> {}", c.join(" -> "), c[0])?;
+    }
+    writeln!(
+        out,
+        "{} files, {} references: {} broken references, {} broken anchors, {} via renames, {} unreferenced files, {} cycles",
+        r.files_checked,
+        r.references,
+        r.broken_files.len(),
+        r.broken_anchors.len(),
+        r.via_rename.len(),
+        r.unreferenced.len(),
+        r.cycles.len()
+    )?;
+    Ok(())
+}
+
+/// A progress bar shown only when stdout is a terminal and the run is long.
+struct ProgressOnTty {
+    enabled: bool,
+    bar: OnceLock<indicatif::ProgressBar>,
+}
+
+impl ProgressOnTty {
+    fn new(json: bool) -> Self {
+        ProgressOnTty {
+            enabled: !json && std::io::stdout().is_terminal(),
+            bar: OnceLock::new(),
+        }
+    }
+    fn tick(&self, done: usize, total: usize) {
+        if !self.enabled || total < 200 {
+            return;
+        }
+        let bar = self.bar.get_or_init(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(s) =
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} agents rendered")
+            {
+                b.set_style(s);
+            }
+            b
+        });
+        bar.set_position(done as u64);
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.get() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from epoch milliseconds (civil-from-days, proleptic Gregorian).
+fn format_ts(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps() {
+        assert_eq!(super::format_ts(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::format_ts(1_709_251_200_123),
+            "2024-03-01T00:00:00.123Z"
+        );
+    }
 }

@@ -1,0 +1,137 @@
+//! Atomic file operations: write to a temp file in the destination folder, fsync, rename
+//! over the destination, fsync the folder. A reader sees the old bytes or the new bytes,
+//! never a half file, and a crash leaves at most a stray temp file behind.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Prefix of temp files, so the watcher can ignore them.
+pub const TEMP_PREFIX: &str = ".ctxsync-tmp";
+
+/// Atomically replaces `path` with `bytes`, creating parent folders.
+/// With `durable`, the file and its folder are fsynced before returning.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Input(format!("{}: no parent folder", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+    if durable {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a folder so a rename or removal in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(f) => f.sync_all().map_err(|e| Error::io(dir, e)),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// Removes a file; absent is fine.
+pub fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes many files: temp files are written and fsynced (in parallel), renamed into
+/// place, and each touched folder is fsynced once. Returns on the first error; files not
+/// yet renamed are left untouched.
+pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunk = files.len().div_ceil(threads).max(1);
+    type Staged = Vec<(tempfile::TempPath, std::path::PathBuf)>;
+    let staged: Vec<Result<Staged>> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<Staged> {
+                    let mut out = Vec::with_capacity(part.len());
+                    for (path, bytes) in part {
+                        let dir = path.parent().ok_or_else(|| {
+                            Error::Input(format!("{}: no parent", path.display()))
+                        })?;
+                        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                        let mut tmp = tempfile::Builder::new()
+                            .prefix(TEMP_PREFIX)
+                            .tempfile_in(dir)
+                            .map_err(|e| Error::io(dir, e))?;
+                        tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+                        tmp.as_file()
+                            .sync_all()
+                            .map_err(|e| Error::io(tmp.path(), e))?;
+                        out.push((tmp.into_temp_path(), path.clone()));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Input("writer thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut all = Vec::new();
+    for s in staged {
+        all.extend(s?);
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for (tmp, dest) in all {
+        tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+        if let Some(d) = dest.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs {
+        sync_dir(&d)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b.md");
+        write_atomic(&p, b"one", true).unwrap();
+        write_many(&[
+            (p.clone(), &b"two"[..]),
+            (d.path().join("a/c.md"), &b"three"[..]),
+        ])
+        .unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(d.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2);
+    }
+}

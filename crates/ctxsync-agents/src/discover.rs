@@ -1,0 +1,309 @@
+//! Discovery: walks the configured source folders and classifies Markdown files.
+//!
+//! * `D/<basename D>.md` is a modular OpenAgentBuilder agent whose root is `D`; every
+//!   other file below `D` (modules, tasks, checklists) is a support file of that agent.
+//! * Any other `.md` file is a single-file agent (OpenAgentBuilder or a Claude Code
+//!   subagent), whose root is its folder. `README.md` files are documentation.
+//!
+//! Excluded globs, hidden files, files the registry owns as outputs, and symlinks that
+//! lead out of the library are skipped (the last with a warning).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::config::AgentsConfig;
+use crate::error::{Error, Result};
+use crate::glob::GlobSet;
+use crate::paths;
+
+/// How an agent is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// `agents/<group>/<agent>/<agent>.md` with modules/tasks/checklists.
+    Modular,
+    /// One file.
+    Single,
+}
+
+/// One library file as seen on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: u64,
+}
+
+/// One discovered agent entry file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntry {
+    /// Entry file, repository-relative.
+    pub entry: String,
+    /// Folder that `@modules/...` references resolve against.
+    pub root: String,
+    /// Layout.
+    pub layout: Layout,
+}
+
+/// Everything discovery found.
+#[derive(Debug, Default)]
+pub struct Library {
+    /// Every non-excluded `.md` file in the sources.
+    pub files: BTreeMap<String, FileStat>,
+    /// Agent entry files, sorted by path.
+    pub agents: Vec<AgentEntry>,
+    /// For each library file, the agent root it belongs to (for `@` resolution).
+    pub roots: BTreeMap<String, String>,
+    /// Modular agent roots.
+    pub modular_roots: BTreeSet<String>,
+    /// Things skipped that the user should know about.
+    pub warnings: Vec<String>,
+}
+
+impl Library {
+    /// The agent root that `@` references in `file` resolve against.
+    pub fn root_of<'a>(&'a self, file: &'a str) -> &'a str {
+        self.roots
+            .get(file)
+            .map(String::as_str)
+            .unwrap_or_else(|| paths::parent(file))
+    }
+}
+
+/// Walks the sources of `cfg` under `root`; `owned_outputs` are skipped (our own files).
+pub fn discover(
+    root: &Path,
+    cfg: &AgentsConfig,
+    owned_outputs: &HashSet<String>,
+) -> Result<Library> {
+    let excludes = GlobSet::new(&cfg.excludes);
+    let mut lib = Library::default();
+    let canon_root = root.canonicalize().map_err(|e| Error::io(root, e))?;
+    let mut seen_dirs = HashSet::new();
+    for src in &cfg.sources {
+        let src = src.trim_end_matches('/');
+        let abs = paths::abs(root, src);
+        let Ok(canon_src) = abs.canonicalize() else {
+            continue; // An absent source is normal (e.g. no .claude/agents).
+        };
+        if !canon_src.starts_with(&canon_root) {
+            lib.warnings.push(format!(
+                "{src}: source leads outside the repository, skipped"
+            ));
+            continue;
+        }
+        if !canon_src.is_dir() {
+            continue;
+        }
+        let mut w = Walker {
+            cfg,
+            excludes: &excludes,
+            owned: owned_outputs,
+            canon_src: &canon_src,
+            lib: &mut lib,
+            seen_dirs: &mut seen_dirs,
+        };
+        w.walk(&abs, src, 0)?;
+    }
+    classify(&mut lib);
+    Ok(lib)
+}
+
+struct Walker<'a> {
+    cfg: &'a AgentsConfig,
+    excludes: &'a GlobSet,
+    owned: &'a HashSet<String>,
+    canon_src: &'a Path,
+    lib: &'a mut Library,
+    seen_dirs: &'a mut HashSet<PathBuf>,
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, dir: &Path, rel: &str, depth: usize) -> Result<()> {
+        if depth > 32 {
+            self.lib
+                .warnings
+                .push(format!("{rel}: folder nesting deeper than 32, skipped"));
+            return Ok(());
+        }
+        let canon = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        if !self.seen_dirs.insert(canon) {
+            return Ok(()); // Reached twice through a symlink: walk once.
+        }
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for ent in entries {
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+                self.lib.warnings.push(format!(
+                    "{rel}/{}: file name is not UTF-8, skipped",
+                    ent.file_name().to_string_lossy()
+                ));
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let child_rel = format!("{rel}/{name}");
+            if self.excludes.matches(&child_rel) || self.owned.contains(&child_rel) {
+                continue;
+            }
+            let path = ent.path();
+            let Ok(mut ft) = ent.file_type() else {
+                continue;
+            };
+            if ft.is_symlink() {
+                match path.canonicalize() {
+                    Ok(t) if t.starts_with(self.canon_src) => match std::fs::metadata(&path) {
+                        Ok(m) => ft = m.file_type(),
+                        Err(_) => continue,
+                    },
+                    _ => {
+                        self.lib.warnings.push(format!(
+                            "{child_rel}: symlink leads out of the library, not followed"
+                        ));
+                        continue;
+                    }
+                }
+            }
+            if ft.is_dir() {
+                self.walk(&path, &child_rel, depth + 1)?;
+            } else if ft.is_file() && name.ends_with(".md") {
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let mtime_ns = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64);
+                if meta.len() > self.cfg.max_file_bytes {
+                    self.lib.warnings.push(format!(
+                        "{child_rel}: {} bytes is over max_file_bytes ({}), refused",
+                        meta.len(),
+                        self.cfg.max_file_bytes
+                    ));
+                    continue;
+                }
+                self.lib.files.insert(
+                    child_rel,
+                    FileStat {
+                        size: meta.len(),
+                        mtime_ns,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn classify(lib: &mut Library) {
+    for f in lib.files.keys() {
+        let dir = paths::parent(f);
+        let stem = paths::file_name(f).trim_end_matches(".md");
+        if !dir.is_empty() && paths::file_name(dir) == stem {
+            lib.modular_roots.insert(dir.to_string());
+        }
+    }
+    let mut agents = Vec::new();
+    let mut roots = BTreeMap::new();
+    for f in lib.files.keys() {
+        let modular = ancestor_root(&lib.modular_roots, f);
+        let root = modular.unwrap_or_else(|| paths::parent(f)).to_string();
+        let is_readme = paths::file_name(f).eq_ignore_ascii_case("readme.md");
+        match modular {
+            Some(r)
+                if paths::parent(f) == r
+                    && paths::file_name(f).trim_end_matches(".md") == paths::file_name(r) =>
+            {
+                agents.push(AgentEntry {
+                    entry: f.clone(),
+                    root: root.clone(),
+                    layout: Layout::Modular,
+                })
+            }
+            Some(_) => {}
+            None if !is_readme => agents.push(AgentEntry {
+                entry: f.clone(),
+                root: root.clone(),
+                layout: Layout::Single,
+            }),
+            None => {}
+        }
+        roots.insert(f.clone(), root);
+    }
+    lib.agents = agents;
+    lib.roots = roots;
+}
+
+/// The innermost modular root that contains `file`.
+fn ancestor_root<'a>(roots: &'a BTreeSet<String>, file: &str) -> Option<&'a str> {
+    let mut dir = paths::parent(file);
+    while !dir.is_empty() {
+        if let Some(r) = roots.get(dir) {
+            return Some(r.as_str());
+        }
+        dir = paths::parent(dir);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_layouts() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str| {
+            let a = d.path().join(p);
+            std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+            std::fs::write(a, "# x\n").unwrap();
+        };
+        w("agents/core/orch/orch.md");
+        w("agents/core/orch/modules/m.md");
+        w("agents/core/orch/orch-backup.md");
+        w("agents/dev/be.md");
+        w("agents/README.md");
+        w(".claude/agents/rev.md");
+        let lib = discover(d.path(), &AgentsConfig::default(), &HashSet::new()).unwrap();
+        let entries: Vec<_> = lib.agents.iter().map(|a| a.entry.as_str()).collect();
+        assert_eq!(
+            entries,
+            [
+                ".claude/agents/rev.md",
+                "agents/core/orch/orch.md",
+                "agents/dev/be.md"
+            ]
+        );
+        assert_eq!(
+            lib.root_of("agents/core/orch/modules/m.md"),
+            "agents/core/orch"
+        );
+        assert!(!lib.files.contains_key("agents/core/orch/orch-backup.md"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_out_of_library_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.md"), "# s\n").unwrap();
+        std::fs::create_dir_all(d.path().join("agents")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.md"),
+            d.path().join("agents/s.md"),
+        )
+        .unwrap();
+        let lib = discover(d.path(), &AgentsConfig::default(), &HashSet::new()).unwrap();
+        assert!(lib.files.is_empty());
+        assert!(lib.warnings.iter().any(|w| w.contains("not followed")));
+    }
+}

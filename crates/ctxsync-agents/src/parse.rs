@@ -1,0 +1,383 @@
+//! Parsing one agent file: optional YAML frontmatter (Claude Code subagents and any
+//! agent that declares `name`, `description`, `tools`, `model`, `version`, `priority`),
+//! and the OpenAgentBuilder conventions: `# Title`, the `> **Priority**:` status block,
+//! the "Agent Identity" block (`**Version:**`) and the "Purpose Statement" section.
+
+use serde::Serialize;
+
+use crate::paths;
+use crate::refs::{atx_heading, FenceState};
+
+/// Scheduling priority of an agent; `Critical` agents are rendered and deployed first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Rendered first.
+    Critical,
+    /// High.
+    High,
+    /// Medium / unspecified.
+    #[default]
+    Medium,
+    /// Low.
+    Low,
+}
+
+impl Priority {
+    fn parse(s: &str) -> Option<Self> {
+        let w = s
+            .trim()
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .split(|c: char| !c.is_alphanumeric())
+            .next()?
+            .to_ascii_lowercase();
+        match w.as_str() {
+            "critical" | "p0" => Some(Priority::Critical),
+            "high" | "p1" => Some(Priority::High),
+            "medium" | "normal" | "p2" => Some(Priority::Medium),
+            "low" | "p3" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// Metadata of one agent, whichever layout it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentMeta {
+    /// Output name (safe file stem).
+    pub name: String,
+    /// Human title (first `#` heading, or the name).
+    pub title: String,
+    /// One-line description.
+    pub description: String,
+    /// Declared version.
+    pub version: Option<String>,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// Tools (frontmatter only).
+    pub tools: Vec<String>,
+    /// Model (frontmatter only).
+    pub model: Option<String>,
+}
+
+/// A parsed agent file.
+#[derive(Debug, Clone)]
+pub struct ParsedAgent {
+    /// Metadata.
+    pub meta: AgentMeta,
+    /// The text after the frontmatter.
+    pub body: String,
+    /// Whether the file had frontmatter.
+    pub has_frontmatter: bool,
+}
+
+/// Splits `---\n yaml \n---\n body`; returns `(yaml, body)` or `None` without frontmatter.
+pub fn split_frontmatter(text: &str) -> Option<(&str, &str)> {
+    let rest = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))?;
+    let mut pos = 0;
+    for line in rest.split_inclusive('\n') {
+        let t = line.trim_end_matches(['\n', '\r']);
+        if t == "---" || t == "..." {
+            return Some((&rest[..pos], &rest[pos + line.len()..]));
+        }
+        pos += line.len();
+    }
+    None
+}
+
+/// Parses `text` (the content of `rel_path`) into an agent.
+/// Errors are messages meant for the user (they name the file).
+pub fn parse_agent(rel_path: &str, text: &str) -> Result<ParsedAgent, String> {
+    let stem = paths::file_name(rel_path)
+        .trim_end_matches(".md")
+        .trim_end_matches(".agent");
+    let (fm, body, has_fm) = match split_frontmatter(text) {
+        Some((yaml, body)) => {
+            let v: serde_norway::Value = if yaml.trim().is_empty() {
+                serde_norway::Value::Null
+            } else {
+                match serde_norway::from_str(yaml) {
+                    Ok(v) => v,
+                    // Claude Code accepts `description: Reviews diffs: be strict.`; strict
+                    // YAML does not. Retry once with such plain values quoted.
+                    Err(e) => lenient_yaml(yaml)
+                        .and_then(|y| serde_norway::from_str(&y).ok())
+                        .ok_or_else(|| format!("{rel_path}: frontmatter is not valid YAML: {e}"))?,
+                }
+            };
+            if !(v.is_mapping() || v.is_null()) {
+                return Err(format!("{rel_path}: frontmatter must be a YAML mapping"));
+            }
+            (v, body, true)
+        }
+        None => (serde_norway::Value::Null, text, false),
+    };
+    let fm_str = |k: &str| -> Option<String> {
+        match fm.get(k)? {
+            serde_norway::Value::String(s) => Some(s.trim().to_string()),
+            serde_norway::Value::Number(n) => Some(n.to_string()),
+            serde_norway::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+        .filter(|s| !s.is_empty())
+    };
+
+    let name = match fm_str("name") {
+        Some(n) => {
+            if !paths::is_safe_name(&n) {
+                return Err(format!(
+                    "{rel_path}: agent name {n:?} is refused: a name may only use a-z, 0-9, '.', '_' and '-' (at most 64 characters, no '..')"
+                ));
+            }
+            n
+        }
+        None => {
+            let n = paths::name_from_stem(stem);
+            if !paths::is_safe_name(&n) {
+                return Err(format!("{rel_path}: no usable agent name in the file name"));
+            }
+            n
+        }
+    };
+
+    let title = first_h1(body).unwrap_or_else(|| name.clone());
+    let description = fm_str("description")
+        .or_else(|| section_paragraph(body, "purpose statement"))
+        .or_else(|| first_paragraph(body))
+        .unwrap_or_else(|| title.clone());
+    let description = one_line(&description, 1024);
+    let version = fm_str("version")
+        .or_else(|| label_value(body, "agent version"))
+        .or_else(|| label_value(body, "version"));
+    let priority = fm_str("priority")
+        .or_else(|| label_value(body, "priority"))
+        .and_then(|p| Priority::parse(&p))
+        .unwrap_or_default();
+    let tools = match fm.get("tools") {
+        Some(serde_norway::Value::Sequence(s)) => s
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Some(serde_norway::Value::String(s)) => s
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let model = fm_str("model");
+    Ok(ParsedAgent {
+        meta: AgentMeta {
+            name,
+            title,
+            description,
+            version,
+            priority,
+            tools,
+            model,
+        },
+        body: body.to_string(),
+        has_frontmatter: has_fm,
+    })
+}
+
+/// Quotes top-level plain values that contain `": "` or `" #"` (which strict YAML reads
+/// as a nested mapping or a comment). `None` when no line needed quoting.
+fn lenient_yaml(yaml: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::with_capacity(yaml.len() + 16);
+    for line in yaml.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let eol = &line[body.len()..];
+        let key_ok = |k: &str| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        match body.split_once(": ") {
+            Some((k, v))
+                if key_ok(k)
+                    && (v.contains(": ") || v.contains(" #"))
+                    && !v
+                        .trim_start()
+                        .starts_with(['"', '\'', '[', '{', '|', '>', '&', '*', '!']) =>
+            {
+                out.push_str(k);
+                out.push_str(": '");
+                out.push_str(&v.trim().replace('\'', "''"));
+                out.push('\'');
+                out.push_str(eol);
+                changed = true;
+            }
+            _ => out.push_str(line),
+        }
+    }
+    changed.then_some(out)
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cleaned = joined.replace("**", "");
+    if cleaned.chars().count() <= max {
+        cleaned
+    } else {
+        let mut t: String = cleaned.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Iterates `(line, in_code)` pairs.
+fn lines_with_code(body: &str) -> impl Iterator<Item = (&str, bool)> {
+    let mut fence = FenceState::default();
+    body.lines().map(move |l| {
+        let c = fence.in_code(l);
+        (l, c)
+    })
+}
+
+fn first_h1(body: &str) -> Option<String> {
+    lines_with_code(body)
+        .filter(|(_, c)| !c)
+        .find_map(|(l, _)| match atx_heading(l) {
+            Some((1, t)) if !t.is_empty() => Some(t.to_string()),
+            _ => None,
+        })
+}
+
+fn paragraph_after<'a>(mut it: impl Iterator<Item = (&'a str, bool)>) -> Option<String> {
+    let mut para: Vec<&str> = Vec::new();
+    for (l, code) in it.by_ref() {
+        let t = l.trim();
+        if code || atx_heading(l).is_some() {
+            if para.is_empty() && !code {
+                return None;
+            }
+            break;
+        }
+        if t.is_empty() {
+            if para.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if t.starts_with('>') || t.starts_with("---") {
+            if para.is_empty() {
+                continue;
+            }
+            break;
+        }
+        para.push(t);
+    }
+    (!para.is_empty()).then(|| para.join(" "))
+}
+
+fn section_paragraph(body: &str, heading: &str) -> Option<String> {
+    let mut it = lines_with_code(body);
+    while let Some((l, code)) = it.next() {
+        if code {
+            continue;
+        }
+        if let Some((_, t)) = atx_heading(l) {
+            if t.trim().eq_ignore_ascii_case(heading) {
+                return paragraph_after(it);
+            }
+        }
+    }
+    None
+}
+
+fn first_paragraph(body: &str) -> Option<String> {
+    let mut it = lines_with_code(body).skip_while(|(l, _)| {
+        let t = l.trim();
+        t.is_empty() || matches!(atx_heading(l), Some((1, _)))
+    });
+    // Skip the status blockquote OpenAgentBuilder puts under the title.
+    let first = it.next()?;
+    let chained = std::iter::once(first).chain(it);
+    paragraph_after(chained)
+}
+
+/// Finds `**Label**: value` or `**Label:** value` (in lists and blockquotes too).
+fn label_value(body: &str, label: &str) -> Option<String> {
+    for (l, code) in lines_with_code(body) {
+        if code {
+            continue;
+        }
+        let t = l.trim_start_matches(|c: char| c == '>' || c == '-' || c.is_whitespace());
+        let Some(rest) = t.strip_prefix("**") else {
+            continue;
+        };
+        let Some(end) = rest.find("**") else {
+            continue;
+        };
+        let (lab, after) = (&rest[..end], &rest[end + 2..]);
+        let lab_clean = lab.trim().trim_end_matches(':').trim();
+        if !lab_clean.eq_ignore_ascii_case(label) {
+            continue;
+        }
+        let value = after.trim_start().trim_start_matches(':').trim();
+        if !value.is_empty() {
+            return Some(value.to_string());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OAB: &str = "# Orchestrator Agent\n\n> **Status**: Active\n> **Priority**: Critical (Phase 1)  \n> **Agent Version**: 0.1.0  \n\n## Agent Identity\n**Role:** Coordinator  \n**Version:** 0.1.0  \n\n## Purpose Statement\nI am the **Orchestrator**.\nI coordinate.\n\n## Next\n";
+
+    #[test]
+    fn openagentbuilder_metadata() {
+        let p = parse_agent("agents/core/orchestrator/orchestrator.md", OAB).unwrap();
+        assert_eq!(p.meta.name, "orchestrator");
+        assert_eq!(p.meta.title, "Orchestrator Agent");
+        assert_eq!(p.meta.description, "I am the Orchestrator. I coordinate.");
+        assert_eq!(p.meta.version.as_deref(), Some("0.1.0"));
+        assert_eq!(p.meta.priority, Priority::Critical);
+        assert!(!p.has_frontmatter);
+    }
+
+    #[test]
+    fn identity_list_style() {
+        let t = "# X\n\n## Agent Identity\n- **Version**: 1.0  \n> **Priority**: High (Dev)\n";
+        let p = parse_agent("agents/dev/x.md", t).unwrap();
+        assert_eq!(p.meta.version.as_deref(), Some("1.0"));
+        assert_eq!(p.meta.priority, Priority::High);
+        assert_eq!(p.meta.description, "X");
+    }
+
+    #[test]
+    fn claude_frontmatter() {
+        let t = "---\nname: code-reviewer\ndescription: Reviews code.\ntools: Read, Grep\nmodel: sonnet\n---\nYou review.\n";
+        let p = parse_agent(".claude/agents/r.md", t).unwrap();
+        assert_eq!(p.meta.name, "code-reviewer");
+        assert_eq!(p.meta.tools, ["Read", "Grep"]);
+        assert_eq!(p.meta.model.as_deref(), Some("sonnet"));
+        assert_eq!(p.body, "You review.\n");
+    }
+
+    #[test]
+    fn refuses_bad_names_and_yaml() {
+        let e = parse_agent("a.md", "---\nname: ../../x\n---\n").unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        assert!(parse_agent("a.md", "---\nname: [\n---\n").is_err());
+        assert!(parse_agent("a.md", "---\n- a\n---\n").is_err());
+    }
+
+    #[test]
+    fn lenient_claude_description_with_colon() {
+        let t = "---\nname: r\ndescription: Reviews diffs: be strict.\n---\nx\n";
+        let p = parse_agent("r.md", t).unwrap();
+        assert_eq!(p.meta.description, "Reviews diffs: be strict.");
+        assert!(parse_agent("a.md", "---\nname: [\ndescription: a: b\n---\n").is_err());
+    }
+}

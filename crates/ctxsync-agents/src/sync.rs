@@ -1,0 +1,1015 @@
+//! One sync run: detect → look up the registry and rename history → render → validate
+//! → deploy atomically → update the registry → record events.
+//!
+//! Only agents whose recorded dependencies or outputs changed are rendered (unless
+//! `full`); everything rendered is validated before the first byte is written; unchanged
+//! bytes are never rewritten; hand-edited outputs are conflicts unless `force`/`merge`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::backup::{hash, BlobStore};
+use crate::config::{AgentsConfig, Target};
+use crate::deploy;
+use crate::discover::{self, AgentEntry, Library};
+use crate::error::{Error, Result};
+use crate::events::{self, Event, EventKind};
+use crate::graph::{RenameMap, Texts};
+use crate::merge3;
+use crate::parse::{self, Priority};
+use crate::paths;
+use crate::registry::{AgentRec, FileChange, FileRec, GenRec, OutRec, Registry, Rename};
+use crate::render::{self, AgentModel, Output};
+use crate::state::StateDir;
+use crate::validate;
+
+/// What a run should do.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Re-render every agent, ignoring the registry's hashes.
+    pub full: bool,
+    /// Render everything, write nothing, report what is out of date.
+    pub check: bool,
+    /// Plan, write nothing.
+    pub dry_run: bool,
+    /// Render and validate, write nothing.
+    pub validate_only: bool,
+    /// Overwrite hand-edited outputs (a backup is kept).
+    pub force: bool,
+    /// Three-way merge hand-edited outputs.
+    pub merge: bool,
+}
+
+impl SyncOptions {
+    fn read_only(&self) -> bool {
+        self.check || self.dry_run || self.validate_only
+    }
+}
+
+/// A hand-edited or foreign output.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConflictInfo {
+    /// Output path.
+    pub path: String,
+    /// Agent that wants to write it.
+    pub agent: String,
+    /// Why.
+    pub reason: String,
+    /// `left_alone`, `forced`, `merged`.
+    pub resolution: String,
+}
+
+/// What a run did (or would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    /// The generation written, if anything was.
+    pub generation: Option<u64>,
+    /// Agents in the library.
+    pub agents: usize,
+    /// Agents rendered this run, in render order.
+    pub rendered: Vec<String>,
+    /// Agents that got outputs for the first time.
+    pub added: Vec<String>,
+    /// Agents whose outputs changed.
+    pub updated: Vec<String>,
+    /// Agents whose outputs were removed.
+    pub removed: Vec<String>,
+    /// Files written (or that would be).
+    pub written: Vec<String>,
+    /// Files deleted (or that would be).
+    pub deleted: Vec<String>,
+    /// Conflicts.
+    pub conflicts: Vec<ConflictInfo>,
+    /// Rendering and validation problems (nothing was written when non-empty).
+    pub validation_errors: Vec<String>,
+    /// Renames detected in this batch.
+    pub renames: Vec<(String, String)>,
+    /// Skipped files and other notes.
+    pub warnings: Vec<String>,
+    /// Wall time.
+    pub duration_ms: f64,
+}
+
+impl SyncReport {
+    /// 0 ok, 1 conflicts or (with `check`) out of date, 2 invalid input.
+    pub fn exit_code(&self, opts: &SyncOptions) -> u8 {
+        if !self.validation_errors.is_empty() {
+            2
+        } else if self.conflicts.iter().any(|c| c.resolution == "left_alone")
+            || (opts.check && (!self.written.is_empty() || !self.deleted.is_empty()))
+        {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Progress callback: `(done, total)`.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A file modified this close to the previous scan may have changed within the same
+/// timestamp tick, so it is hashed again even when size and mtime match.
+const RACY_MARGIN_NS: u64 = 50_000_000;
+
+struct Rendered {
+    entry: AgentEntry,
+    name: String,
+    priority: Priority,
+    version: Option<String>,
+    outputs: Vec<Output>,
+    deps: BTreeSet<String>,
+}
+
+enum Action {
+    Write {
+        bytes: Vec<u8>,
+        before: Option<Vec<u8>>,
+    },
+    Remove {
+        before: Vec<u8>,
+    },
+}
+
+struct Planned {
+    agent: String,
+    path: String,
+    action: Action,
+}
+
+/// Runs one sync of the repository at `root`.
+pub fn run(
+    root: &Path,
+    cfg: &AgentsConfig,
+    opts: &SyncOptions,
+    progress: Progress<'_>,
+) -> Result<SyncReport> {
+    let t0 = Instant::now();
+    let state = StateDir::new(root);
+    let _lock = if opts.read_only() {
+        None
+    } else {
+        Some(state.lock()?)
+    };
+    let mut reg = Registry::load(&state.registry())?;
+    let scan_start = now_ns();
+    let owned: HashSet<String> = reg
+        .agents
+        .values()
+        .flat_map(|a| a.outputs.keys().cloned())
+        .collect();
+    let lib = discover::discover(root, cfg, &owned)?;
+    let mut report = SyncReport {
+        agents: lib.agents.len(),
+        warnings: lib.warnings.clone(),
+        ..Default::default()
+    };
+    let texts = Texts::new(root, &lib);
+    let file_hashes = hash_files(root, &lib, &reg, &texts);
+
+    // Renames: a file gone and another new with the same bytes, in this one batch.
+    let mut new_renames = Vec::new();
+    if !reg.files.is_empty() {
+        let mut gone: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (p, r) in &reg.files {
+            if !lib.files.contains_key(p) {
+                gone.entry(r.hash.as_str()).or_default().push(p);
+            }
+        }
+        let mut fresh: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (p, h) in &file_hashes {
+            if !reg.files.contains_key(p) {
+                fresh.entry(h.as_str()).or_default().push(p);
+            }
+        }
+        for (h, olds) in &gone {
+            if let (1, Some(news)) = (olds.len(), fresh.get(h)) {
+                if news.len() == 1 {
+                    new_renames.push((olds[0].to_string(), news[0].to_string()));
+                }
+            }
+        }
+        new_renames.sort();
+    }
+    let mut renames: RenameMap = reg.rename_map();
+    for (a, b) in &new_renames {
+        renames.insert(a.clone(), b.clone());
+    }
+    report.renames = new_renames.clone();
+
+    // Which agents need rendering.
+    let fingerprint = cfg.render_fingerprint();
+    let everything = opts.full || opts.check || reg.config_fingerprint != fingerprint;
+    let by_entry: HashMap<&str, &str> = reg
+        .agents
+        .iter()
+        .map(|(n, a)| (a.entry.as_str(), n.as_str()))
+        .collect();
+    let mut work: Vec<(Priority, &AgentEntry)> = Vec::new();
+    let mut clean_names: BTreeMap<String, &AgentEntry> = BTreeMap::new();
+    for a in &lib.agents {
+        let rec = by_entry
+            .get(a.entry.as_str())
+            .and_then(|n| reg.agents.get_key_value(*n));
+        let dirty = everything
+            || opts.agent.is_some()
+            || match rec {
+                None => true,
+                Some((name, rec)) => is_dirty(root, cfg, &lib, &file_hashes, name, rec),
+            };
+        if dirty {
+            work.push((rec.map(|(_, r)| r.priority).unwrap_or_default(), a));
+        } else if let Some((name, _)) = rec {
+            clean_names.insert(name.clone(), a);
+        }
+    }
+    // Critical agents first: under a burst of changes they are deployed first.
+    work.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.entry.cmp(&y.1.entry)));
+
+    let (mut rendered, errors) = render_all(root, cfg, &lib, &texts, &renames, &work, progress);
+    report.validation_errors = errors;
+    if let Some(only) = &opts.agent {
+        rendered.retain(|r| &r.name == only);
+        let known = rendered.iter().any(|r| &r.name == only) || reg.agents.contains_key(only);
+        if !known && report.validation_errors.is_empty() {
+            return Err(Error::Input(format!(
+                "no agent named {only:?} in the library"
+            )));
+        }
+    }
+    rendered.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+
+    // Names must be unique across the library, rendered or not.
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for (n, e) in &clean_names {
+        names.insert(n, &e.entry);
+    }
+    for r in &rendered {
+        if let Some(other) = names.insert(&r.name, &r.entry.entry) {
+            if other != r.entry.entry {
+                report.validation_errors.push(format!(
+                    "agent name {:?} is used by both {other} and {}",
+                    r.name, r.entry.entry
+                ));
+            }
+        }
+    }
+    for r in &rendered {
+        for o in &r.outputs {
+            if lib.files.contains_key(&o.path) {
+                report.validation_errors.push(format!(
+                    "{}: output of agent {:?} would overwrite a library file",
+                    o.path, r.name
+                ));
+            }
+            report.validation_errors.extend(validate::validate(cfg, o));
+        }
+    }
+    for t in &cfg.targets {
+        if let Err(e) = check_target_dir(root, cfg.target_dir(*t)) {
+            report.validation_errors.push(e);
+        }
+    }
+    report.rendered = rendered.iter().map(|r| r.name.clone()).collect();
+
+    if !report.validation_errors.is_empty() {
+        report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if !opts.read_only() {
+            events::append(
+                &state.events(),
+                &[Event {
+                    ts_ms: events::now_ms(),
+                    kind: EventKind::ValidationFailed,
+                    agent: None,
+                    files: Vec::new(),
+                    generation: None,
+                    duration_ms: report.duration_ms,
+                    result: "failed".into(),
+                    message: report.validation_errors.join("\n"),
+                }],
+            )?;
+        }
+        return Ok(report);
+    }
+    if opts.validate_only {
+        report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        return Ok(report);
+    }
+
+    // Plan.
+    let blobs = BlobStore::new(state.backups());
+    let present: HashSet<&str> = clean_names
+        .keys()
+        .map(String::as_str)
+        .chain(rendered.iter().map(|r| r.name.as_str()))
+        .collect();
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut keep_old_rec: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut recorded_now: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    for r in &rendered {
+        let rec = reg.agents.get(&r.name);
+        let mut wanted = BTreeSet::new();
+        for o in &r.outputs {
+            wanted.insert(o.path.clone());
+            let disk = read_opt(root, &o.path)?;
+            let recorded = rec.and_then(|a| a.outputs.get(&o.path));
+            match disk {
+                None => plan.push(Planned {
+                    agent: r.name.clone(),
+                    path: o.path.clone(),
+                    action: Action::Write {
+                        bytes: o.bytes.clone(),
+                        before: None,
+                    },
+                }),
+                Some(d) if d == o.bytes => {
+                    recorded_now
+                        .entry(r.name.clone())
+                        .or_default()
+                        .insert(o.path.clone(), hash(&d));
+                }
+                Some(d) => {
+                    let dh = hash(&d);
+                    if recorded.is_some_and(|x| x.hash == dh) {
+                        plan.push(Planned {
+                            agent: r.name.clone(),
+                            path: o.path.clone(),
+                            action: Action::Write {
+                                bytes: o.bytes.clone(),
+                                before: Some(d),
+                            },
+                        });
+                    } else {
+                        let reason = if recorded.is_some() {
+                            "edited by hand since ctxsync wrote it"
+                        } else {
+                            "exists and is not owned by ctxsync"
+                        };
+                        let merged = if opts.merge {
+                            recorded
+                                .and_then(|x| blobs.get(&x.hash).ok().flatten())
+                                .and_then(|base| {
+                                    let (b, ours, theirs) = (
+                                        String::from_utf8_lossy(&base).into_owned(),
+                                        String::from_utf8_lossy(&o.bytes).into_owned(),
+                                        String::from_utf8_lossy(&d).into_owned(),
+                                    );
+                                    merge3::merge(&b, &ours, &theirs).ok()
+                                })
+                        } else {
+                            None
+                        };
+                        let resolution = if let Some(m) = merged {
+                            let m = m.into_bytes();
+                            if m == d {
+                                recorded_now
+                                    .entry(r.name.clone())
+                                    .or_default()
+                                    .insert(o.path.clone(), dh);
+                            } else {
+                                plan.push(Planned {
+                                    agent: r.name.clone(),
+                                    path: o.path.clone(),
+                                    action: Action::Write {
+                                        bytes: m,
+                                        before: Some(d),
+                                    },
+                                });
+                            }
+                            "merged"
+                        } else if opts.force {
+                            plan.push(Planned {
+                                agent: r.name.clone(),
+                                path: o.path.clone(),
+                                action: Action::Write {
+                                    bytes: o.bytes.clone(),
+                                    before: Some(d),
+                                },
+                            });
+                            "forced"
+                        } else {
+                            keep_old_rec
+                                .entry(r.name.clone())
+                                .or_default()
+                                .insert(o.path.clone());
+                            "left_alone"
+                        };
+                        report.conflicts.push(ConflictInfo {
+                            path: o.path.clone(),
+                            agent: r.name.clone(),
+                            reason: reason.into(),
+                            resolution: resolution.into(),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(rec) = rec {
+            for p in rec.outputs.keys().filter(|p| !wanted.contains(*p)) {
+                plan_removal(
+                    root,
+                    &r.name,
+                    p,
+                    rec,
+                    opts,
+                    &mut plan,
+                    &mut report,
+                    &mut keep_old_rec,
+                )?;
+            }
+        }
+    }
+    let mut gone_agents = Vec::new();
+    for (name, rec) in &reg.agents {
+        if present.contains(name.as_str()) || opts.agent.as_ref().is_some_and(|a| a != name) {
+            continue;
+        }
+        gone_agents.push(name.clone());
+        for p in rec.outputs.keys() {
+            plan_removal(
+                root,
+                name,
+                p,
+                rec,
+                opts,
+                &mut plan,
+                &mut report,
+                &mut keep_old_rec,
+            )?;
+        }
+    }
+    for p in &plan {
+        match p.action {
+            Action::Write { .. } => report.written.push(p.path.clone()),
+            Action::Remove { .. } => report.deleted.push(p.path.clone()),
+        }
+    }
+
+    if opts.read_only() {
+        report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        return Ok(report);
+    }
+
+    // Deploy: backups of replaced bytes first (durable), then the outputs.
+    let mut changes = Vec::new();
+    for p in &plan {
+        let before = match &p.action {
+            Action::Write { before, .. } => before.as_deref(),
+            Action::Remove { before } => Some(before.as_slice()),
+        };
+        let before_hash = match before {
+            Some(b) => Some(blobs.put(b)?),
+            None => None,
+        };
+        let after_hash = match &p.action {
+            Action::Write { bytes, .. } => Some(hash(bytes)),
+            Action::Remove { .. } => None,
+        };
+        changes.push(FileChange {
+            agent: Some(p.agent.clone()),
+            path: p.path.clone(),
+            before: before_hash,
+            after: after_hash,
+        });
+    }
+    let writes: Vec<(std::path::PathBuf, &[u8])> = plan
+        .iter()
+        .filter_map(|p| match &p.action {
+            Action::Write { bytes, .. } => Some((paths::abs(root, &p.path), bytes.as_slice())),
+            Action::Remove { .. } => None,
+        })
+        .collect();
+    // Bytes we wrote are the base of a later three-way merge; a lost one only disables merge.
+    for (_, b) in &writes {
+        blobs.put_fast(b);
+    }
+    deploy::write_many(&writes)?;
+    let mut dirs = BTreeSet::new();
+    for p in &plan {
+        if let Action::Remove { .. } = p.action {
+            let a = paths::abs(root, &p.path);
+            deploy::remove_file(&a)?;
+            if let Some(d) = a.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    }
+    for d in dirs {
+        deploy::sync_dir(&d)?;
+    }
+
+    // Registry.
+    let generation = if plan.is_empty() {
+        reg.generation
+    } else {
+        reg.generation + 1
+    };
+    let touched: HashMap<&str, Vec<&str>> = plan.iter().fold(HashMap::new(), |mut m, p| {
+        m.entry(p.agent.as_str()).or_default().push(p.path.as_str());
+        m
+    });
+    let mut evs = Vec::new();
+    let elapsed = t0.elapsed().as_secs_f64() * 1000.0;
+    let ev = |kind, agent: &str, files: Vec<String>, result: &str, message: String| Event {
+        ts_ms: events::now_ms(),
+        kind,
+        agent: Some(agent.to_string()),
+        files,
+        generation: (!plan.is_empty()).then_some(generation),
+        duration_ms: elapsed,
+        result: result.to_string(),
+        message,
+    };
+    for (a, b) in &new_renames {
+        evs.push(Event {
+            ts_ms: events::now_ms(),
+            kind: EventKind::Renamed,
+            agent: None,
+            files: vec![a.clone(), b.clone()],
+            generation: None,
+            duration_ms: elapsed,
+            result: "ok".into(),
+            message: format!("{a} -> {b}"),
+        });
+        reg.renames.push(Rename {
+            from: a.clone(),
+            to: b.clone(),
+            generation,
+            at_ms: events::now_ms(),
+        });
+    }
+    for r in &rendered {
+        let old = reg.agents.get(&r.name).cloned();
+        let mut outputs = BTreeMap::new();
+        let keep = keep_old_rec.get(&r.name);
+        for o in &r.outputs {
+            if keep.is_some_and(|k| k.contains(&o.path)) {
+                if let Some(x) = old.as_ref().and_then(|a| a.outputs.get(&o.path)) {
+                    outputs.insert(o.path.clone(), x.clone());
+                }
+                continue;
+            }
+            let a = paths::abs(root, &o.path);
+            if let Ok(m) = std::fs::metadata(&a) {
+                let h = plan
+                    .iter()
+                    .find(|p| p.path == o.path)
+                    .and_then(|p| match &p.action {
+                        Action::Write { bytes, .. } => Some(hash(bytes)),
+                        Action::Remove { .. } => None,
+                    })
+                    .or_else(|| {
+                        recorded_now
+                            .get(&r.name)
+                            .and_then(|m| m.get(&o.path).cloned())
+                    });
+                if let Some(h) = h {
+                    outputs.insert(
+                        o.path.clone(),
+                        OutRec {
+                            hash: h,
+                            size: m.len(),
+                            mtime_ns: mtime_ns(&m),
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(old) = &old {
+            for (p, x) in &old.outputs {
+                if keep.is_some_and(|k| k.contains(p)) {
+                    outputs.entry(p.clone()).or_insert_with(|| x.clone());
+                }
+            }
+        }
+        let files: Vec<String> = touched
+            .get(r.name.as_str())
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        if !files.is_empty() {
+            if old.is_none() {
+                report.added.push(r.name.clone());
+                evs.push(ev(
+                    EventKind::AgentAdded,
+                    &r.name,
+                    files,
+                    "ok",
+                    String::new(),
+                ));
+            } else {
+                report.updated.push(r.name.clone());
+                evs.push(ev(
+                    EventKind::AgentUpdated,
+                    &r.name,
+                    files,
+                    "ok",
+                    String::new(),
+                ));
+            }
+        }
+        let sources = r
+            .deps
+            .iter()
+            .map(|d| (d.clone(), file_hashes.get(d).cloned()))
+            .collect();
+        let gen = if touched.contains_key(r.name.as_str()) {
+            generation
+        } else {
+            old.as_ref().map_or(0, |o| o.generation)
+        };
+        reg.agents.insert(
+            r.name.clone(),
+            AgentRec {
+                entry: r.entry.entry.clone(),
+                version: r.version.clone(),
+                priority: r.priority,
+                sources,
+                outputs,
+                generation: gen,
+            },
+        );
+    }
+    for name in &gone_agents {
+        let keep = keep_old_rec.get(name);
+        let files: Vec<String> = touched
+            .get(name.as_str())
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        match keep {
+            Some(k) if !k.is_empty() => {
+                // Outputs edited by hand stay owned, so a later --force can still remove them.
+                if let Some(a) = reg.agents.get_mut(name) {
+                    a.outputs.retain(|p, _| k.contains(p));
+                    a.sources.clear();
+                }
+            }
+            _ => {
+                reg.agents.remove(name);
+            }
+        }
+        report.removed.push(name.clone());
+        evs.push(ev(
+            EventKind::AgentRemoved,
+            name,
+            files,
+            "ok",
+            String::new(),
+        ));
+    }
+    for c in &report.conflicts {
+        evs.push(ev(
+            EventKind::Conflict,
+            &c.agent,
+            vec![c.path.clone()],
+            &c.resolution,
+            c.reason.clone(),
+        ));
+    }
+    let files_now: BTreeMap<String, FileRec> = lib
+        .files
+        .iter()
+        .filter_map(|(p, st)| {
+            file_hashes.get(p).map(|h| {
+                (
+                    p.clone(),
+                    FileRec {
+                        hash: h.clone(),
+                        size: st.size,
+                        mtime_ns: st.mtime_ns,
+                    },
+                )
+            })
+        })
+        .collect();
+    let registry_changed = !plan.is_empty()
+        || !rendered.is_empty()
+        || !gone_agents.is_empty()
+        || !new_renames.is_empty()
+        || files_now != reg.files
+        || reg.config_fingerprint != fingerprint;
+    if !plan.is_empty() {
+        reg.generation = generation;
+        reg.generations.push(GenRec {
+            generation,
+            at_ms: events::now_ms(),
+            kind: "sync".into(),
+            changes,
+        });
+        report.generation = Some(generation);
+    }
+    if registry_changed {
+        reg.files = files_now;
+        reg.config_fingerprint = fingerprint;
+        reg.scanned_at_ns = scan_start;
+        prune(&mut reg, cfg, &blobs)?;
+        reg.save(&state.registry())?;
+    }
+    report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    for e in &mut evs {
+        e.duration_ms = report.duration_ms;
+    }
+    events::append(&state.events(), &evs)?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_removal(
+    root: &Path,
+    agent: &str,
+    path: &str,
+    rec: &AgentRec,
+    opts: &SyncOptions,
+    plan: &mut Vec<Planned>,
+    report: &mut SyncReport,
+    keep: &mut HashMap<String, HashSet<String>>,
+) -> Result<()> {
+    let Some(disk) = read_opt(root, path)? else {
+        return Ok(());
+    };
+    let same = rec.outputs.get(path).is_some_and(|x| x.hash == hash(&disk));
+    if same || opts.force {
+        if !same {
+            report.conflicts.push(ConflictInfo {
+                path: path.to_string(),
+                agent: agent.to_string(),
+                reason: "edited by hand; its agent is gone".into(),
+                resolution: "forced".into(),
+            });
+        }
+        plan.push(Planned {
+            agent: agent.to_string(),
+            path: path.to_string(),
+            action: Action::Remove { before: disk },
+        });
+    } else {
+        report.conflicts.push(ConflictInfo {
+            path: path.to_string(),
+            agent: agent.to_string(),
+            reason: "edited by hand; its agent is gone".into(),
+            resolution: "left_alone".into(),
+        });
+        keep.entry(agent.to_string())
+            .or_default()
+            .insert(path.to_string());
+    }
+    Ok(())
+}
+
+/// Drops generations older than the retention and the backups only they referenced.
+fn prune(reg: &mut Registry, cfg: &AgentsConfig, blobs: &BlobStore) -> Result<()> {
+    let horizon = events::now_ms().saturating_sub(cfg.retention_days.saturating_mul(86_400_000));
+    let before = reg.generations.len();
+    reg.generations.retain(|g| g.at_ms >= horizon);
+    if reg.generations.len() == before {
+        return Ok(());
+    }
+    let mut keep: HashSet<String> = HashSet::new();
+    for g in &reg.generations {
+        for c in &g.changes {
+            keep.extend(c.before.iter().cloned());
+            keep.extend(c.after.iter().cloned());
+        }
+    }
+    for a in reg.agents.values() {
+        keep.extend(a.outputs.values().map(|o| o.hash.clone()));
+    }
+    blobs.gc(&keep)?;
+    Ok(())
+}
+
+fn read_opt(root: &Path, rel: &str) -> Result<Option<Vec<u8>>> {
+    let a = paths::abs(root, rel);
+    match std::fs::symlink_metadata(&a) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::Input(format!(
+                "{rel}: output path is a symlink; refusing to write through it"
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(a, e)),
+    }
+    match std::fs::read(&a) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(a, e)),
+    }
+}
+
+/// A target folder (or its nearest existing ancestor) must resolve inside the repository,
+/// so a symlinked `.github` cannot send writes elsewhere.
+fn check_target_dir(root: &Path, dir: &str) -> std::result::Result<(), String> {
+    let Ok(canon_root) = root.canonicalize() else {
+        return Ok(());
+    };
+    let mut cur = paths::abs(root, dir);
+    loop {
+        if cur.exists() {
+            return match cur.canonicalize() {
+                Ok(c) if c.starts_with(&canon_root) => Ok(()),
+                _ => Err(format!(
+                    "{dir}: target folder resolves outside the repository"
+                )),
+            };
+        }
+        if !cur.pop() {
+            return Ok(());
+        }
+    }
+}
+
+fn is_dirty(
+    root: &Path,
+    cfg: &AgentsConfig,
+    lib: &Library,
+    hashes: &HashMap<String, String>,
+    name: &str,
+    rec: &AgentRec,
+) -> bool {
+    for (p, h) in &rec.sources {
+        let now = if lib.files.contains_key(p) {
+            hashes.get(p)
+        } else {
+            None
+        };
+        if now != h.as_ref() {
+            return true;
+        }
+        // A missing non-library target (a folder, say) may have appeared.
+        if h.is_none() && !lib.files.contains_key(p) && paths::abs(root, p).exists() {
+            return true;
+        }
+    }
+    let expected: BTreeSet<String> = cfg
+        .targets
+        .iter()
+        .filter(|t| {
+            !(**t == Target::Claude
+                && rec
+                    .entry
+                    .starts_with(&format!("{}/", cfg.target_dir(Target::Claude))))
+        })
+        .map(|t| cfg.output_path(*t, name))
+        .collect();
+    if expected.iter().ne(rec.outputs.keys()) {
+        return true;
+    }
+    rec.outputs.iter().any(
+        |(p, o)| match std::fs::symlink_metadata(paths::abs(root, p)) {
+            Ok(m) => m.len() != o.size || mtime_ns(&m) != o.mtime_ns,
+            Err(_) => true,
+        },
+    )
+}
+
+fn hash_files(
+    root: &Path,
+    lib: &Library,
+    reg: &Registry,
+    texts: &Texts<'_>,
+) -> HashMap<String, String> {
+    let mut out = HashMap::with_capacity(lib.files.len());
+    let mut todo = Vec::new();
+    for (p, st) in &lib.files {
+        match reg.files.get(p) {
+            Some(r)
+                if r.size == st.size
+                    && r.mtime_ns == st.mtime_ns
+                    && st.mtime_ns.saturating_add(RACY_MARGIN_NS) < reg.scanned_at_ns =>
+            {
+                out.insert(p.clone(), r.hash.clone());
+            }
+            _ => todo.push(p.as_str()),
+        }
+    }
+    if todo.is_empty() {
+        return out;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunk = todo.len().div_ceil(threads).max(1);
+    // (path, hash, text when it is UTF-8)
+    type Hashed = (String, String, Option<Arc<str>>);
+    let results: Vec<Vec<Hashed>> = std::thread::scope(|s| {
+        let hs: Vec<_> = todo
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|p| {
+                            let b = std::fs::read(paths::abs(root, p)).ok()?;
+                            let h = hash(&b);
+                            let t = String::from_utf8(b).ok().map(Arc::<str>::from);
+                            Some((p.to_string(), h, t))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for part in results {
+        for (p, h, t) in part {
+            if let Some(t) = t {
+                texts.put(&p, t);
+            }
+            out.insert(p, h);
+        }
+    }
+    out
+}
+
+fn render_all(
+    _root: &Path,
+    cfg: &AgentsConfig,
+    lib: &Library,
+    texts: &Texts<'_>,
+    renames: &RenameMap,
+    work: &[(Priority, &AgentEntry)],
+    progress: Progress<'_>,
+) -> (Vec<Rendered>, Vec<String>) {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let out: Mutex<(Vec<Rendered>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8)
+        .min(work.len().max(1));
+    let claude_prefix = format!("{}/", cfg.target_dir(Target::Claude));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut local = (Vec::new(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, a)) = work.get(i) else { break };
+                    match render_one(cfg, lib, texts, renames, a, &claude_prefix) {
+                        Ok(r) => local.0.push(r),
+                        Err(e) => local.1.push(e),
+                    }
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(d, work.len());
+                }
+                if let Ok(mut o) = out.lock() {
+                    o.0.extend(local.0);
+                    o.1.extend(local.1);
+                }
+            });
+        }
+    });
+    let (r, mut e) = out.into_inner().unwrap_or_default();
+    e.sort();
+    (r, e)
+}
+
+fn render_one(
+    cfg: &AgentsConfig,
+    _lib: &Library,
+    texts: &Texts<'_>,
+    renames: &RenameMap,
+    a: &AgentEntry,
+    claude_prefix: &str,
+) -> std::result::Result<Rendered, String> {
+    let text = texts.get(&a.entry)?;
+    let parsed = parse::parse_agent(&a.entry, &text)?;
+    let model = AgentModel {
+        meta: parsed.meta,
+        entry: a.entry.clone(),
+        body: parsed.body,
+        claude_source: a.entry.starts_with(claude_prefix),
+    };
+    let r = render::render(cfg, texts, renames, &model)?;
+    Ok(Rendered {
+        entry: a.clone(),
+        name: model.meta.name,
+        priority: model.meta.priority,
+        version: model.meta.version,
+        outputs: r.outputs,
+        deps: r.deps,
+    })
+}

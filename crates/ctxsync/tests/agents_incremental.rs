@@ -1,0 +1,414 @@
+//! Incremental behaviour on small real libraries: dependency-driven re-rendering, removals,
+//! hand edits (conflict, --force, --merge), rollback, renames, Claude Code subagents and
+//! the safety rules.
+
+#[path = "agents_common.rs"]
+mod common;
+
+use common::*;
+
+fn inline_config(root: &std::path::Path) {
+    write(
+        root,
+        "ctxsync.toml",
+        "[other]\nx = 1\n\n[agents]\nreferences = \"inline\"\n",
+    );
+}
+
+#[test]
+fn editing_a_module_rerenders_exactly_the_agents_that_reach_it() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    inline_config(root);
+    small_library(root);
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "added"), ["alpha", "beta", "gamma"]);
+    // Inline mode pulls the module text in, transitively (alpha -> task -> module).
+    let alpha = read(root, ".github/agents/alpha.agent.md");
+    assert!(alpha.contains("Shared text v1."), "{alpha}");
+    assert!(alpha.contains("## Inlined: tasks/plan.md"));
+    let beta_before = std::fs::metadata(root.join(".github/agents/beta.agent.md"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let gamma_before = mtimes(&root.join(".github/prompts"));
+
+    // alpha reaches modules/shared.md only through tasks/plan.md.
+    write(
+        root,
+        "agents/team/alpha/modules/shared.md",
+        "# Shared\n\nShared text v2.\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "rendered"), ["alpha"]);
+    assert_eq!(names(&v, "updated"), ["alpha"]);
+    assert_eq!(names(&v, "written"), [".github/agents/alpha.agent.md"]);
+    assert!(read(root, ".github/agents/alpha.agent.md").contains("Shared text v2."));
+    assert_eq!(
+        std::fs::metadata(root.join(".github/agents/beta.agent.md"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        beta_before
+    );
+    assert_eq!(mtimes(&root.join(".github/prompts")), gamma_before);
+
+    // beta's own module of the same name affects beta only.
+    write(
+        root,
+        "agents/team/beta/modules/shared.md",
+        "# Beta Shared\n\nBeta shared v2.\n",
+    );
+    let (_, v) = agents_json(root, &["sync"]);
+    assert_eq!(names(&v, "rendered"), ["beta"]);
+
+    let out = agents(root, &["log", "--last", "1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent_updated"));
+}
+
+#[test]
+fn deleting_an_agent_removes_exactly_its_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    write(
+        root,
+        ".github/agents/hand-written.agent.md",
+        "---\nname: hand-written\ndescription: mine\n---\nmine\n",
+    );
+    assert_eq!(agents(root, &["sync"]).status.code(), Some(0));
+    std::fs::remove_file(root.join("agents/team/gamma.md")).unwrap();
+    // --check reports the orphans first, and writes nothing.
+    let (code, v) = agents_json(root, &["sync", "--check"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        names(&v, "deleted"),
+        [
+            ".github/agents/gamma.agent.md",
+            ".github/prompts/gamma.prompt.md"
+        ]
+    );
+    assert!(root.join(".github/agents/gamma.agent.md").exists());
+
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "removed"), ["gamma"]);
+    assert!(!root.join(".github/agents/gamma.agent.md").exists());
+    assert!(!root.join(".github/prompts/gamma.prompt.md").exists());
+    assert!(root.join(".github/agents/alpha.agent.md").exists());
+    assert!(
+        root.join(".github/agents/hand-written.agent.md").exists(),
+        "not ours: never touched"
+    );
+
+    // The removed outputs are kept: rolling back brings them back byte for byte.
+    let (code, v) = agents_json(root, &["rollback"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(read(root, ".github/agents/gamma.agent.md").contains("Gamma reviews alone."));
+}
+
+#[test]
+fn hand_edits_are_conflicts_until_force_or_merge() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    assert_eq!(agents(root, &["sync"]).status.code(), Some(0));
+    let path = root.join(".github/agents/gamma.agent.md");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let edited = original.replace("# Gamma Agent\n", "# Gamma Agent\n\nLocal note by hand.\n");
+    std::fs::write(&path, &edited).unwrap();
+    write(
+        root,
+        "agents/team/gamma.md",
+        "# Gamma Agent\n\n## Purpose Statement\nGamma reviews alone.\n\n## Rules\nBe kind.\n",
+    );
+
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["conflicts"][0]["path"], ".github/agents/gamma.agent.md");
+    assert_eq!(v["conflicts"][0]["resolution"], "left_alone");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        edited,
+        "not overwritten"
+    );
+    let (code, _) = agents_json(root, &["sync"]);
+    assert_eq!(code, 1, "the conflict is reported again");
+
+    // --merge: both the hand edit and the new source text survive.
+    let (code, v) = agents_json(root, &["sync", "--merge"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["conflicts"][0]["resolution"], "merged");
+    let merged = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        merged.contains("Local note by hand.") && merged.contains("Be kind."),
+        "{merged}"
+    );
+
+    // Edit again, then --force: the source wins and the hand edit is kept as a backup.
+    std::fs::write(&path, "garbage\n").unwrap();
+    let (code, v) = agents_json(root, &["sync", "--force"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["conflicts"][0]["resolution"], "forced");
+    assert!(std::fs::read_to_string(&path).unwrap().contains("Be kind."));
+    assert!(!std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("Local note by hand."));
+    let (code, _) = agents_json(root, &["rollback"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "garbage\n",
+        "rollback restores the forced-over bytes"
+    );
+}
+
+#[test]
+fn rollback_restores_previous_bytes_and_generations() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    let (_, v1) = agents_json(root, &["sync"]);
+    assert_eq!(v1["generation"], 1);
+    let gen1 = std::fs::read(root.join(".github/agents/gamma.agent.md")).unwrap();
+    write(
+        root,
+        "agents/team/gamma.md",
+        "# Gamma Agent\n\n## Purpose Statement\nGamma v2.\n",
+    );
+    let (_, v2) = agents_json(root, &["sync"]);
+    assert_eq!(v2["generation"], 2);
+    write(
+        root,
+        "agents/team/beta/beta.md",
+        "# Beta Agent\n\n## Purpose Statement\nBeta v3.\n",
+    );
+    let (_, v3) = agents_json(root, &["sync"]);
+    assert_eq!(v3["generation"], 3);
+    let alpha_bytes = std::fs::read(root.join(".github/agents/alpha.agent.md")).unwrap();
+
+    let (code, r) = agents_json(root, &["rollback", "--to", "1"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["generation"], 4);
+    assert_eq!(
+        std::fs::read(root.join(".github/agents/gamma.agent.md")).unwrap(),
+        gen1
+    );
+    assert!(read(root, ".github/agents/beta.agent.md").contains("Beta builds."));
+    assert_eq!(
+        std::fs::read(root.join(".github/agents/alpha.agent.md")).unwrap(),
+        alpha_bytes
+    );
+    // Rolling back the rollback returns to generation 3's bytes.
+    let (code, _) = agents_json(root, &["rollback"]);
+    assert_eq!(code, 0);
+    assert!(read(root, ".github/agents/beta.agent.md").contains("Beta v3."));
+    let out = agents(root, &["rollback", "--to", "99"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = agents(root, &["log"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rollback"));
+}
+
+#[test]
+fn rename_in_one_batch_keeps_references_resolving() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    assert_eq!(agents(root, &["sync"]).status.code(), Some(0));
+    std::fs::create_dir_all(root.join("agents/team/alpha/modules/perf")).unwrap();
+    std::fs::rename(
+        root.join("agents/team/alpha/modules/metrics.md"),
+        root.join("agents/team/alpha/modules/perf/metrics.md"),
+    )
+    .unwrap();
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["renames"][0][0], "agents/team/alpha/modules/metrics.md");
+    assert_eq!(
+        v["renames"][0][1],
+        "agents/team/alpha/modules/perf/metrics.md"
+    );
+    let alpha = read(root, ".github/agents/alpha.agent.md");
+    assert!(
+        alpha.contains("(../../agents/team/alpha/modules/perf/metrics.md#speed)"),
+        "{alpha}"
+    );
+
+    let (code, c) = agents_json(root, &["check"]);
+    assert_eq!(code, 0, "resolves through the rename: {c}");
+    assert_eq!(c["via_rename"].as_array().unwrap().len(), 1);
+
+    let (_, f) = agents_json(root, &["fix-refs"]);
+    assert_eq!(f["proposals"][0]["new"], "@modules/perf/metrics.md#speed");
+    assert!(
+        read(root, "agents/team/alpha/alpha.md").contains("@modules/metrics.md#speed"),
+        "not applied without --apply"
+    );
+    let (code, _) = agents_json(root, &["fix-refs", "--apply"]);
+    assert_eq!(code, 0);
+    assert!(read(root, "agents/team/alpha/alpha.md").contains("@modules/perf/metrics.md#speed"));
+}
+
+#[test]
+fn fix_refs_finds_unique_file_name_in_agent_root() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write(
+        root,
+        "agents/g/a/a.md",
+        "# A\n\n- x: @modules/perf.md\n- y: @modules/nowhere.md\n",
+    );
+    write(root, "agents/g/a/modules/metrics/perf.md", "# Perf\n");
+    let (code, c) = agents_json(root, &["check"]);
+    assert_eq!(code, 1);
+    assert_eq!(c["broken_files"].as_array().unwrap().len(), 2);
+    let (_, f) = agents_json(root, &["fix-refs", "--apply"]);
+    assert_eq!(f["proposals"].as_array().unwrap().len(), 1);
+    assert_eq!(f["unresolved"], 1);
+    assert!(read(root, "agents/g/a/a.md").contains("@modules/metrics/perf.md"));
+    let (_, c) = agents_json(root, &["check"]);
+    assert_eq!(c["broken_files"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn claude_code_subagents_produce_valid_vscode_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write(root, ".claude/agents/code-reviewer.md", "---\nname: code-reviewer\ndescription: Reviews diffs for bugs: be strict.\ntools: Read, Grep, Glob\nmodel: sonnet\n---\nYou are a strict reviewer. See [guide](../../docs/guide.md).\n");
+    write(root, ".claude/agents/team/test-runner.md", "---\nname: test-runner\ndescription: \"Runs tests, reports failures\"\ntools: [Bash, Read]\n---\nRun the tests.\n");
+    write(root, "docs/guide.md", "# Guide\n");
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "added"), ["code-reviewer", "test-runner"]);
+    let text = read(root, ".github/agents/code-reviewer.agent.md");
+    let body = text.split("\n---\n").nth(1).unwrap();
+    let fm: serde_norway::Value = serde_norway::from_str(
+        text.strip_prefix("---\n")
+            .unwrap()
+            .split("\n---\n")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fm["name"].as_str(), Some("code-reviewer"));
+    assert_eq!(
+        fm["description"].as_str(),
+        Some("Reviews diffs for bugs: be strict.")
+    );
+    assert_eq!(fm["tools"][2].as_str(), Some("Glob"));
+    assert_eq!(fm["model"].as_str(), Some("sonnet"));
+    assert!(
+        body.contains("[guide](../../docs/guide.md)"),
+        "link rewritten for .github/agents: {body}"
+    );
+    let p = read(root, ".github/prompts/test-runner.prompt.md");
+    assert!(p.contains("agent: test-runner"));
+    // Enabling the Claude target never writes over the Claude sources themselves.
+    write(
+        root,
+        "ctxsync.toml",
+        "[agents]\ntargets = [\"vscode-agent\", \"vscode-prompt\", \"claude\"]\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| !p.as_str().unwrap().starts_with(".claude/")));
+}
+
+#[test]
+fn unsafe_names_symlinks_and_oversized_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    write(
+        root,
+        ".claude/agents/evil.md",
+        "---\nname: ../../x\ndescription: escape\n---\nbody\n",
+    );
+    let out = agents(root, &["sync"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("../../x") && err.contains("refused"), "{err}");
+    assert!(
+        !root.join(".github").exists(),
+        "a run that fails validation writes nothing"
+    );
+    assert!(
+        !root.join("x.agent.md").exists()
+            && !d.path().parent().unwrap().join("x.agent.md").exists()
+    );
+    let log = agents(root, &["log"]);
+    assert!(String::from_utf8_lossy(&log.stdout).contains("validation_failed"));
+    std::fs::remove_file(root.join(".claude/agents/evil.md")).unwrap();
+
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret.md", "# Secret\n\nTOP SECRET\n");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.md"),
+        root.join("agents/team/secret.md"),
+    )
+    .unwrap();
+    write(
+        root,
+        "agents/team/huge.md",
+        &format!("# Huge\n{}", "x".repeat(2 * 1024 * 1024)),
+    );
+    let out = agents(root, &["sync"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("huge.md") && err.contains("refused"), "{err}");
+    #[cfg(unix)]
+    assert!(err.contains("not followed"), "{err}");
+    assert!(!root.join(".github/agents/secret.agent.md").exists());
+    assert!(!root.join(".github/agents/huge.agent.md").exists());
+    let all: String = mtimes(&root.join(".github"))
+        .iter()
+        .map(|(p, _)| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(!all.contains("TOP SECRET"));
+}
+
+#[test]
+fn inline_mode_over_the_body_limit_fails_validation_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    inline_config(root);
+    write(root, "agents/g/big/big.md", "# Big\n\n@modules/a.md\n");
+    write(
+        root,
+        "agents/g/big/modules/a.md",
+        &format!("# A\n{}\n", "word ".repeat(7000)),
+    );
+    let out = agents(root, &["sync"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("30000"));
+    assert!(!root.join(".github").exists());
+    let out = agents(root, &["sync", "--validate-only"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "ctxsync.toml",
+        "[agents]\nagents_dir = \"../outside\"\n",
+    );
+    let out = agents(d.path(), &["sync"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agents_dir"));
+    let out = agents(d.path(), &["sync", "--force", "--merge"]);
+    assert_eq!(out.status.code(), Some(2));
+}
