@@ -211,10 +211,8 @@ fn bad_input_exits_2_and_changes_nothing() {
         );
         assert_eq!(revision(d), 1, "{args:?} changed the revision");
     }
-    let out = run(
-        &tempfile::tempdir().unwrap().path().to_path_buf(),
-        &["get", "x"],
-    );
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(empty.path(), &["get", "x"]);
     assert_eq!(out.status.code(), Some(2), "no store yet");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ctxsync init"));
 }
