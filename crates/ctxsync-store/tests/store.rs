@@ -83,7 +83,7 @@ fn concurrent_pushes_get_gap_free_revisions_and_verify() {
     // Any old revision reads back exactly (snapshot + replay).
     let at_10 = store.read("default", Some(10)).unwrap();
     let counted: usize = at_10.document["counters"].as_object().unwrap().len();
-    assert!(counted >= 1 && counted <= 8);
+    assert!((1..=8).contains(&counted));
     assert_eq!(
         at_10.checksum,
         store
