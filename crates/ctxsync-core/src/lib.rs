@@ -22,6 +22,8 @@ pub use ownership::{NotOwner, Ownership, OwnershipRule};
 pub use path::{Path, PathError, Segment};
 pub mod level;
 pub mod push;
+pub mod records;
+pub mod template;
 
 pub use level::{Level, PeriodicPolicy};
 pub use push::{

@@ -20,6 +20,10 @@ pub enum StoreError {
     TooLarge { size: u64, limit: u64 },
     #[error("conflict {0} does not exist or is already resolved")]
     NoSuchConflict(u64),
+    #[error("token {0:?} does not exist (see `ctxsync token list`)")]
+    NoSuchToken(String),
+    #[error("the server could not be reached: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
@@ -42,6 +46,7 @@ impl StoreError {
                 | Self::Invalid(_)
                 | Self::TooLarge { .. }
                 | Self::NoSuchConflict(_)
+                | Self::NoSuchToken(_)
         )
     }
 }

@@ -12,7 +12,9 @@ mod sqlite;
 mod types;
 
 pub use error::StoreError;
-pub use sqlite::{validate_context_name, SqliteStore, StoreOptions, Synchronous};
+pub use sqlite::{
+    validate_agent_name, validate_context_name, SqliteStore, StoreOptions, Synchronous,
+};
 pub use types::*;
 
 use ctxsync_core::{PushRequest, PushResponse};
@@ -54,4 +56,12 @@ pub trait Store: Send + Sync {
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError>;
     /// Writes a snapshot of the current revision now (session end).
     fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
+    /// Stores a new bearer token acting as `agent` (only a hash of `secret` is kept).
+    fn create_token(&self, agent: &str, secret: &str, label: &str)
+        -> Result<TokenInfo, StoreError>;
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Revokes the token with public id `id`; revoking twice is not an error.
+    fn revoke_token(&self, id: &str) -> Result<TokenInfo, StoreError>;
+    /// The live (not revoked) token whose secret is `secret`.
+    fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>, StoreError>;
 }

@@ -9,6 +9,7 @@
 
 mod read;
 mod schema;
+mod tokens;
 mod writer;
 
 use std::collections::HashMap;
@@ -375,5 +376,51 @@ impl Store for SqliteStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         let context = context.to_owned();
         self.exec(move |w| w.snapshot_now(&context))
+    }
+
+    fn create_token(
+        &self,
+        agent: &str,
+        secret: &str,
+        label: &str,
+    ) -> Result<TokenInfo, StoreError> {
+        validate_agent_name(agent)?;
+        if secret.len() < 16 {
+            return Err(StoreError::Invalid(
+                "a token secret needs at least 16 characters".into(),
+            ));
+        }
+        let (agent, secret, label) = (agent.to_owned(), secret.to_owned(), label.to_owned());
+        self.exec(move |w| tokens::create(w.connection(), &agent, &secret, &label))
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.with_reader(tokens::list)
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<TokenInfo, StoreError> {
+        let id = id.to_owned();
+        self.exec(move |w| tokens::revoke(w.connection(), &id))
+    }
+
+    fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>, StoreError> {
+        self.with_reader(|conn| tokens::authenticate(conn, secret))
+    }
+}
+
+/// Refuses agent names that could not be told apart in logs and paths: 1-64 of
+/// `A-Za-z0-9._-`.
+pub fn validate_agent_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "bad agent name {name:?}: use 1-64 of A-Z a-z 0-9 . _ -"
+        )))
     }
 }

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::Synchronous;
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(
@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS sync_log(
     conflict_paths TEXT
 );
 CREATE INDEX IF NOT EXISTS sync_log_by_time ON sync_log(context, ts_ms);
+
+-- Server bearer tokens (schema 2): only the BLAKE3 hash of a secret is kept.
+CREATE TABLE IF NOT EXISTS tokens(
+    id         TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    agent      TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
 ";
 
 /// Settings for every connection: WAL so readers never block the writer, a generous busy

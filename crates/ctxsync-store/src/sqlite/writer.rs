@@ -39,6 +39,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The writer's own connection, for small writes outside the push path (tokens).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> Self {
         Self {
             conn,

@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 
 use super::backend::Embedded;
 use super::output::{self, print_json};
-use super::{now_ms, template, SyncArgs};
+use super::{now_ms, SyncArgs};
 use crate::config::{Config, CONFIG_FILE};
 use crate::{Acting, Common, InputError};
+use ctxsync_core::template;
 
 const CONFLICT: u8 = 1;
 
@@ -82,10 +83,11 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
         .with_context(|| format!("cannot open the store at {}", db.display()))?;
     let context = config.context(common.context.as_deref());
     ctxsync_store::validate_context_name(&context)?;
-    let document = match template_name {
-        "empty" => template::empty(),
-        _ => template::seed(),
-    };
+    let document = template::by_name(template_name).ok_or_else(|| {
+        InputError(format!(
+            "unknown template {template_name:?}: use seed or empty"
+        ))
+    })?;
     let head = store.create_context(&context, document)?;
     if common.json {
         print_json(&head);

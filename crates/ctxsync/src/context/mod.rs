@@ -4,7 +4,6 @@
 mod backend;
 pub mod commands;
 mod output;
-mod template;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,4 @@
-//! The starting documents `ctxsync init` offers.
+//! The starting documents a new context can be created from (`ctxsync init`, `PUT /v1/contexts/{ctx}`).
 
 use serde_json::{json, Value};
 
@@ -43,4 +43,13 @@ pub fn seed() -> Value {
 
 pub fn empty() -> Value {
     json!({})
+}
+
+/// The template called `name` (`seed` or `empty`).
+pub fn by_name(name: &str) -> Option<Value> {
+    match name {
+        "seed" => Some(seed()),
+        "empty" => Some(empty()),
+        _ => None,
+    }
 }

@@ -1,0 +1,158 @@
+//! The records a store hands out and the wire protocol carries: heads, snapshots, op log
+//! entries, conflicts kept for later, verify reports, sync samples and metrics. They live
+//! here, beside the document model, so the store, the server and the client share them.
+
+use crate::apply::Edit;
+use crate::{Conflict, Level};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The state of a context at its newest revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub context: String,
+    pub revision: u64,
+    pub checksum: String,
+    /// Canonical JSON size in bytes.
+    pub size: u64,
+    /// The oldest revision the op log still holds.
+    pub horizon: u64,
+}
+
+/// A document at a revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub checksum: String,
+    pub document: Value,
+}
+
+/// One revision of the op log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub revision: u64,
+    pub agent: String,
+    pub level: Level,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub summary: String,
+    pub checksum: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub edits: Vec<Edit>,
+}
+
+/// Which op log entries `history` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub last: Option<usize>,
+    pub agent: Option<String>,
+    pub level: Option<Level>,
+}
+
+/// A conflict kept for later (strategy `defer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredConflict {
+    pub id: u64,
+    pub agent: String,
+    /// The revision current when the conflict was recorded.
+    pub revision: u64,
+    pub created_ms: u64,
+    pub conflict: Conflict,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub context: String,
+    pub ok: bool,
+    /// Revisions whose checksum was recomputed.
+    pub checked: u64,
+    pub revision: u64,
+    pub problems: Vec<String>,
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncOutcome {
+    Ok,
+    Conflict,
+    Rejected,
+    Deferred,
+    Failed,
+}
+
+impl SyncOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Conflict => "conflict",
+            Self::Rejected => "rejected",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "ok" => Self::Ok,
+            "conflict" => Self::Conflict,
+            "rejected" => Self::Rejected,
+            "deferred" => Self::Deferred,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// One sync, for the metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncSample {
+    pub agent: String,
+    pub level: Level,
+    pub timestamp_ms: u64,
+    pub duration_us: u64,
+    pub outcome: SyncOutcome,
+    #[serde(default)]
+    pub conflict_paths: Vec<String>,
+}
+
+/// The seed's `sync_metrics` block, plus conflict statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub context: String,
+    pub revision: u64,
+    pub total_syncs_today: u64,
+    pub sync_failures: u64,
+    pub deferred: u64,
+    pub context_size_bytes: u64,
+    /// Bytes sent over bytes before compression; filled in by the server, which is
+    /// where compression happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_ratio: Option<f64>,
+    pub by_level: std::collections::BTreeMap<String, u64>,
+    pub performance: Performance,
+    pub conflicts_last_hour: u64,
+    pub open_conflicts: u64,
+    pub hottest_conflict_paths: Vec<(String, u64)>,
+}
+
+/// Sync timings over today's syncs, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Performance {
+    pub average_sync_ms: f64,
+    pub fastest_sync_ms: f64,
+    pub slowest_sync_ms: f64,
+    pub p95_sync_ms: f64,
+}
+
+/// A server bearer token, as listed (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id, used to revoke it.
+    pub id: String,
+    pub agent: String,
+    pub label: String,
+    pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<u64>,
+}

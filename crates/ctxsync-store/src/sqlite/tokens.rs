@@ -1,0 +1,87 @@
+//! Bearer tokens of the server: each acts as one agent. Only a BLAKE3 hash of the secret
+//! is stored, so a copy of the database does not hand out working tokens.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::now_ms;
+use crate::error::StoreError;
+use crate::types::TokenInfo;
+
+/// The stored form of a secret.
+pub(crate) fn hash_secret(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}
+
+fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: row.get(0)?,
+        agent: row.get(1)?,
+        label: row.get(2)?,
+        created_ms: row.get::<_, i64>(3)? as u64,
+        revoked_ms: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+    })
+}
+
+const COLUMNS: &str = "id, agent, label, created_ms, revoked_ms";
+
+pub(crate) fn create(
+    conn: &Connection,
+    agent: &str,
+    secret: &str,
+    label: &str,
+) -> Result<TokenInfo, StoreError> {
+    let hash = hash_secret(secret);
+    // The public id is a prefix of the hash: enough to name a token in `token revoke`,
+    // useless for authenticating.
+    let id = hash[..12].to_owned();
+    let created_ms = now_ms();
+    conn.execute(
+        "INSERT INTO tokens(id, hash, agent, label, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, hash, agent, label, created_ms as i64],
+    )?;
+    Ok(TokenInfo {
+        id,
+        agent: agent.to_owned(),
+        label: label.to_owned(),
+        created_ms,
+        revoked_ms: None,
+    })
+}
+
+pub(crate) fn list(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tokens ORDER BY created_ms, id"
+    ))?;
+    let rows = stmt.query_map([], row_to_info)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn revoke(conn: &Connection, id: &str) -> Result<TokenInfo, StoreError> {
+    let changed = conn.execute(
+        "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+        params![id, now_ms() as i64],
+    )?;
+    let info = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1"),
+            [id],
+            row_to_info,
+        )
+        .optional()?;
+    match info {
+        Some(info) if changed == 1 || info.revoked_ms.is_some() => Ok(info),
+        _ => Err(StoreError::NoSuchToken(id.to_owned())),
+    }
+}
+
+/// The live token whose secret is `secret`, if any.
+pub(crate) fn authenticate(
+    conn: &Connection,
+    secret: &str,
+) -> Result<Option<TokenInfo>, StoreError> {
+    let hash = hash_secret(secret);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL"
+    ))?;
+    Ok(stmt.query_row([hash], row_to_info).optional()?)
+}
