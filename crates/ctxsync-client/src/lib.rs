@@ -1,5 +1,6 @@
 //! The client side of ctxsync: an agent's working copy of a context and the sync that
-//! keeps it in step with a backend (the embedded store now, a server later).
+//! keeps it in step with a backend (the embedded store or a server), the HTTP client of
+//! the server's `/v1` protocol, and the durable outbox of pushes waiting for a server.
 //!
 //! Agents work the way they already do, by editing a YAML file. [`WorkingCopy`] remembers
 //! the revision and document the file was written from (its *base*); [`sync`] diffs the
@@ -8,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 mod files;
+pub mod outbox;
+pub mod remote;
 mod sync;
 mod workcopy;
 
@@ -16,6 +19,8 @@ pub use sync::{
     local_changes, pull_into, sync, Backend, BackendError, BackendErrorKind, SyncOptions,
     SyncReport,
 };
+pub use outbox::{Outbox, OutboxItem, OutboxStatus};
+pub use remote::{PullQuery, Pulled, RemoteClient, RemoteError, StreamEvent};
 pub use workcopy::{Base, WorkingCopy};
 
 /// Why a client operation failed.

@@ -30,6 +30,17 @@ pub struct BackendError {
 pub trait Backend {
     /// The current revision, checksum and document of `context`.
     fn read(&self, context: &str) -> Result<(u64, String, Value), BackendError>;
+    /// The current revision, checksum and document, given that the caller already has
+    /// `base` at `base_revision` (a backend may send just the difference).
+    fn read_newer(
+        &self,
+        context: &str,
+        base_revision: u64,
+        base: &Value,
+    ) -> Result<(u64, String, Value), BackendError> {
+        let _ = (base_revision, base);
+        self.read(context)
+    }
     fn push(&self, context: &str, request: PushRequest) -> Result<PushResponse, BackendError>;
     /// Notes a periodic sync that was deferred (for the metrics).
     fn record_deferred(&self, context: &str, agent: &str) -> Result<(), BackendError>;
@@ -143,7 +154,8 @@ pub fn sync(
             },
         )?)
     };
-    let (revision, checksum, theirs) = backend.read(&options.context)?;
+    let (revision, checksum, theirs) =
+        backend.read_newer(&options.context, base.revision, &base.document)?;
     let merge = merge3(&base.document, &mine, &theirs, Prefer::Theirs);
     let new_base = Base {
         context: options.context.clone(),
@@ -152,7 +164,16 @@ pub fn sync(
         document: theirs,
         last_periodic_flush,
     };
-    wc.save(&merge.merged, &new_base)?;
+    // The agent may have saved the file again while we were talking to the backend
+    // (`ctxsync watch` syncs while it works): fold those newer edits in instead of
+    // overwriting them. They stay local changes against the new base.
+    let mut merged = merge.merged;
+    if let Ok(again) = wc.load_mine() {
+        if again != mine {
+            merged = merge3(&mine, &again, &merged, Prefer::Mine).merged;
+        }
+    }
+    wc.save(&merged, &new_base)?;
     Ok(SyncReport {
         agent: wc.agent.clone(),
         level: options.level,

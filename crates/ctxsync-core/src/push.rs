@@ -126,7 +126,7 @@ pub struct Applied {
 }
 
 /// The answer to a push.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PushResponse {
     /// The new revision, or the current one when nothing was applied.
     pub revision: u64,

@@ -156,10 +156,19 @@ fn core_algorithms() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything else is a filter we do not need.
-    let quick = std::env::args().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; `push` or `core` run one part, `--quick` fewer pushes.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = |part: &str| {
+        let parts: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+        parts.is_empty() || parts.iter().any(|a| *a == part)
+    };
     let n = if quick { 500 } else { 4000 };
-    push_throughput(1, n);
-    push_throughput(8, n);
-    core_algorithms();
+    if only("push") {
+        push_throughput(1, n);
+        push_throughput(8, n);
+    }
+    if only("core") {
+        core_algorithms();
+    }
 }

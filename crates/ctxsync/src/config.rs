@@ -1,11 +1,12 @@
 //! `ctxsync.toml`: found by walking up from the working directory like `.git`; every
 //! setting has a default, so no file is needed to start. `CTXSYNC_*` variables override.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use ctxsync_core::level::PeriodicPolicy;
-use ctxsync_core::{Ownership, OwnershipRule};
+use ctxsync_core::{Level, Ownership, OwnershipRule};
 use ctxsync_store::{StoreOptions, Synchronous};
 use serde::Deserialize;
 
@@ -29,6 +30,8 @@ pub struct FileConfig {
     pub periodic: PeriodicPolicy,
     #[serde(default)]
     pub ownership: Vec<OwnershipRule>,
+    #[serde(default)]
+    pub watch: WatchConfig,
     /// Agent sync's table; parsed by ctxsync-agents, accepted here.
     #[serde(default, rename = "agents")]
     pub _agents: Option<toml::Value>,
@@ -42,6 +45,42 @@ pub struct StoreConfig {
     pub synchronous: Option<Synchronous>,
     pub snapshot_every: Option<u64>,
     pub max_document_bytes: Option<u64>,
+}
+
+/// `[watch]`: how `ctxsync watch` turns edits of a working copy into syncs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Quiet time after the last save before syncing, in milliseconds.
+    pub debounce_ms: u64,
+    /// Embedded mode: how often to look for revisions made by others, in milliseconds.
+    pub poll_ms: u64,
+    /// Level of edits no rule in `levels` matches.
+    pub default_level: Level,
+    /// Path prefix -> level; the longest matching prefix wins, and a sync takes the most
+    /// urgent level among its changes.
+    pub levels: BTreeMap<String, Level>,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            debounce_ms: 300,
+            poll_ms: 500,
+            default_level: Level::Periodic,
+            levels: [
+                ("project_state.blocked_tasks", Level::Critical),
+                ("communication.last_handover", Level::Checkpoint),
+                ("project_state.completed_tasks", Level::Checkpoint),
+                ("project_state.current_phase", Level::Checkpoint),
+                ("decisions_log", Level::Checkpoint),
+                ("technical_context.architecture", Level::Checkpoint),
+            ]
+            .into_iter()
+            .map(|(p, l)| (p.to_owned(), l))
+            .collect(),
+        }
+    }
 }
 
 /// The resolved configuration of one invocation.

@@ -7,6 +7,7 @@
 mod agents_cli;
 mod config;
 mod context;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -167,6 +168,10 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Start or end an agent's work session (full pull + checksum; flush + snapshot).
+    Session(context::live::SessionArgs),
+    /// Keep an agent's working copy in sync while it edits (Ctrl-C to stop).
+    Watch(context::live::WatchArgs),
     /// Agent library -> VS Code custom agents and prompt files.
     Agents(agents_cli::AgentsArgs),
 }
@@ -231,6 +236,8 @@ fn main() -> ExitCode {
         } => c::history(&common, last, agent, level),
         Command::Verify { common } => c::verify(&common),
         Command::Revert { to, agent, common } => c::revert(&common, to, agent.as_deref()),
+        Command::Session(args) => context::live::session(&args),
+        Command::Watch(args) => context::live::watch(&args),
     };
     match result {
         Ok(code) => code,

@@ -50,6 +50,9 @@ pub struct StoreOptions {
     pub idempotency_ttl_ms: u64,
     /// Most pushes committed in one transaction.
     pub max_batch: usize,
+    /// How long the writer may wait for the pushes it expects (as many as the last batch
+    /// held) before committing: group commit under a closed loop of writers.
+    pub group_commit_window: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +64,7 @@ impl Default for StoreOptions {
             ownership: Ownership::default(),
             idempotency_ttl_ms: 7 * 24 * 3600 * 1000,
             max_batch: 512,
+            group_commit_window: std::time::Duration::from_micros(300),
         }
     }
 }

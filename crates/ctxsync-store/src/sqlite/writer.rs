@@ -54,14 +54,36 @@ impl Writer {
 
     pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
         let max = self.shared.options.max_batch.max(1);
+        let window = self.shared.options.group_commit_window;
+        // How many pushes the last batch held: that many writers are likely waiting to
+        // send their next push the moment they get their answer, so the writer waits
+        // (briefly) for them instead of committing a batch of one. When fewer come, the
+        // window passes and the expectation drops, so a lone writer pays it only once.
+        let mut expected = 1;
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
+            let deadline = Instant::now() + window;
             while batch.len() < max {
                 match jobs.try_recv() {
                     Ok(job) => batch.push(job),
+                    Err(mpsc::TryRecvError::Empty) if batch.len() < expected => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match jobs.recv_timeout(left) {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
                     Err(_) => break,
                 }
             }
+            expected = batch
+                .iter()
+                .filter(|job| matches!(job, Job::Push { .. }))
+                .count()
+                .max(1);
             let mut pushes = Vec::new();
             for job in batch {
                 match job {

@@ -3,14 +3,20 @@
 
 use std::path::Path as FsPath;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use ctxsync_client::{local_changes, parse_document, pull_into, SyncOptions, WorkingCopy};
-use ctxsync_core::{get as get_value, Change, Expect, Level, Path, PushRequest, Strategy};
+use ctxsync_core::{
+    get as get_value, Change, Expect, Level, Path, PushRequest, PushResponse, Strategy,
+};
 use ctxsync_store::{HistoryFilter, SqliteStore, Store};
 use serde_json::{json, Value};
 
-use super::backend::Embedded;
+use ctxsync_client::{Outbox, RemoteClient};
+
+use super::backend::StoreBackend;
+use crate::remote::RemoteStore;
 use super::output::{self, print_json};
 use super::{now_ms, SyncArgs};
 use crate::config::{Config, CONFIG_FILE};
@@ -19,22 +25,69 @@ use ctxsync_core::template;
 
 const CONFLICT: u8 = 1;
 
-struct Env {
-    config: Config,
-    store: SqliteStore,
-    context: String,
+pub(crate) struct Env {
+    pub config: Config,
+    pub store: Box<dyn Store>,
+    pub context: String,
+    /// Set in remote mode.
+    pub remote: Option<Remote>,
 }
 
-fn open(common: &Common) -> Result<Env> {
-    let config = Config::load(common.root.as_deref())?;
-    if let Some(server) = std::env::var("CTXSYNC_SERVER")
+/// The server side of remote mode.
+pub(crate) struct Remote {
+    pub client: RemoteClient,
+    pub outbox: Outbox,
+}
+
+impl Env {
+    /// The working-copy backend: deltas and checksum checks in remote mode.
+    pub fn backend(&self) -> StoreBackend<'_> {
+        StoreBackend {
+            store: self.store.as_ref(),
+            remote: self.remote.as_ref().map(|r| &r.client),
+        }
+    }
+}
+
+/// `CTXSYNC_SERVER`, else `server` in ctxsync.toml.
+fn server_url(config: &Config) -> Option<String> {
+    std::env::var("CTXSYNC_SERVER")
         .ok()
+        .filter(|s| !s.is_empty())
         .or(config.file.server.clone())
-    {
-        return Err(InputError(format!(
-            "a server is configured ({server}) but this build has only the embedded store; unset CTXSYNC_SERVER / `server` to use it"
-        ))
-        .into());
+}
+
+/// `CTXSYNC_TOKEN`, else `.ctxsync/token` (kept out of the committed config).
+fn server_token(config: &Config) -> Result<Option<String>> {
+    if let Ok(token) = std::env::var("CTXSYNC_TOKEN") {
+        if !token.is_empty() {
+            return Ok(Some(token));
+        }
+    }
+    let path = config.state_dir().join("token");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+    }
+}
+
+pub(crate) fn open(common: &Common) -> Result<Env> {
+    let config = Config::load(common.root.as_deref())?;
+    let context = config.context(common.context.as_deref());
+    ctxsync_store::validate_context_name(&context)?;
+    if let Some(url) = server_url(&config) {
+        let remote = RemoteStore::new(&url, server_token(&config)?);
+        let client = remote.client.clone();
+        let outbox = Outbox::new(config.state_dir().join("outbox"));
+        // Every command first tries to deliver what earlier ones could not.
+        flush_outbox(&client, &outbox)?;
+        return Ok(Env {
+            config,
+            store: Box::new(remote),
+            context,
+            remote: Some(Remote { client, outbox }),
+        });
     }
     let db = config.db_path();
     if !db.exists() {
@@ -46,13 +99,46 @@ fn open(common: &Common) -> Result<Env> {
     }
     let store = SqliteStore::open(&db, config.store_options()?)
         .with_context(|| format!("cannot open the store at {}", db.display()))?;
-    let context = config.context(common.context.as_deref());
-    ctxsync_store::validate_context_name(&context)?;
     Ok(Env {
         config,
-        store,
+        store: Box::new(store),
         context,
+        remote: None,
     })
+}
+
+/// Sends the outbox in order; reports on stderr what was delivered or refused.
+pub(crate) fn flush_outbox(
+    client: &RemoteClient,
+    outbox: &Outbox,
+) -> Result<ctxsync_client::outbox::FlushReport> {
+    let report = outbox.flush(|item| client.push(&item.context, &item.request))?;
+    for (item, answer) in &report.delivered {
+        let what = if answer.replayed { "already applied" } else { "applied" };
+        eprintln!(
+            "outbox: delivered queued push #{} ({}) to {}: {what}, revision {}{}",
+            item.seq,
+            item.request.request_id.as_deref().unwrap_or("-"),
+            item.context,
+            answer.revision,
+            if answer.conflicts.is_empty() {
+                String::new()
+            } else {
+                format!(", {} conflict(s)", answer.conflicts.len())
+            }
+        );
+    }
+    for (item, why) in &report.failed {
+        eprintln!(
+            "outbox: the server refused queued push #{} for good ({why}); kept in {}",
+            item.seq,
+            outbox.dir().join("failed").display()
+        );
+    }
+    if report.remaining > 0 {
+        tracing::debug!(remaining = report.remaining, "outbox still waiting for the server");
+    }
+    Ok(report)
 }
 
 fn parse_yaml_arg(text: &str, what: &str) -> Result<Value> {
@@ -78,9 +164,6 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
                     # [[ownership]]\n# path = \"project_state.**\"\n# owners = [\"planner\"]\n";
         ctxsync_client::atomic_write(&config.root.join(CONFIG_FILE), text.as_bytes())?;
     }
-    let db = config.db_path();
-    let store = SqliteStore::open(&db, config.store_options()?)
-        .with_context(|| format!("cannot open the store at {}", db.display()))?;
     let context = config.context(common.context.as_deref());
     ctxsync_store::validate_context_name(&context)?;
     let document = template::by_name(template_name).ok_or_else(|| {
@@ -88,15 +171,24 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
             "unknown template {template_name:?}: use seed or empty"
         ))
     })?;
-    let head = store.create_context(&context, document)?;
+    let (head, location) = match server_url(&config) {
+        Some(url) => {
+            let remote = RemoteStore::new(&url, server_token(&config)?);
+            (remote.create_context(&context, document)?, url)
+        }
+        None => {
+            let db = config.db_path();
+            let store = SqliteStore::open(&db, config.store_options()?)
+                .with_context(|| format!("cannot open the store at {}", db.display()))?;
+            (store.create_context(&context, document)?, db.display().to_string())
+        }
+    };
     if common.json {
         print_json(&head);
     } else {
         println!(
-            "created context {:?} at revision {} in {}",
-            head.context,
-            head.revision,
-            db.display()
+            "created context {:?} at revision {} in {location}",
+            head.context, head.revision,
         );
     }
     exit(0)
@@ -153,7 +245,13 @@ pub fn set(
 }
 
 fn report_push(env: &Env, request: PushRequest, json: bool) -> Result<ExitCode> {
-    let response = env.store.push(&env.context, request)?;
+    let response = match &env.remote {
+        None => env.store.push(&env.context, request)?,
+        Some(remote) => match push_or_queue(env, remote, request, json)? {
+            Some(response) => response,
+            None => return exit(0),
+        },
+    };
     if json {
         print_json(&response);
     } else {
@@ -204,6 +302,43 @@ pub fn push(
     report_push(&env, request, common.json)
 }
 
+/// Remote push: behind anything already queued (order matters), else with a few quick
+/// retries; a server that stays unreachable gets the push queued in the outbox. `None`
+/// means queued (already reported).
+fn push_or_queue(
+    env: &Env,
+    remote: &Remote,
+    request: PushRequest,
+    json: bool,
+) -> Result<Option<PushResponse>> {
+    let queued_before = remote.outbox.status()?.pending;
+    let error = if queued_before > 0 {
+        format!("{queued_before} earlier push(es) still queued")
+    } else {
+        let attempt = ctxsync_client::outbox::with_backoff(3, Duration::from_millis(200), || {
+            remote.client.push(&env.context, &request)
+        });
+        match attempt {
+            Ok(response) => return Ok(Some(response)),
+            Err(e) if e.is_unavailable() => e.to_string(),
+            Err(e) => return Err(crate::remote::store_error(&env.context, e).into()),
+        }
+    };
+    let item = remote
+        .outbox
+        .enqueue(&env.context, request, &error, now_ms())?;
+    let pending = remote.outbox.status()?.pending;
+    eprintln!(
+        "queued: {error}; the push (request {}) waits in {} ({pending} queued) and is sent on the next command",
+        item.request.request_id.as_deref().unwrap_or("-"),
+        remote.outbox.dir().display()
+    );
+    if json {
+        print_json(&json!({"queued": true, "seq": item.seq, "request_id": item.request.request_id, "outbox_pending": pending}));
+    }
+    Ok(None)
+}
+
 /// The requested sections of `doc`, nested as in the document.
 fn select_sections(doc: &Value, sections: &[Path]) -> Value {
     if sections.is_empty() {
@@ -249,7 +384,7 @@ pub fn pull(
             }
             periodic = base.last_periodic_flush;
         }
-        let base = pull_into(&wc, &Embedded(&env.store), &env.context, periodic)?;
+        let base = pull_into(&wc, &env.backend(), &env.context, periodic)?;
         if as_json {
             print_json(
                 &json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}),
@@ -310,7 +445,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
     let explicit = args.agent.is_some() || env.config.file.agent.is_some();
     let agent = env.config.agent(args.agent.as_deref());
     let wc = WorkingCopy::new(&env.config.state_dir(), &agent)?;
-    let backend = Embedded(&env.store);
+    let backend = env.backend();
     let mut code = 0;
     let mut reports = Vec::new();
     let options = |level: Level| SyncOptions {
@@ -448,10 +583,24 @@ pub fn status(common: &Common) -> Result<ExitCode> {
             }
         }
     }
+    let (server, outbox) = match &env.remote {
+        Some(remote) => (
+            Some(remote.client.base_url().to_owned()),
+            Some(remote.outbox.status()?),
+        ),
+        None => (None, None),
+    };
     if common.json {
-        print_json(&json!({"head": head, "metrics": metrics, "working_copies": agents}));
+        print_json(&json!({"head": head, "metrics": metrics, "working_copies": agents,
+            "server": server, "outbox": outbox}));
     } else {
         output::print_status(&head, &metrics, &agents);
+        if let Some(server) = &server {
+            println!("server: {server}");
+        }
+        if let Some(outbox) = &outbox {
+            output::print_outbox(outbox);
+        }
     }
     exit(0)
 }

@@ -1,8 +1,11 @@
-//! The context commands (`init`, `get`, `set`, `push`, `pull`, `sync`, `status`, ...) in
-//! local (embedded) mode: they open the SQLite store under `.ctxsync/` directly.
+//! The context commands (`init`, `get`, `set`, `push`, `pull`, `sync`, `status`, `session`,
+//! `watch`, ...). Embedded mode opens the SQLite store under `.ctxsync/` directly; remote
+//! mode (`CTXSYNC_SERVER` or `server` in ctxsync.toml) talks to a server through the same
+//! `Store` trait, with a durable outbox for pushes that cannot reach it.
 
 mod backend;
 pub mod commands;
+pub mod live;
 mod output;
 
 use std::time::{SystemTime, UNIX_EPOCH};

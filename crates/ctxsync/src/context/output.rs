@@ -157,3 +157,21 @@ pub fn print_history(entries: &[LogEntry]) {
         );
     }
 }
+
+pub fn print_outbox(outbox: &ctxsync_client::OutboxStatus) {
+    if outbox.pending == 0 && outbox.failed == 0 {
+        println!("outbox:     empty");
+        return;
+    }
+    let age = outbox
+        .oldest_queued_ms
+        .map(|t| format!(", oldest queued {} s ago", super::now_ms().saturating_sub(t) / 1000))
+        .unwrap_or_default();
+    println!(
+        "outbox:     {} queued{age}, {} refused (see .ctxsync/outbox/failed)",
+        outbox.pending, outbox.failed
+    );
+    if let Some(e) = &outbox.last_error {
+        println!("            last error: {e}");
+    }
+}

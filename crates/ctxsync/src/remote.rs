@@ -1,0 +1,183 @@
+//! Remote mode: the [`Store`] trait over a ctxsync server, so every context command runs
+//! unchanged (same output, same exit codes) whether the store is embedded or remote.
+//!
+//! Server answers are mapped back onto the store's own errors: a 404 is
+//! `StoreError::NotFound`, a 410 is `Gone`, other 4xx are `Invalid` (exit 2), and an
+//! unreachable server or a 5xx is `Unavailable` (exit 3, and pushes go to the outbox).
+
+use std::time::Duration;
+
+use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
+use ctxsync_core::{PushRequest, PushResponse};
+use ctxsync_store::{
+    Head, HistoryFilter, LogEntry, Metrics, Prefer, Snapshot, Store, StoreError,
+    StoredConflict, SyncSample, TokenInfo, VerifyReport,
+};
+use serde_json::Value;
+
+/// How long one request may take before it counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server seen through the [`Store`] trait.
+pub struct RemoteStore {
+    pub client: RemoteClient,
+}
+
+impl RemoteStore {
+    pub fn new(url: &str, token: Option<String>) -> Self {
+        Self {
+            client: RemoteClient::new(url, token, REQUEST_TIMEOUT),
+        }
+    }
+}
+
+/// The store error a remote error stands for.
+pub fn store_error(context: &str, e: RemoteError) -> StoreError {
+    match &e {
+        RemoteError::Status { status: 404, code, .. } if code == "not_found" || code.is_empty() => {
+            StoreError::NotFound(context.to_owned())
+        }
+        RemoteError::Status { status: 409, code, .. } if code == "exists" => {
+            StoreError::Exists(context.to_owned())
+        }
+        RemoteError::Status { status: 413, message, .. } => StoreError::Invalid(message.clone()),
+        RemoteError::Status { status, message, code } if (400..500).contains(status) => {
+            StoreError::Invalid(if *status == 401 {
+                format!("{message} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)")
+            } else if code.is_empty() {
+                message.clone()
+            } else {
+                format!("{message} [{code}]")
+            })
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+impl Store for RemoteStore {
+    fn create_context(&self, name: &str, document: Value) -> Result<Head, StoreError> {
+        self.client
+            .create_context(name, document)
+            .map_err(|e| store_error(name, e))
+    }
+
+    fn list_contexts(&self) -> Result<Vec<Head>, StoreError> {
+        self.client.list_contexts().map_err(|e| store_error("", e))
+    }
+
+    fn head(&self, context: &str) -> Result<Head, StoreError> {
+        self.client.head(context).map_err(|e| store_error(context, e))
+    }
+
+    fn read(&self, context: &str, revision: Option<u64>) -> Result<Snapshot, StoreError> {
+        let query = PullQuery {
+            at: revision,
+            ..PullQuery::default()
+        };
+        match self.client.pull(context, &query) {
+            Ok(Pulled::Full {
+                revision,
+                checksum,
+                document,
+                ..
+            }) => Ok(Snapshot {
+                revision,
+                checksum,
+                document,
+            }),
+            Ok(Pulled::Delta { .. }) => Err(StoreError::Unavailable(
+                "the server answered a full read with a delta".into(),
+            )),
+            Err(e) => Err(store_error(context, e)),
+        }
+    }
+
+    fn push(&self, context: &str, request: PushRequest) -> Result<PushResponse, StoreError> {
+        self.client
+            .push(context, &request)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn log_since(&self, context: &str, since: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.client
+            .log_since(context, since)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn history(&self, context: &str, filter: &HistoryFilter) -> Result<Vec<LogEntry>, StoreError> {
+        self.client
+            .history(context, filter)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn open_conflicts(&self, context: &str) -> Result<Vec<StoredConflict>, StoreError> {
+        self.client
+            .conflicts(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn resolve_conflict(
+        &self,
+        context: &str,
+        id: u64,
+        prefer: Prefer,
+        _agent: &str,
+    ) -> Result<Option<PushResponse>, StoreError> {
+        // The server acts as the token's agent.
+        self.client
+            .resolve_conflict(context, id, prefer)
+            .map_err(|e| match e {
+                RemoteError::Status { status: 404, .. } => StoreError::NoSuchConflict(id),
+                e => store_error(context, e),
+            })
+    }
+
+    fn verify(&self, context: &str) -> Result<VerifyReport, StoreError> {
+        self.client.verify(context).map_err(|e| store_error(context, e))
+    }
+
+    fn revert(&self, context: &str, to: u64, _agent: &str) -> Result<PushResponse, StoreError> {
+        self.client
+            .revert(context, to)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn record_sync(&self, context: &str, sample: &SyncSample) -> Result<(), StoreError> {
+        self.client
+            .record_sync(context, sample)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn metrics(&self, context: &str, _now_ms: u64) -> Result<Metrics, StoreError> {
+        self.client.metrics(context).map_err(|e| store_error(context, e))
+    }
+
+    fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
+        self.client
+            .snapshot(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn create_token(&self, _: &str, _: &str, _: &str) -> Result<TokenInfo, StoreError> {
+        Err(tokens_are_local())
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        Err(tokens_are_local())
+    }
+
+    fn revoke_token(&self, _: &str) -> Result<TokenInfo, StoreError> {
+        Err(tokens_are_local())
+    }
+
+    fn authenticate(&self, _: &str) -> Result<Option<TokenInfo>, StoreError> {
+        Err(tokens_are_local())
+    }
+}
+
+fn tokens_are_local() -> StoreError {
+    StoreError::Invalid(
+        "tokens are managed on the server's machine, against its store (unset CTXSYNC_SERVER there)"
+            .into(),
+    )
+}
