@@ -15,12 +15,12 @@ mod sync;
 mod workcopy;
 
 pub use files::{atomic_write, parse_document, to_yaml};
+pub use outbox::{Outbox, OutboxItem, OutboxStatus};
+pub use remote::{PullQuery, Pulled, RemoteClient, RemoteError, StreamEvent};
 pub use sync::{
     local_changes, pull_into, sync, Backend, BackendError, BackendErrorKind, SyncOptions,
     SyncReport,
 };
-pub use outbox::{Outbox, OutboxItem, OutboxStatus};
-pub use remote::{PullQuery, Pulled, RemoteClient, RemoteError, StreamEvent};
 pub use workcopy::{Base, WorkingCopy};
 
 /// Why a client operation failed.

@@ -273,10 +273,7 @@ mod tests {
             request_id: Some(id.into()),
             strategy: Default::default(),
             summary: String::new(),
-            changes: vec![Change::set(
-                Path::parse("a").expect("path"),
-                json!(id),
-            )],
+            changes: vec![Change::set(Path::parse("a").expect("path"), json!(id))],
         }
     }
 
@@ -292,7 +289,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let outbox = Outbox::new(dir.path().join("outbox"));
         for id in ["r1", "r2", "r3"] {
-            outbox.enqueue("default", request(id), "down", 1).expect("enqueue");
+            outbox
+                .enqueue("default", request(id), "down", 1)
+                .expect("enqueue");
         }
         let mut sent = Vec::new();
         let report = outbox
@@ -315,7 +314,9 @@ mod tests {
             .collect();
         assert_eq!(left, [("r2".to_owned(), 2), ("r3".to_owned(), 1)]);
         // A later item is numbered after what is still queued.
-        let item = outbox.enqueue("default", request("r4"), "down", 2).expect("enqueue");
+        let item = outbox
+            .enqueue("default", request("r4"), "down", 2)
+            .expect("enqueue");
         assert_eq!(item.seq, 4);
     }
 
@@ -323,8 +324,12 @@ mod tests {
     fn refused_pushes_move_to_failed_and_do_not_block() {
         let dir = tempfile::tempdir().expect("tempdir");
         let outbox = Outbox::new(dir.path().join("outbox"));
-        outbox.enqueue("default", request("bad"), "down", 1).expect("enqueue");
-        outbox.enqueue("default", request("good"), "down", 1).expect("enqueue");
+        outbox
+            .enqueue("default", request("bad"), "down", 1)
+            .expect("enqueue");
+        outbox
+            .enqueue("default", request("good"), "down", 1)
+            .expect("enqueue");
         let report = outbox
             .flush(|item| match item.request.request_id.as_deref() {
                 Some("bad") => Err(RemoteError::Status {

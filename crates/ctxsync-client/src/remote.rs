@@ -108,7 +108,10 @@ struct ErrorBody {
 pub enum StreamEvent {
     Revision(LogEntry),
     /// The subscriber needed revisions the server no longer keeps: pull in full.
-    Resync { horizon: u64, revision: u64 },
+    Resync {
+        horizon: u64,
+        revision: u64,
+    },
 }
 
 /// A connection to one server.
@@ -489,7 +492,10 @@ fn status_error(status: u16, text: &str) -> RemoteError {
         }
         _ => (
             String::new(),
-            format!("HTTP {status}: {}", text.chars().take(300).collect::<String>()),
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ),
         ),
     };
     RemoteError::Status {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Head, HistoryFilter, LogEntry, Metrics, Prefer, Snapshot, Store, StoreError,
-    StoredConflict, SyncSample, TokenInfo, VerifyReport,
+    Head, HistoryFilter, LogEntry, Metrics, Prefer, Snapshot, Store, StoreError, StoredConflict,
+    SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -34,22 +34,28 @@ impl RemoteStore {
 /// The store error a remote error stands for.
 pub fn store_error(context: &str, e: RemoteError) -> StoreError {
     match &e {
-        RemoteError::Status { status: 404, code, .. } if code == "not_found" || code.is_empty() => {
-            StoreError::NotFound(context.to_owned())
-        }
-        RemoteError::Status { status: 409, code, .. } if code == "exists" => {
-            StoreError::Exists(context.to_owned())
-        }
-        RemoteError::Status { status: 413, message, .. } => StoreError::Invalid(message.clone()),
-        RemoteError::Status { status, message, code } if (400..500).contains(status) => {
-            StoreError::Invalid(if *status == 401 {
-                format!("{message} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)")
-            } else if code.is_empty() {
-                message.clone()
-            } else {
-                format!("{message} [{code}]")
-            })
-        }
+        RemoteError::Status {
+            status: 404, code, ..
+        } if code == "not_found" || code.is_empty() => StoreError::NotFound(context.to_owned()),
+        RemoteError::Status {
+            status: 409, code, ..
+        } if code == "exists" => StoreError::Exists(context.to_owned()),
+        RemoteError::Status {
+            status: 413,
+            message,
+            ..
+        } => StoreError::Invalid(message.clone()),
+        RemoteError::Status {
+            status,
+            message,
+            code,
+        } if (400..500).contains(status) => StoreError::Invalid(if *status == 401 {
+            format!("{message} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)")
+        } else if code.is_empty() {
+            message.clone()
+        } else {
+            format!("{message} [{code}]")
+        }),
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -66,7 +72,9 @@ impl Store for RemoteStore {
     }
 
     fn head(&self, context: &str) -> Result<Head, StoreError> {
-        self.client.head(context).map_err(|e| store_error(context, e))
+        self.client
+            .head(context)
+            .map_err(|e| store_error(context, e))
     }
 
     fn read(&self, context: &str, revision: Option<u64>) -> Result<Snapshot, StoreError> {
@@ -133,7 +141,9 @@ impl Store for RemoteStore {
     }
 
     fn verify(&self, context: &str) -> Result<VerifyReport, StoreError> {
-        self.client.verify(context).map_err(|e| store_error(context, e))
+        self.client
+            .verify(context)
+            .map_err(|e| store_error(context, e))
     }
 
     fn revert(&self, context: &str, to: u64, _agent: &str) -> Result<PushResponse, StoreError> {
@@ -149,7 +159,9 @@ impl Store for RemoteStore {
     }
 
     fn metrics(&self, context: &str, _now_ms: u64) -> Result<Metrics, StoreError> {
-        self.client.metrics(context).map_err(|e| store_error(context, e))
+        self.client
+            .metrics(context)
+            .map_err(|e| store_error(context, e))
     }
 
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {

@@ -1,154 +1,102 @@
-//! The `ctxsync` binary in local (embedded) mode, run as real processes on real SQLite
-//! files in temporary directories.
+//! The `ctxsync` context commands run as real processes on real SQLite files in
+//! temporary directories, each case twice: in embedded mode, and in remote mode against
+//! a real `ctxsync serve` child on an ephemeral port (same answers, same exit codes).
 
-use std::path::Path;
-use std::process::Output;
+mod support;
 
-use assert_cmd::Command;
 use serde_json::{json, Value};
+use support::{Mode, Project};
 
-fn ctxsync(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("ctxsync").expect("binary");
-    cmd.current_dir(dir)
-        .env_remove("CTXSYNC_AGENT")
-        .env_remove("CTXSYNC_CONTEXT")
-        .env_remove("CTXSYNC_SERVER");
-    cmd
-}
+both_modes!(
+    init_set_get_pull_history_verify,
+    bad_input_exits_2_and_changes_nothing,
+    seed_conflict_example_through_working_copies,
+    real_conflict_atomic_defer_and_resolve,
+    working_copy_conflict_resolved_for_mine,
+    idempotent_request_id,
+    ownership_rejects_non_owner_and_applies_the_rest,
+    periodic_level_defers_until_due,
+    lost_update_with_real_processes,
+);
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    ctxsync(dir).args(args).output().expect("run ctxsync")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "ctxsync {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json_of(dir: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = run(dir, &all);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ctxsync {args:?}: not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn revision(dir: &Path) -> u64 {
-    json_of(dir, &["status"])["head"]["revision"]
-        .as_u64()
-        .expect("revision")
-}
-
-fn init(dir: &Path) {
-    ok(dir, &["init"]);
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write file");
-    path
-}
-
-#[test]
-fn init_set_get_pull_history_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    init(d);
+fn init_set_get_pull_history_verify(mode: Mode) {
+    let p = Project::new(mode);
+    let d = p.path();
+    p.init();
     assert!(d.join("ctxsync.toml").is_file());
     assert_eq!(
-        ok(d, &["get", "project_state.current_phase"]).trim(),
+        p.ok(&["get", "project_state.current_phase"]).trim(),
         "planning"
     );
-    ok(
-        d,
-        &[
-            "set",
-            "project_state.current_phase",
-            "implementation",
-            "--agent",
-            "planner",
-        ],
-    );
-    ok(
-        d,
-        &[
-            "set",
-            "project_state.active_tasks[-]",
-            "{id: task-123, status: in_progress, owner: builder}",
-        ],
-    );
+    p.ok(&[
+        "set",
+        "project_state.current_phase",
+        "implementation",
+        "--agent",
+        "planner",
+    ]);
+    p.ok(&[
+        "set",
+        "project_state.active_tasks[-]",
+        "{id: task-123, status: in_progress, owner: builder}",
+    ]);
     assert_eq!(
-        ok(
-            d,
-            &["get", "project_state.active_tasks[id=task-123].status"]
-        )
-        .trim(),
+        p.ok(&["get", "project_state.active_tasks[id=task-123].status"])
+            .trim(),
         "in_progress"
     );
     assert_eq!(
-        json_of(d, &["get", "/project_state/active_tasks/0/owner"]),
+        p.json(&["get", "/project_state/active_tasks/0/owner"]),
         json!("builder")
     );
     // Commands work from a subdirectory (ctxsync.toml is found by walking up).
     std::fs::create_dir(d.join("sub")).unwrap();
     assert_eq!(
-        ok(&d.join("sub"), &["get", "project_state.current_phase"]).trim(),
+        p.ok_in(&d.join("sub"), &["get", "project_state.current_phase"])
+            .trim(),
         "implementation"
     );
     // get of a missing path exits 1.
-    assert_eq!(run(d, &["get", "nope"]).status.code(), Some(1));
-    let pulled = json_of(d, &["pull", "--sections", "project_state.active_tasks"]);
+    assert_eq!(p.run(&["get", "nope"]).status.code(), Some(1));
+    let pulled = p.json(&["pull", "--sections", "project_state.active_tasks"]);
     assert_eq!(pulled["revision"], 2);
     assert_eq!(
         pulled["document"]["project_state"]["active_tasks"][0]["id"],
         "task-123"
     );
     assert!(pulled["document"].get("decisions_log").is_none());
-    let delta = json_of(d, &["pull", "--since", "1"]);
+    let delta = p.json(&["pull", "--since", "1"]);
     assert_eq!(delta["revision"], 2);
     assert_eq!(delta["changes"].as_array().unwrap().len(), 1);
-    let history = json_of(d, &["history", "--last", "1"]);
+    let history = p.json(&["history", "--last", "1"]);
     assert_eq!(history[0]["revision"], 2);
-    let seed_history = json_of(d, &["sync", "--history", "--last", "10"]);
+    let seed_history = p.json(&["sync", "--history", "--last", "10"]);
     assert_eq!(seed_history.as_array().unwrap().len(), 2);
-    let by_planner = json_of(d, &["history", "--agent", "planner"]);
+    let by_planner = p.json(&["history", "--agent", "planner"]);
     assert_eq!(by_planner.as_array().unwrap().len(), 1);
-    assert!(ok(d, &["verify"]).starts_with("ok"));
-    let status = json_of(d, &["sync", "--status"]);
+    assert!(p.ok(&["verify"]).starts_with("ok"));
+    let status = p.json(&["sync", "--status"]);
     assert_eq!(status["metrics"]["total_syncs_today"], 2);
     assert_eq!(status["metrics"]["by_level"]["checkpoint"], 2);
     // Revert to revision 0 gives back the initial document.
-    ok(d, &["revert", "--to", "0"]);
+    p.ok(&["revert", "--to", "0"]);
     assert_eq!(
-        ok(d, &["get", "project_state.current_phase"]).trim(),
+        p.ok(&["get", "project_state.current_phase"]).trim(),
         "planning"
     );
-    assert_eq!(revision(d), 3);
+    assert_eq!(p.revision(), 3);
 }
 
-#[test]
-fn bad_input_exits_2_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    init(d);
-    ok(d, &["set", "x", "1"]);
+fn bad_input_exits_2_and_changes_nothing(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    p.ok(&["set", "x", "1"]);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![
                 "push".into(),
                 "--file".into(),
-                write(d, "bad.yaml", "changes: [ {path: x, to: 2")
+                p.write("bad.yaml", "changes: [ {path: x, to: 2")
                     .display()
                     .to_string(),
             ],
@@ -158,7 +106,7 @@ fn bad_input_exits_2_and_changes_nothing() {
             vec![
                 "push".into(),
                 "--file".into(),
-                write(d, "op.yaml", "- {op: frobnicate, path: /x}")
+                p.write("op.yaml", "- {op: frobnicate, path: /x}")
                     .display()
                     .to_string(),
             ],
@@ -202,38 +150,44 @@ fn bad_input_exits_2_and_changes_nothing() {
     ];
     for (args, expect) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run(d, &args);
+        let out = p.run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(
             stderr.contains(expect),
             "{args:?}: expected {expect:?} in {stderr}"
         );
-        assert_eq!(revision(d), 1, "{args:?} changed the revision");
+        assert_eq!(p.revision(), 1, "{args:?} changed the revision");
     }
-    let empty = tempfile::tempdir().unwrap();
-    let out = run(empty.path(), &["get", "x"]);
-    assert_eq!(out.status.code(), Some(2), "no store yet");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ctxsync init"));
+    // A context that does not exist: no store yet (embedded), unknown on the server
+    // (remote); both say how to create it.
+    let out = if mode == Mode::Embedded {
+        let empty = tempfile::tempdir().unwrap();
+        p.run_in(empty.path(), &["get", "x"])
+    } else {
+        p.run(&["get", "x", "--context", "nope"])
+    };
+    assert_eq!(out.status.code(), Some(2), "no such context");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ctxsync init"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The seed's conflict example through working copies: from one base, the planner adds
 /// two tasks and the builder completes an existing one; both apply, nothing is lost.
-#[test]
-fn seed_conflict_example_through_working_copies() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    init(d);
-    ok(
-        d,
-        &[
-            "set",
-            "project_state.active_tasks[-]",
-            "{id: task-123, status: in_progress, owner: builder}",
-        ],
-    );
-    ok(d, &["pull", "--agent", "planner"]);
-    ok(d, &["pull", "--agent", "builder"]);
+fn seed_conflict_example_through_working_copies(mode: Mode) {
+    let p = Project::new(mode);
+    let d = p.path();
+    p.init();
+    p.ok(&[
+        "set",
+        "project_state.active_tasks[-]",
+        "{id: task-123, status: in_progress, owner: builder}",
+    ]);
+    p.ok(&["pull", "--agent", "planner"]);
+    p.ok(&["pull", "--agent", "builder"]);
     let planner = d.join(".ctxsync/agents/planner/context.yaml");
     let builder = d.join(".ctxsync/agents/builder/context.yaml");
 
@@ -249,14 +203,14 @@ fn seed_conflict_example_through_working_copies() {
     doc["project_state"]["active_tasks"][0]["status"] = json!("completed");
     std::fs::write(&builder, serde_norway::to_string(&doc).unwrap()).unwrap();
 
-    ok(d, &["sync", "--agent", "planner", "--level", "checkpoint"]);
-    let report = json_of(d, &["sync", "--level", "checkpoint", "--agent", "builder"]);
+    p.ok(&["sync", "--agent", "planner", "--level", "checkpoint"]);
+    let report = p.json(&["sync", "--level", "checkpoint", "--agent", "builder"]);
     assert_eq!(
         report["syncs"][0]["pushed"]["conflicts"],
         json!([]),
         "{report}"
     );
-    let tasks = json_of(d, &["get", "project_state.active_tasks"]);
+    let tasks = p.json(&["get", "project_state.active_tasks"]);
     let ids: Vec<&str> = tasks
         .as_array()
         .unwrap()
@@ -275,55 +229,44 @@ fn seed_conflict_example_through_working_copies() {
             .len(),
         3
     );
-    assert_eq!(revision(d), 3);
+    assert_eq!(p.revision(), 3);
 }
 
 /// Both agents change the same field from the same base.
-#[test]
-fn real_conflict_atomic_defer_and_resolve() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    init(d);
-    let base = revision(d);
-    let planner = write(
-        d,
+fn real_conflict_atomic_defer_and_resolve(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    let base = p.revision();
+    let planner = p.write(
         "planner.yaml",
         "- {path: project_state.current_phase, to: design}\n",
     );
-    ok(
-        d,
-        &[
-            "push",
-            "--file",
-            planner.to_str().unwrap(),
-            "--agent",
-            "planner",
-            "--base",
-            &base.to_string(),
-        ],
-    );
-    let builder = write(
-        d,
-        "builder.yaml",
+    p.ok(&[
+        "push",
+        "--file",
+        planner.to_str().unwrap(),
+        "--agent",
+        "planner",
+        "--base",
+        &base.to_string(),
+    ]);
+    let builder = p.write("builder.yaml",
         "- {path: \"communication.notes[-]\", to: started}\n- {path: project_state.current_phase, to: testing}\n",
     );
     let builder = builder.to_str().unwrap();
-    let before = revision(d);
-    let out = run(
-        d,
-        &[
-            "push",
-            "--file",
-            builder,
-            "--agent",
-            "builder",
-            "--base",
-            &base.to_string(),
-            "--strategy",
-            "atomic",
-            "--json",
-        ],
-    );
+    let before = p.revision();
+    let out = p.run(&[
+        "push",
+        "--file",
+        builder,
+        "--agent",
+        "builder",
+        "--base",
+        &base.to_string(),
+        "--strategy",
+        "atomic",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["applied"], json!([]));
@@ -333,23 +276,20 @@ fn real_conflict_atomic_defer_and_resolve() {
     assert_eq!(conflict["current"], "design");
     assert_eq!(conflict["modified_by"], "planner");
     assert_eq!(conflict["modified_at_revision"], 1);
-    assert_eq!(revision(d), before, "atomic applied nothing");
+    assert_eq!(p.revision(), before, "atomic applied nothing");
 
-    let out = run(
-        d,
-        &[
-            "push",
-            "--file",
-            builder,
-            "--agent",
-            "builder",
-            "--base",
-            &base.to_string(),
-            "--strategy",
-            "defer",
-            "--json",
-        ],
-    );
+    let out = p.run(&[
+        "push",
+        "--file",
+        builder,
+        "--agent",
+        "builder",
+        "--base",
+        &base.to_string(),
+        "--strategy",
+        "defer",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -357,45 +297,38 @@ fn real_conflict_atomic_defer_and_resolve() {
         1,
         "the note still applies"
     );
-    let open = json_of(d, &["conflicts"]);
+    let open = p.json(&["conflicts"]);
     assert_eq!(open.as_array().unwrap().len(), 1);
-    assert_eq!(run(d, &["conflicts"]).status.code(), Some(1));
+    assert_eq!(p.run(&["conflicts"]).status.code(), Some(1));
 
-    ok(d, &["sync", "--resolve-conflicts", "--prefer", "theirs"]);
-    assert_eq!(json_of(d, &["conflicts"]), json!([]));
+    p.ok(&["sync", "--resolve-conflicts", "--prefer", "theirs"]);
+    assert_eq!(p.json(&["conflicts"]), json!([]));
     assert_eq!(
-        ok(d, &["get", "project_state.current_phase"]).trim(),
+        p.ok(&["get", "project_state.current_phase"]).trim(),
         "design"
     );
-    assert_eq!(
-        json_of(d, &["get", "communication.notes"]),
-        json!(["started"])
-    );
+    assert_eq!(p.json(&["get", "communication.notes"]), json!(["started"]));
 }
 
 /// A conflict in a working-copy sync is stored (defer) and settled for "mine".
-#[test]
-fn working_copy_conflict_resolved_for_mine() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    init(d);
-    ok(d, &["pull", "--agent", "builder"]);
-    ok(
-        d,
-        &[
-            "set",
-            "project_state.current_phase",
-            "design",
-            "--agent",
-            "planner",
-        ],
-    );
+fn working_copy_conflict_resolved_for_mine(mode: Mode) {
+    let p = Project::new(mode);
+    let d = p.path();
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    p.ok(&[
+        "set",
+        "project_state.current_phase",
+        "design",
+        "--agent",
+        "planner",
+    ]);
     let file = d.join(".ctxsync/agents/builder/context.yaml");
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("current_phase: planning", "current_phase: testing");
     std::fs::write(&file, text).unwrap();
-    let out = run(d, &["sync", "--agent", "builder"]);
+    let out = p.run(&["sync", "--agent", "builder"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -407,33 +340,27 @@ fn working_copy_conflict_resolved_for_mine() {
         stdout.contains("yours:   \"testing\"") && stdout.contains("current: \"design\""),
         "{stdout}"
     );
-    ok(
-        d,
-        &[
-            "sync",
-            "--full",
-            "--resolve-conflicts",
-            "--prefer",
-            "mine",
-            "--agent",
-            "builder",
-        ],
-    );
+    p.ok(&[
+        "sync",
+        "--full",
+        "--resolve-conflicts",
+        "--prefer",
+        "mine",
+        "--agent",
+        "builder",
+    ]);
     assert_eq!(
-        ok(d, &["get", "project_state.current_phase"]).trim(),
+        p.ok(&["get", "project_state.current_phase"]).trim(),
         "testing"
     );
     let wc = std::fs::read_to_string(&file).unwrap();
     assert!(wc.contains("current_phase: testing"), "{wc}");
 }
 
-#[test]
-fn idempotent_request_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    init(d);
-    let file = write(
-        d,
+fn idempotent_request_id(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    let file = p.write(
         "c.yaml",
         "- {path: \"communication.notes[-]\", to: hello}\n",
     );
@@ -444,76 +371,58 @@ fn idempotent_request_id() {
         "--request-id",
         "01JDREQUEST0000000000000001",
     ];
-    let first = json_of(d, &args);
-    let second = json_of(d, &args);
+    let first = p.json(&args);
+    let second = p.json(&args);
     assert_eq!(first["replayed"], false);
     assert_eq!(second["replayed"], true);
     assert_eq!(first["revision"], second["revision"]);
-    assert_eq!(revision(d), 1);
-    assert_eq!(
-        json_of(d, &["get", "communication.notes"]),
-        json!(["hello"])
-    );
+    assert_eq!(p.revision(), 1);
+    assert_eq!(p.json(&["get", "communication.notes"]), json!(["hello"]));
 }
 
-#[test]
-fn ownership_rejects_non_owner_and_applies_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(
-        d,
-        "ctxsync.toml",
+fn ownership_rejects_non_owner_and_applies_the_rest(mode: Mode) {
+    let p = Project::with_config(
+        mode,
         "[[ownership]]\npath = \"decisions_log.**\"\nowners = [\"planner\"]\n",
     );
-    init(d);
-    let file = write(
-        d,
-        "c.yaml",
+    p.init();
+    let file = p.write("c.yaml",
         "- {path: \"decisions_log.recent[-]\", to: {id: dec-1, decision: use redis}}\n- {path: project_state.current_phase, to: implementation}\n",
     );
-    let out = run(
-        d,
-        &[
-            "push",
-            "--file",
-            file.to_str().unwrap(),
-            "--agent",
-            "builder",
-            "--json",
-        ],
-    );
+    let out = p.run(&[
+        "push",
+        "--file",
+        file.to_str().unwrap(),
+        "--agent",
+        "builder",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["rejected"][0]["reason"], "not_owner");
     assert_eq!(answer["applied"].as_array().unwrap().len(), 1);
-    assert_eq!(json_of(d, &["get", "decisions_log.recent"]), json!([]));
-    ok(
-        d,
-        &[
-            "push",
-            "--file",
-            file.to_str().unwrap(),
-            "--agent",
-            "planner",
-        ],
-    );
+    assert_eq!(p.json(&["get", "decisions_log.recent"]), json!([]));
+    p.ok(&[
+        "push",
+        "--file",
+        file.to_str().unwrap(),
+        "--agent",
+        "planner",
+    ]);
     assert_eq!(
-        json_of(d, &["get", "decisions_log.recent[id=dec-1].decision"]),
+        p.json(&["get", "decisions_log.recent[id=dec-1].decision"]),
         json!("use redis")
     );
 }
 
-#[test]
-fn periodic_level_defers_until_due() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(
-        d,
-        "ctxsync.toml",
+fn periodic_level_defers_until_due(mode: Mode) {
+    let p = Project::with_config(
+        mode,
         "[periodic]\ninterval_secs = 3600\ntasks = 2\nsize_bytes = 100000\n",
     );
-    init(d);
-    ok(d, &["pull", "--agent", "builder"]);
+    let d = p.path();
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
     let file = d.join(".ctxsync/agents/builder/context.yaml");
     let edit = |from: &str, to: &str| {
         let text = std::fs::read_to_string(&file)
@@ -523,51 +432,45 @@ fn periodic_level_defers_until_due() {
     };
     // The first periodic sync flushes (nothing was ever flushed), and starts the clock.
     edit("current_phase: planning", "current_phase: build");
-    let first = json_of(d, &["sync", "--agent", "builder", "--level", "periodic"]);
+    let first = p.json(&["sync", "--agent", "builder", "--level", "periodic"]);
     assert_eq!(first["syncs"][0]["deferred"], false);
     edit("current_phase: build", "current_phase: review");
-    let second = json_of(d, &["sync", "--agent", "builder", "--level", "periodic"]);
+    let second = p.json(&["sync", "--agent", "builder", "--level", "periodic"]);
     assert_eq!(second["syncs"][0]["deferred"], true, "{second}");
     assert_eq!(
-        ok(d, &["get", "project_state.current_phase"]).trim(),
+        p.ok(&["get", "project_state.current_phase"]).trim(),
         "build"
     );
-    let status = json_of(d, &["status"]);
+    let status = p.json(&["status"]);
     assert_eq!(status["metrics"]["deferred"], 1);
     assert_eq!(status["working_copies"][0]["pending_changes"], 1);
     // --full flushes regardless.
-    ok(
-        d,
-        &[
-            "sync", "--agent", "builder", "--level", "periodic", "--full",
-        ],
-    );
+    p.ok(&[
+        "sync", "--agent", "builder", "--level", "periodic", "--full",
+    ]);
     assert_eq!(
-        ok(d, &["get", "project_state.current_phase"]).trim(),
+        p.ok(&["get", "project_state.current_phase"]).trim(),
         "review"
     );
 }
 
 /// 4 real processes x 250 increments of one counter, each `set --from <read value>`
 /// retried on conflict: no update is lost.
-#[test]
-fn lost_update_with_real_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    init(&d);
-    ok(&d, &["set", "counter", "0"]);
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let d = d.clone();
-            std::thread::spawn(move || {
-                let mut conflicts = 0;
-                for _ in 0..250 {
-                    loop {
-                        let value = ok(&d, &["get", "counter"]);
-                        let n: u64 = value.trim().parse().expect("counter is a number");
-                        let out = run(
-                            &d,
-                            &[
+fn lost_update_with_real_processes(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    p.ok(&["set", "counter", "0"]);
+    let p = &p;
+    let conflicts: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                scope.spawn(move || {
+                    let mut conflicts = 0;
+                    for _ in 0..250 {
+                        loop {
+                            let value = p.ok(&["get", "counter"]);
+                            let n: u64 = value.trim().parse().expect("counter is a number");
+                            let out = p.run(&[
                                 "set",
                                 "counter",
                                 &(n + 1).to_string(),
@@ -575,30 +478,30 @@ fn lost_update_with_real_processes() {
                                 &n.to_string(),
                                 "--agent",
                                 &format!("w{w}"),
-                            ],
-                        );
-                        match out.status.code() {
-                            Some(0) => break,
-                            Some(1) => conflicts += 1,
-                            other => panic!(
-                                "set failed with {other:?}: {}",
-                                String::from_utf8_lossy(&out.stderr)
-                            ),
+                            ]);
+                            match out.status.code() {
+                                Some(0) => break,
+                                Some(1) => conflicts += 1,
+                                other => panic!(
+                                    "set failed with {other:?}: {}",
+                                    String::from_utf8_lossy(&out.stderr)
+                                ),
+                            }
                         }
                     }
-                }
-                conflicts
+                    conflicts
+                })
             })
-        })
-        .collect();
-    let conflicts: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    assert_eq!(ok(&d, &["get", "counter"]).trim(), "1000");
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(p.ok(&["get", "counter"]).trim(), "1000");
     assert_eq!(
-        revision(&d),
+        p.revision(),
         1001,
         "one revision per increment (plus the initial set)"
     );
-    assert!(ok(&d, &["verify"]).starts_with("ok"));
-    let status = json_of(&d, &["status"]);
+    assert!(p.ok(&["verify"]).starts_with("ok"));
+    let status = p.json(&["status"]);
     assert_eq!(status["metrics"]["conflicts_last_hour"], conflicts);
 }

@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 use ctxsync_client::{Outbox, RemoteClient};
 
 use super::backend::StoreBackend;
-use crate::remote::RemoteStore;
 use super::output::{self, print_json};
 use super::{now_ms, SyncArgs};
 use crate::config::{Config, CONFIG_FILE};
+use crate::remote::RemoteStore;
 use crate::{Acting, Common, InputError};
 use ctxsync_core::template;
 
@@ -114,7 +114,11 @@ pub(crate) fn flush_outbox(
 ) -> Result<ctxsync_client::outbox::FlushReport> {
     let report = outbox.flush(|item| client.push(&item.context, &item.request))?;
     for (item, answer) in &report.delivered {
-        let what = if answer.replayed { "already applied" } else { "applied" };
+        let what = if answer.replayed {
+            "already applied"
+        } else {
+            "applied"
+        };
         eprintln!(
             "outbox: delivered queued push #{} ({}) to {}: {what}, revision {}{}",
             item.seq,
@@ -136,7 +140,10 @@ pub(crate) fn flush_outbox(
         );
     }
     if report.remaining > 0 {
-        tracing::debug!(remaining = report.remaining, "outbox still waiting for the server");
+        tracing::debug!(
+            remaining = report.remaining,
+            "outbox still waiting for the server"
+        );
     }
     Ok(report)
 }
@@ -180,7 +187,10 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
             let db = config.db_path();
             let store = SqliteStore::open(&db, config.store_options()?)
                 .with_context(|| format!("cannot open the store at {}", db.display()))?;
-            (store.create_context(&context, document)?, db.display().to_string())
+            (
+                store.create_context(&context, document)?,
+                db.display().to_string(),
+            )
         }
     };
     if common.json {
@@ -334,7 +344,9 @@ fn push_or_queue(
         remote.outbox.dir().display()
     );
     if json {
-        print_json(&json!({"queued": true, "seq": item.seq, "request_id": item.request.request_id, "outbox_pending": pending}));
+        print_json(
+            &json!({"queued": true, "seq": item.seq, "request_id": item.request.request_id, "outbox_pending": pending}),
+        );
     }
     Ok(None)
 }
@@ -591,8 +603,10 @@ pub fn status(common: &Common) -> Result<ExitCode> {
         None => (None, None),
     };
     if common.json {
-        print_json(&json!({"head": head, "metrics": metrics, "working_copies": agents,
-            "server": server, "outbox": outbox}));
+        print_json(
+            &json!({"head": head, "metrics": metrics, "working_copies": agents,
+            "server": server, "outbox": outbox}),
+        );
     } else {
         output::print_status(&head, &metrics, &agents);
         if let Some(server) = &server {

@@ -114,8 +114,10 @@ fn session_start(common: &Common, agent: Option<&str>) -> Result<ExitCode> {
         );
     }
     if common.json {
-        print_json(&json!({"agent": wc.agent, "revision": base.revision, "checksum": base.checksum,
-            "verified": true, "file": wc.file(), "flushed": flushed}));
+        print_json(
+            &json!({"agent": wc.agent, "revision": base.revision, "checksum": base.checksum,
+            "verified": true, "file": wc.file(), "flushed": flushed}),
+        );
     } else {
         if let Some(report) = &flushed {
             output::print_sync(report);

@@ -165,7 +165,12 @@ pub fn print_outbox(outbox: &ctxsync_client::OutboxStatus) {
     }
     let age = outbox
         .oldest_queued_ms
-        .map(|t| format!(", oldest queued {} s ago", super::now_ms().saturating_sub(t) / 1000))
+        .map(|t| {
+            format!(
+                ", oldest queued {} s ago",
+                super::now_ms().saturating_sub(t) / 1000
+            )
+        })
         .unwrap_or_default();
     println!(
         "outbox:     {} queued{age}, {} refused (see .ctxsync/outbox/failed)",

@@ -1,0 +1,93 @@
+//! `ctxsync session start|end` and `ctxsync watch` as real processes, in embedded and in
+//! remote mode.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{eventually, Mode, Project};
+
+both_modes!(session_start_and_end, watch_pushes_edits_and_merges_others);
+
+fn edit(file: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{from:?} not in {text}");
+    // Write through a temp file and a rename, as editors do.
+    let tmp = file.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text.replacen(from, to, 1)).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+fn session_start_and_end(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    let started = p.json(&["session", "start", "--agent", "builder"]);
+    assert_eq!(started["verified"], true, "{started}");
+    assert_eq!(started["revision"], 0);
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    edit(&file, "current_phase: planning", "current_phase: build");
+    let ended = p.json(&["session", "end", "--agent", "builder"]);
+    assert_eq!(ended["sync"]["pushed"]["revision"], 1, "{ended}");
+    assert_eq!(ended["snapshot"]["revision"], 1);
+    assert_eq!(
+        p.ok(&["get", "project_state.current_phase"]).trim(),
+        "build"
+    );
+    // A session level sync counts as such in the metrics.
+    let status = p.json(&["status"]);
+    assert_eq!(status["metrics"]["by_level"]["session"], 1, "{status}");
+    // Starting again re-pulls and verifies.
+    let again = p.json(&["session", "start", "--agent", "builder"]);
+    assert_eq!(again["revision"], 1);
+    // Ending a session that never started is an input error.
+    assert_eq!(
+        p.run(&["session", "end", "--agent", "nobody"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+fn watch_pushes_edits_and_merges_others(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    let mut watch = p.spawn(&["watch", "--agent", "builder", "--debounce-ms", "100"]);
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    assert!(
+        eventually(Duration::from_secs(30), || file.is_file()),
+        "watch did not write the working copy"
+    );
+    // A blocked task is critical: pushed at once.
+    edit(
+        &file,
+        "blocked_tasks: []",
+        "blocked_tasks:\n  - {id: t1, reason: waiting for the API key}",
+    );
+    let pushed = eventually(Duration::from_secs(30), || {
+        p.try_json(&["get", "project_state.blocked_tasks[id=t1].reason"])
+            == Some(json!("waiting for the API key"))
+    });
+    // Another agent's change reaches the working copy without any command.
+    p.ok(&[
+        "set",
+        "project_state.current_phase",
+        "review",
+        "--agent",
+        "planner",
+    ]);
+    let merged = eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(&file)
+            .map(|t| t.contains("current_phase: review"))
+            .unwrap_or(false)
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(pushed, "the critical edit was not pushed");
+    assert!(
+        merged,
+        "the remote revision was not merged into the working copy"
+    );
+    let history = p.json(&["history", "--agent", "builder"]);
+    assert_eq!(history[0]["level"], "critical", "{history}");
+}
