@@ -61,7 +61,9 @@ fn push_throughput(threads: usize, per_thread: usize) {
                         agent: format!("agent-{t}"),
                         level: Level::Checkpoint,
                         base_revision: None,
-                        request_id: Some(format!("{t}-{i}")),
+                        // Clients use ULIDs: time-ordered, so the idempotency index
+                        // grows at its end like the op log.
+                        request_id: Some(ulid::Ulid::new().to_string()),
                         strategy: Strategy::Merge,
                         summary: String::new(),
                         changes: vec![Change::set(

@@ -53,6 +53,8 @@ pub struct StoreOptions {
     /// How long the writer may wait for the pushes it expects (as many as the last batch
     /// held) before committing: group commit under a closed loop of writers.
     pub group_commit_window: std::time::Duration,
+    /// Checkpoint the WAL from a background thread instead of inside commits.
+    pub background_checkpoint: bool,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +67,7 @@ impl Default for StoreOptions {
             idempotency_ttl_ms: 7 * 24 * 3600 * 1000,
             max_batch: 512,
             group_commit_window: std::time::Duration::from_micros(300),
+            background_checkpoint: true,
         }
     }
 }
@@ -114,7 +117,10 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(conn, Arc::clone(&shared));
+        let mut writer = Writer::new(conn, Arc::clone(&shared));
+        if shared.options.background_checkpoint {
+            writer.checkpoint_in_background(&shared.path)?;
+        }
         let thread = std::thread::Builder::new()
             .name("ctxsync-store-writer".into())
             .spawn(move || writer.run(rx))

@@ -31,8 +31,15 @@ pub(crate) enum Job {
     Exec(Box<dyn FnOnce(&mut Writer) + Send>),
 }
 
+/// Commits between background checkpoints (each commit appends a few WAL frames, so this
+/// keeps the WAL around SQLite's default of 1000 frames).
+const CHECKPOINT_EVERY_COMMITS: u32 = 200;
+
 pub(crate) struct Writer {
     conn: Connection,
+    /// Wakes the checkpointer thread; `None` when this writer checkpoints inline.
+    checkpoints: Option<mpsc::SyncSender<()>>,
+    commits_since_checkpoint: u32,
     shared: Arc<Shared>,
     /// The newest document per context as this writer last committed or read it.
     docs: HashMap<String, Cached>,
@@ -47,6 +54,8 @@ impl Writer {
     pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> Self {
         Self {
             conn,
+            checkpoints: None,
+            commits_since_checkpoint: 0,
             shared,
             docs: HashMap::new(),
         }
@@ -101,6 +110,46 @@ impl Writer {
                 }
             }
             self.commit_pushes(pushes);
+            self.maybe_checkpoint();
+        }
+    }
+
+    /// Moves WAL checkpoints off the commit path: SQLite would otherwise copy the WAL
+    /// into the database (and fsync it) inside the commit of whichever push crossed the
+    /// threshold. A checkpointer thread with its own connection does it in the background.
+    pub(crate) fn checkpoint_in_background(
+        &mut self,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("ctxsync-store-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        warn!(error = %e, "background WAL checkpoint failed; will retry");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Invalid(format!("cannot start the checkpointer: {e}")))?;
+        self.checkpoints = Some(wake);
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let Some(wake) = &self.checkpoints else {
+            return;
+        };
+        self.commits_since_checkpoint += 1;
+        if self.commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS {
+            // A full channel means one is already pending: nothing to add.
+            if wake.try_send(()).is_ok() {
+                self.commits_since_checkpoint = 0;
+            }
         }
     }
 
