@@ -572,7 +572,24 @@ pub fn conflicts(common: &Common) -> Result<ExitCode> {
 
 pub fn status(common: &Common) -> Result<ExitCode> {
     let env = open(common)?;
-    let head = env.store.head(&env.context)?;
+    let head = match (env.store.head(&env.context), &env.remote) {
+        (Ok(head), _) => head,
+        // The server is down: what is waiting locally is exactly what matters now.
+        (Err(e @ ctxsync_store::StoreError::Unavailable(_)), Some(remote)) => {
+            let outbox = remote.outbox.status()?;
+            if common.json {
+                print_json(
+                    &json!({"server": remote.client.base_url(), "reachable": false,
+                    "error": e.to_string(), "outbox": outbox}),
+                );
+            } else {
+                println!("server: {} (unreachable: {e})", remote.client.base_url());
+                output::print_outbox(&outbox);
+            }
+            return exit(3);
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     let metrics = env.store.metrics(&env.context, now_ms())?;
     let mut agents = Vec::new();
     if let Ok(dir) = std::fs::read_dir(env.config.state_dir().join("agents")) {

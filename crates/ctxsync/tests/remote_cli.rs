@@ -1,0 +1,131 @@
+//! Remote mode only: what happens when the server is away (the outbox), and the
+//! client's integrity checks on deltas. A real `ctxsync serve` child, killed and started
+//! again on the same port.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{Mode, Project};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn pushes_wait_in_the_outbox_and_apply_once_in_order() {
+    let mut p = Project::new(Mode::Remote);
+    p.init();
+    p.ok(&["set", "counter", "0"]);
+    // Applied while the server is up; the same request id queued later must not apply
+    // again (the answer of a push can be lost after the server committed it).
+    let once = p.write(
+        "once.yaml",
+        "- {path: \"communication.notes[-]\", to: once}\n",
+    );
+    let once = once.to_str().unwrap();
+    p.ok(&[
+        "push",
+        "--file",
+        once,
+        "--request-id",
+        "01JDSAMEREQUEST00000000001",
+    ]);
+    let before = p.revision();
+
+    p.server.as_mut().unwrap().kill();
+    for n in 1..=3 {
+        let out = p.run(&["set", "counter", &n.to_string()]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains("queued"), "{}", stderr(&out));
+    }
+    let out = p.run(&[
+        "push",
+        "--file",
+        once,
+        "--request-id",
+        "01JDSAMEREQUEST00000000001",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // status says the server is away and what waits.
+    let out = p.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["reachable"], false);
+    assert_eq!(status["outbox"]["pending"], 4, "{status}");
+    // Reads fail clearly (exit 3), and change nothing in the queue.
+    let out = p.run(&["get", "counter"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the server"),
+        "{}",
+        stderr(&out)
+    );
+
+    p.server.as_mut().unwrap().restart();
+    // The next command delivers the queue first, in order.
+    let out = p.run(&["get", "counter"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let delivered = stderr(&out);
+    assert_eq!(
+        delivered.matches("outbox: delivered").count(),
+        4,
+        "{delivered}"
+    );
+    assert!(delivered.contains("already applied"), "{delivered}");
+    // Three new revisions (counter 1, 2, 3); the replayed request added none.
+    assert_eq!(p.revision(), before + 3);
+    let history = p.json(&["history", "--last", "3"]);
+    let values: Vec<Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["edits"][0]["new"].clone())
+        .collect();
+    assert_eq!(values, [json!(1), json!(2), json!(3)]);
+    assert_eq!(p.json(&["get", "communication.notes"]), json!(["once"]));
+    assert_eq!(p.json(&["status"])["outbox"]["pending"], 0);
+    assert!(p.ok(&["verify"]).starts_with("ok"));
+}
+
+#[test]
+fn a_delta_that_does_not_check_out_falls_back_to_a_full_pull() {
+    let p = Project::new(Mode::Remote);
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    // Corrupt the remembered base where no later revision writes: a delta applied to it
+    // cannot reproduce the server's checksum.
+    let base_file = p.path().join(".ctxsync/agents/builder/base.json");
+    let mut base: Value =
+        serde_json::from_str(&std::fs::read_to_string(&base_file).unwrap()).unwrap();
+    base["document"]["version"] = json!("tampered");
+    std::fs::write(&base_file, serde_json::to_vec(&base).unwrap()).unwrap();
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("version: '2.0'", "version: tampered")).unwrap();
+    p.ok(&[
+        "set",
+        "project_state.current_phase",
+        "review",
+        "--agent",
+        "planner",
+    ]);
+    let out = p
+        .cmd(&["sync", "--agent", "builder"])
+        .env("CTXSYNC_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checksum mismatch after applying a delta"),
+        "{}",
+        stderr(&out)
+    );
+    let base: Value = serde_json::from_str(&std::fs::read_to_string(&base_file).unwrap()).unwrap();
+    assert_eq!(
+        base["document"]["version"], "2.0",
+        "the full pull replaced the bad base"
+    );
+    assert_eq!(base["document"]["project_state"]["current_phase"], "review");
+}
