@@ -1,0 +1,173 @@
+//! The ctxsync HTTP server: the REST API over a [`Store`], Server-Sent Events for new
+//! revisions, bearer-token auth, Prometheus metrics and an OpenAPI 3.1 description.
+//!
+//! Architecture, one module per concern:
+//!
+//! * [`routes`] — the handlers, one file per group (contexts, push, pull, events, admin,
+//!   health). Handlers are small: parse, authenticate and call the store on a blocking
+//!   thread ([`AppState::blocking`]), answer.
+//! * [`auth`] — `Authorization: Bearer`, checked against the store on every request.
+//! * [`negotiate`] — JSON/YAML bodies and answers, the size-limited body reader.
+//! * [`errors`] — the single error shape and the mapping of store errors to statuses.
+//! * [`view`] — sections, delta filtering and collapsing.
+//! * [`budget`] — trimming a document to a token budget.
+//! * [`fanout`] — the per-context publisher and broadcast channel behind the event stream.
+//! * [`metrics`] — counters, Prometheus text, compression byte counting.
+//! * [`openapi`] — the OpenAPI document served at `/openapi.json`.
+//!
+//! The store is blocking (SQLite); every store call runs under
+//! `tokio::task::spawn_blocking`.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod budget;
+pub mod errors;
+pub mod fanout;
+pub mod metrics;
+pub mod negotiate;
+pub mod openapi;
+pub mod routes;
+pub mod view;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use ctxsync_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use errors::ApiError;
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// How often each event publisher looks for commits made by other processes.
+    pub poll_interval: Duration,
+    /// Interval of keep-alive comments on event streams.
+    pub keep_alive: Duration,
+    /// Revisions buffered per context for slow subscribers before they re-read the store.
+    pub broadcast_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            poll_interval: Duration::from_millis(200),
+            keep_alive: Duration::from_secs(15),
+            broadcast_capacity: 1024,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    hub: fanout::Hub,
+    metrics: metrics::Metrics,
+    closing: watch::Sender<bool>,
+}
+
+/// What every handler shares: the store, the settings, the fan-out hub and the counters.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        let (closing, closing_rx) = watch::channel(false);
+        let hub = fanout::Hub::new(
+            Arc::clone(&store),
+            config.poll_interval,
+            config.broadcast_capacity,
+            closing_rx,
+        );
+        Self(Arc::new(Inner {
+            store,
+            config,
+            hub,
+            metrics: metrics::Metrics::default(),
+            closing,
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
+    }
+
+    pub fn hub(&self) -> &fanout::Hub {
+        &self.0.hub
+    }
+
+    /// A receiver that turns `true` when the server shuts down (event streams end).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.0.closing.subscribe()
+    }
+
+    /// Ends every event stream and publisher, so a graceful shutdown can finish.
+    pub fn shutdown(&self) {
+        let _ = self.0.closing.send(true);
+    }
+
+    /// Runs blocking store work on the blocking pool.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0.store);
+        match tokio::task::spawn_blocking(move || f(&*store)).await {
+            Ok(result) => result,
+            Err(e) => Err(ApiError::unavailable(format!("the request failed: {e}"))),
+        }
+    }
+}
+
+/// The whole HTTP API with its middleware (compression, byte and status counters,
+/// panic guard).
+pub fn router(state: AppState) -> Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    use tower_http::catch_panic::CatchPanicLayer;
+    use tower_http::compression::CompressionLayer;
+
+    routes::routes()
+        .with_state(state.clone())
+        .layer(from_fn(metrics::count_raw))
+        .layer(CompressionLayer::new())
+        .layer(from_fn_with_state(state.clone(), metrics::count_compressed))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(state, metrics::count_status))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::unavailable("internal error; nothing was applied").into_response()
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then ends the event streams
+/// and waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            state.shutdown();
+        })
+        .await
+}
