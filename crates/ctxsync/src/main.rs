@@ -7,6 +7,8 @@
 mod agents_cli;
 mod config;
 mod context;
+mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -169,6 +171,10 @@ enum Command {
     },
     /// Agent library -> VS Code custom agents and prompt files.
     Agents(agents_cli::AgentsArgs),
+    /// Run the HTTP server (REST + Server-Sent Events) over the embedded store.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke the server's bearer tokens.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -231,6 +237,8 @@ fn main() -> ExitCode {
         } => c::history(&common, last, agent, level),
         Command::Verify { common } => c::verify(&common),
         Command::Revert { to, agent, common } => c::revert(&common, to, agent.as_deref()),
+        Command::Serve(args) => serve::run(&args),
+        Command::Token(args) => token::run(&args),
     };
     match result {
         Ok(code) => code,
