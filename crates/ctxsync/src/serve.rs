@@ -63,8 +63,7 @@ pub fn open_store(db: Option<&str>, root: Option<&std::path::Path>) -> Result<Sq
     let config = Config::load(root)?;
     let path = db_path(db, &config)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     SqliteStore::open(&path, config.store_options()?)
         .with_context(|| format!("cannot open the store at {}", path.display()))

@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use ctxsync_store::Store;
 use serde_json::json;
 
-
 /// Which store the token commands act on.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
