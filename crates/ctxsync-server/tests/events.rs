@@ -51,10 +51,24 @@ fn every_revision_in_order_and_resume_loses_and_repeats_nothing() {
     let (s, planner, builder) = setup();
     let mut sse = Sse::connect(&s.addr, "/v1/contexts/ctx/events?since=0", &planner, &[]);
     assert_eq!(sse.status, 200);
-    assert!(sse.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(sse
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     for i in 0..5 {
-        let (t, a) = if i % 2 == 0 { (&planner, "planner") } else { (&builder, "builder") };
-        push(&s, t, a, "checkpoint", "project_state.current_phase", json!(format!("p{i}")));
+        let (t, a) = if i % 2 == 0 {
+            (&planner, "planner")
+        } else {
+            (&builder, "builder")
+        };
+        push(
+            &s,
+            t,
+            a,
+            "checkpoint",
+            "project_state.current_phase",
+            json!(format!("p{i}")),
+        );
     }
     let first = sse.next(WAIT).unwrap();
     let entry = first.json();
@@ -75,10 +89,17 @@ fn every_revision_in_order_and_resume_loses_and_repeats_nothing() {
         &planner,
         &[("Last-Event-ID", "5")],
     );
-    assert_eq!(revisions(&mut sse, 3), [6, 7, 8], "Last-Event-ID wins over since");
+    assert_eq!(
+        revisions(&mut sse, 3),
+        [6, 7, 8],
+        "Last-Event-ID wins over since"
+    );
     push(&s, &planner, "planner", "critical", "notes", json!("after"));
     assert_eq!(revisions(&mut sse, 1), [9]);
-    assert!(sse.next(Duration::from_millis(400)).is_none(), "nothing repeated");
+    assert!(
+        sse.next(Duration::from_millis(400)).is_none(),
+        "nothing repeated"
+    );
 }
 
 #[test]
@@ -108,9 +129,30 @@ fn levels_and_sections_filter() {
         &planner,
         &[],
     );
-    push(&s, &builder, "builder", "checkpoint", "project_state.current_phase", json!("a"));
-    push(&s, &builder, "builder", "critical", "project_state.blocked_tasks[-]", json!({"id": "task-9"}));
-    push(&s, &planner, "planner", "periodic", "communication.notes[-]", json!("hello"));
+    push(
+        &s,
+        &builder,
+        "builder",
+        "checkpoint",
+        "project_state.current_phase",
+        json!("a"),
+    );
+    push(
+        &s,
+        &builder,
+        "builder",
+        "critical",
+        "project_state.blocked_tasks[-]",
+        json!({"id": "task-9"}),
+    );
+    push(
+        &s,
+        &planner,
+        "planner",
+        "periodic",
+        "communication.notes[-]",
+        json!("hello"),
+    );
     // One revision writing both a section and something else: edits are filtered.
     let r = post_json(
         &s.url("/v1/contexts/ctx/push"),
@@ -131,7 +173,12 @@ fn levels_and_sections_filter() {
     assert_eq!(edits[0]["new"], "two");
     assert!(comms.next(Duration::from_millis(300)).is_none());
     // Bad filters are 400 before the stream starts.
-    let mut bad = Sse::connect(&s.addr, "/v1/contexts/ctx/events?levels=urgent", &planner, &[]);
+    let mut bad = Sse::connect(
+        &s.addr,
+        "/v1/contexts/ctx/events?levels=urgent",
+        &planner,
+        &[],
+    );
     assert_eq!(bad.status, 400);
     assert!(bad.rest().contains("bad_request"));
     let bad = Sse::connect(&s.addr, "/v1/contexts/ctx/events?since=99", &planner, &[]);
@@ -150,7 +197,12 @@ fn below_the_horizon_a_subscriber_is_told_to_resync() {
     }
     let horizon = s.compact("ctx");
     assert_eq!(horizon, 4);
-    let mut sse = Sse::connect(&s.addr, "/v1/contexts/ctx/events", &planner, &[("Last-Event-ID", "1")]);
+    let mut sse = Sse::connect(
+        &s.addr,
+        "/v1/contexts/ctx/events",
+        &planner,
+        &[("Last-Event-ID", "1")],
+    );
     assert_eq!(sse.status, 200);
     let e = sse.next(WAIT).unwrap();
     assert_eq!(e.event, "resync");
@@ -194,7 +246,11 @@ fn event_streams_are_not_compressed_and_flush_each_event() {
         &[("Accept-Encoding", "gzip, zstd")],
     );
     assert_eq!(sse.status, 200);
-    assert!(sse.header("content-encoding").is_none(), "{:?}", sse.headers);
+    assert!(
+        sse.header("content-encoding").is_none(),
+        "{:?}",
+        sse.headers
+    );
     std::thread::sleep(Duration::from_millis(100));
     let started = std::time::Instant::now();
     push(&s, &planner, "planner", "critical", "notes", json!("now"));
