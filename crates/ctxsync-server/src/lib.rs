@@ -71,6 +71,9 @@ struct Inner {
     hub: fanout::Hub,
     metrics: metrics::Metrics,
     closing: watch::Sender<bool>,
+    /// Bounds concurrent token checks, so they run on the store's pooled (warm) reader
+    /// connections instead of opening new ones under load.
+    auth_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// What every handler shares: the store, the settings, the fan-out hub and the counters.
@@ -92,6 +95,7 @@ impl AppState {
             hub,
             metrics: metrics::Metrics::default(),
             closing,
+            auth_permits: Arc::new(tokio::sync::Semaphore::new(8)),
         }))
     }
 
@@ -119,6 +123,25 @@ impl AppState {
     /// Ends every event stream and publisher, so a graceful shutdown can finish.
     pub fn shutdown(&self) {
         let _ = self.0.closing.send(true);
+    }
+
+    /// Authenticates `bearer` and runs `f` as its token, on the blocking pool (one hop
+    /// for both).
+    pub async fn authed<T, F>(&self, bearer: auth::Bearer, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store, ctxsync_store::TokenInfo) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.0.auth_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+        self.blocking(move |store| {
+            let token = bearer.check(store);
+            drop(permit);
+            f(store, token?)
+        })
+        .await
     }
 
     /// Runs blocking store work on the blocking pool.

@@ -67,8 +67,7 @@ pub async fn history(
         level,
     };
     let entries = state
-        .blocking(move |store| {
-            bearer.check(store)?;
+        .authed(bearer, move |store, _token| {
             Ok(store.history(&ctx, &filter)?)
         })
         .await?;
@@ -110,8 +109,7 @@ pub async fn log(
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let since = q.since.unwrap_or(0);
     let entries = state
-        .blocking(move |store| {
-            bearer.check(store)?;
+        .authed(bearer, move |store, _token| {
             Ok(store.log_since(&ctx, since)?)
         })
         .await?;
@@ -146,10 +144,7 @@ pub async fn conflicts(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let conflicts = state
-        .blocking(move |store| {
-            bearer.check(store)?;
-            Ok(store.open_conflicts(&ctx)?)
-        })
+        .authed(bearer, move |store, _token| Ok(store.open_conflicts(&ctx)?))
         .await?;
     Ok(negotiate::reply(
         format,
@@ -194,8 +189,7 @@ pub async fn resolve(
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let context = ctx.clone();
     let push = state
-        .blocking(move |store| {
-            let token = bearer.check(store)?;
+        .authed(bearer, move |store, token| {
             let body: ResolveBody = negotiate::parse(body.format, &body.bytes)?;
             Ok(store.resolve_conflict(&context, id, body.prefer, &token.agent)?)
         })
@@ -229,10 +223,7 @@ pub async fn verify(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let report = state
-        .blocking(move |store| {
-            bearer.check(store)?;
-            Ok(store.verify(&ctx)?)
-        })
+        .authed(bearer, move |store, _token| Ok(store.verify(&ctx)?))
         .await?;
     Ok(negotiate::reply(format, StatusCode::OK, &report))
 }
@@ -267,8 +258,7 @@ pub async fn revert(
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let context = ctx.clone();
     let response = state
-        .blocking(move |store| {
-            let token = bearer.check(store)?;
+        .authed(bearer, move |store, token| {
             let body: RevertBody = negotiate::parse(body.format, &body.bytes)?;
             Ok(store.revert(&context, body.to, &token.agent)?)
         })
@@ -299,8 +289,7 @@ pub async fn syncs(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     state
-        .blocking(move |store| {
-            let token = bearer.check(store)?;
+        .authed(bearer, move |store, token| {
             let sample: SyncSample = negotiate::parse(body.format, &body.bytes)?;
             auth::same_agent(&token, &sample.agent, "record a sync")?;
             Ok(store.record_sync(&ctx, &sample)?)
@@ -328,10 +317,7 @@ pub async fn snapshot(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let head = state
-        .blocking(move |store| {
-            bearer.check(store)?;
-            Ok(store.snapshot(&ctx)?)
-        })
+        .authed(bearer, move |store, _token| Ok(store.snapshot(&ctx)?))
         .await?;
     Ok(negotiate::reply(format, StatusCode::OK, &head))
 }
@@ -361,8 +347,7 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let mut metrics = state
-        .blocking(move |store| {
-            bearer.check(store)?;
+        .authed(bearer, move |store, _token| {
             Ok(store.metrics(&ctx, now_ms())?)
         })
         .await?;

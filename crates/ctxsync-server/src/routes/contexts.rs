@@ -36,10 +36,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let contexts = state
-        .blocking(move |store| {
-            bearer.check(store)?;
-            Ok(store.list_contexts()?)
-        })
+        .authed(bearer, move |store, _token| Ok(store.list_contexts()?))
         .await?;
     Ok(negotiate::reply(
         format,
@@ -79,8 +76,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let head = state
-        .blocking(move |store| {
-            bearer.check(store)?;
+        .authed(bearer, move |store, _token| {
             let body: CreateBody =
                 negotiate::parse_optional(body.format, &body.bytes)?.unwrap_or_default();
             let document = match (body.document, body.template) {
@@ -124,10 +120,7 @@ pub async fn head(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let head = state
-        .blocking(move |store| {
-            bearer.check(store)?;
-            Ok(store.head(&ctx)?)
-        })
+        .authed(bearer, move |store, _token| Ok(store.head(&ctx)?))
         .await?;
     Ok(negotiate::reply(format, StatusCode::OK, &head))
 }

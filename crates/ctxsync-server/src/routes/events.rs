@@ -126,10 +126,7 @@ pub async fn events(
     };
     let context = ctx.clone();
     let head = state
-        .blocking(move |store| {
-            bearer.check(store)?;
-            Ok(store.head(&context)?)
-        })
+        .authed(bearer, move |store, _token| Ok(store.head(&context)?))
         .await?;
     if let Some(since) = resume.filter(|r| *r > head.revision) {
         return Err(ApiError::bad_request(format!(

@@ -107,8 +107,7 @@ pub async fn pull(
     }
     let if_none_match = headers.get(header::IF_NONE_MATCH).cloned();
     let pulled = state
-        .blocking(move |store| {
-            bearer.check(store)?;
+        .authed(bearer, move |store, _token| {
             if if_none_match.is_some() {
                 let revision = match q.at {
                     Some(at) => at,
