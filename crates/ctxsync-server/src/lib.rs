@@ -167,11 +167,10 @@ pub fn router(state: AppState) -> Router {
 
     routes::routes()
         .with_state(state.clone())
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(metrics::count_raw))
         .layer(CompressionLayer::new())
-        .layer(from_fn_with_state(state.clone(), metrics::count_compressed))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn_with_state(state, metrics::count_status))
+        .layer(from_fn_with_state(state, metrics::count_outer))
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

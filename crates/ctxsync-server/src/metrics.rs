@@ -93,11 +93,10 @@ impl Metrics {
             .position(|o| *o == outcome)
             .unwrap_or(0);
         self.pushes[i].fetch_add(1, Ordering::Relaxed);
+        // One bucket per sample; `render` makes them cumulative.
         let secs = elapsed.as_secs_f64();
-        for (bound, count) in BUCKETS.iter().zip(&self.latency_buckets) {
-            if secs <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
@@ -157,11 +156,12 @@ impl Metrics {
             out,
             "# HELP ctxsync_push_duration_seconds Time to decide and durably commit a push.\n# TYPE ctxsync_push_duration_seconds histogram"
         );
+        let mut cumulative = 0;
         for (bound, count) in BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += count.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "ctxsync_push_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                count.load(Ordering::Relaxed)
+                "ctxsync_push_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let total = self.latency_count.load(Ordering::Relaxed);
@@ -201,17 +201,6 @@ impl Metrics {
     }
 }
 
-/// Counts every response by status class (outermost layer).
-pub(crate) async fn count_status(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
-    state.metrics().record_status(response.status().as_u16());
-    response
-}
-
 /// The byte counts of one response, shared by the layers around the compressor.
 #[derive(Debug, Default)]
 struct Tally {
@@ -234,19 +223,27 @@ fn is_event_stream(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-/// Outside the compressor: hands a tally to the inner layer and, when the response did
-/// get compressed, counts the compressed bytes and adds both totals when the body ends.
-pub(crate) async fn count_compressed(
+/// The outer counting layer: counts every response by status class and, outside the
+/// compressor, hands a tally to the inner layer; when the response did get compressed it
+/// counts the compressed bytes and adds both totals when the body ends.
+pub(crate) async fn count_outer(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     if !asks_compression(&request) {
-        return next.run(request).await;
+        let response = next.run(request).await;
+        state
+            .metrics()
+            .record_status(response.status().as_u16());
+        return response;
     }
     let tally = Arc::new(Tally::default());
     request.extensions_mut().insert(Arc::clone(&tally));
     let response = next.run(request).await;
+    state
+        .metrics()
+        .record_status(response.status().as_u16());
     if !response.headers().contains_key(header::CONTENT_ENCODING) || is_event_stream(&response) {
         return response;
     }
