@@ -74,6 +74,8 @@ struct Inner {
     /// Bounds concurrent token checks, so they run on the store's pooled (warm) reader
     /// connections instead of opening new ones under load.
     auth_permits: Arc<tokio::sync::Semaphore>,
+    /// The newest encoded full-pull answer per context: (revision, JSON bytes).
+    pull_cache: std::sync::Mutex<std::collections::HashMap<String, (u64, axum::body::Bytes)>>,
 }
 
 /// What every handler shares: the store, the settings, the fan-out hub and the counters.
@@ -96,6 +98,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             closing,
             auth_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            pull_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -142,6 +145,25 @@ impl AppState {
             f(store, token?)
         })
         .await
+    }
+
+    /// The cached full-pull answer of `context` at `revision`, if there is one.
+    pub(crate) fn cached_pull(&self, context: &str, revision: u64) -> Option<axum::body::Bytes> {
+        let cache = self.0.pull_cache.lock().ok()?;
+        cache
+            .get(context)
+            .filter(|(r, _)| *r == revision)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Remembers the full-pull answer of `context` at `revision` (newer wins).
+    pub(crate) fn cache_pull(&self, context: &str, revision: u64, bytes: axum::body::Bytes) {
+        if let Ok(mut cache) = self.0.pull_cache.lock() {
+            let newer = cache.get(context).is_none_or(|(r, _)| *r <= revision);
+            if newer {
+                cache.insert(context.to_owned(), (revision, bytes));
+            }
+        }
     }
 
     /// Runs blocking store work on the blocking pool.

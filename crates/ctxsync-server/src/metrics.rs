@@ -233,17 +233,13 @@ pub(crate) async fn count_outer(
 ) -> Response {
     if !asks_compression(&request) {
         let response = next.run(request).await;
-        state
-            .metrics()
-            .record_status(response.status().as_u16());
+        state.metrics().record_status(response.status().as_u16());
         return response;
     }
     let tally = Arc::new(Tally::default());
     request.extensions_mut().insert(Arc::clone(&tally));
     let response = next.run(request).await;
-    state
-        .metrics()
-        .record_status(response.status().as_u16());
+    state.metrics().record_status(response.status().as_u16());
     if !response.headers().contains_key(header::CONTENT_ENCODING) || is_event_stream(&response) {
         return response;
     }

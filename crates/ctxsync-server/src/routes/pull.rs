@@ -2,6 +2,7 @@
 //! revision, optionally trimmed to a token budget) or a delta since a revision, with
 //! `ETag: "<revision>"` and `If-None-Match` → 304.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +59,8 @@ struct DeltaAnswer {
 
 enum Pulled {
     NotModified(u64),
+    /// A full answer already encoded as JSON.
+    Encoded(u64, Bytes),
     Full(FullAnswer),
     Delta(DeltaAnswer),
 }
@@ -106,16 +109,40 @@ pub async fn pull(
         ));
     }
     let if_none_match = headers.get(header::IF_NONE_MATCH).cloned();
+    // The plain full pull (the common one) is served from a per-context cache of its
+    // encoded answer, keyed by revision.
+    let plain = q.since.is_none()
+        && q.at.is_none()
+        && q.budget_tokens.is_none()
+        && sections.is_all()
+        && format == Format::Json;
+    let cache = state.clone();
     let pulled = state
         .authed(bearer, move |store, _token| {
+            let head = if if_none_match.is_some() || plain {
+                Some(store.head(&ctx)?)
+            } else {
+                None
+            };
             if if_none_match.is_some() {
-                let revision = match q.at {
-                    Some(at) => at,
-                    None => store.head(&ctx)?.revision,
+                let revision = match (q.at, &head) {
+                    (Some(at), _) => at,
+                    (None, Some(head)) => head.revision,
+                    (None, None) => store.head(&ctx)?.revision,
                 };
                 if matches_etag(if_none_match.as_ref(), revision) {
                     return Ok(Pulled::NotModified(revision));
                 }
+            }
+            if plain {
+                let revision = head.map_or(0, |h| h.revision);
+                if let Some(bytes) = cache.cached_pull(&ctx, revision) {
+                    return Ok(Pulled::Encoded(revision, bytes));
+                }
+                let answer = full(store, ctx.clone(), None, &Sections::default(), None)?;
+                let bytes = Bytes::from(negotiate::encode(Format::Json, &answer)?);
+                cache.cache_pull(&ctx, answer.revision, bytes.clone());
+                return Ok(Pulled::Encoded(answer.revision, bytes));
             }
             match q.since {
                 Some(since) => delta(store, ctx, since, &sections).map(Pulled::Delta),
@@ -125,6 +152,10 @@ pub async fn pull(
         .await?;
     let (revision, mut response) = match pulled {
         Pulled::NotModified(revision) => (revision, StatusCode::NOT_MODIFIED.into_response()),
+        Pulled::Encoded(revision, bytes) => (
+            revision,
+            ([(header::CONTENT_TYPE, Format::Json.content_type())], bytes).into_response(),
+        ),
         Pulled::Full(answer) => (
             answer.revision,
             negotiate::reply(format, StatusCode::OK, &answer),
