@@ -422,7 +422,7 @@ fn big_context(target: usize) -> Value {
                 "title": format!("Implement component {i} of the {} pipeline", phases[i % 4])}),
             );
         }
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             if let Some(a) = ps["completed_tasks"].as_array_mut() {
                 a.push(
                     json!({"id": format!("task-{}", 500 + i), "result": "success",
@@ -430,7 +430,7 @@ fn big_context(target: usize) -> Value {
                 );
             }
         }
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             if let Some(a) = ps["blocked_tasks"].as_array_mut() {
                 a.push(json!({"id": format!("task-{}", 2000 + i), "reason": "Awaiting API specification",
                     "blocker_owner": "planner"}));
@@ -445,7 +445,7 @@ fn big_context(target: usize) -> Value {
                 "timestamp": format!("2024-01-20T08:{:02}:00Z", i % 60)}),
             );
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             if let Some(a) = doc["communication"]["pending_questions"].as_array_mut() {
                 a.push(
                     json!({"id": format!("q-{i:03}"), "from": "builder", "to": "planner",
@@ -718,15 +718,15 @@ fn main() -> Result<()> {
     let server = Running::start()?;
     eprintln!("server on {}", server.addr);
     let run = |part: &str| o.only.as_deref().is_none_or(|only| only == part);
-    let direct = if run("store") {
-        Some(bench_store_only(&o)?)
-    } else {
-        None
-    };
     let pushes = if run("pushes") {
         let p = bench_pushes(&server, &o)?;
         eprintln!("pushes done");
         Some(p)
+    } else {
+        None
+    };
+    let direct = if run("store") {
+        Some(bench_store_only(&o)?)
     } else {
         None
     };

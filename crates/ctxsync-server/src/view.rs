@@ -118,7 +118,8 @@ pub fn collapse(edits: &[Edit]) -> Vec<Edit> {
     edits
         .iter()
         .zip(keep)
-        .filter_map(|(e, k)| k.then(|| e.clone()))
+        .filter(|(_, k)| *k)
+        .map(|(e, _)| e.clone())
         .collect()
 }
 
