@@ -41,6 +41,9 @@ use tokio::sync::watch;
 
 pub use errors::ApiError;
 
+/// Concurrent store reads; below the store's pool of reader connections.
+const READERS: usize = 8;
+
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -71,9 +74,10 @@ struct Inner {
     hub: fanout::Hub,
     metrics: metrics::Metrics,
     closing: watch::Sender<bool>,
-    /// Bounds concurrent token checks, so they run on the store's pooled (warm) reader
-    /// connections instead of opening new ones under load.
-    auth_permits: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent store reads (token checks, pulls, event catch-up), so they run
+    /// on the store's pooled, warm reader connections instead of opening new ones under
+    /// load (which costs far more than waiting for a permit).
+    read_permits: Arc<tokio::sync::Semaphore>,
     /// The newest encoded full-pull answer per context: (revision, JSON bytes).
     pull_cache: std::sync::Mutex<std::collections::HashMap<String, (u64, axum::body::Bytes)>>,
 }
@@ -97,7 +101,7 @@ impl AppState {
             hub,
             metrics: metrics::Metrics::default(),
             closing,
-            auth_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             pull_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
@@ -128,21 +132,56 @@ impl AppState {
         let _ = self.0.closing.send(true);
     }
 
-    /// Authenticates `bearer` and runs `f` as its token, on the blocking pool (one hop
-    /// for both).
+    async fn read_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.0.read_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))
+    }
+
+    /// Authenticates `bearer` and runs `f` as its token, on the blocking pool (one hop for
+    /// both), holding a reader permit throughout.
     pub async fn authed<T, F>(&self, bearer: auth::Bearer, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store, ctxsync_store::TokenInfo) -> Result<T, ApiError> + Send + 'static,
     {
-        let permit = Arc::clone(&self.0.auth_permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+        let permit = self.read_permit().await?;
+        self.blocking(move |store| {
+            let result = bearer.check(store).and_then(|token| f(store, token));
+            drop(permit);
+            result
+        })
+        .await
+    }
+
+    /// Like [`AppState::authed`], but the permit is given back after the token check:
+    /// for work that waits on the store's writer rather than reading (pushes).
+    pub async fn authed_write<T, F>(&self, bearer: auth::Bearer, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store, ctxsync_store::TokenInfo) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self.read_permit().await?;
         self.blocking(move |store| {
             let token = bearer.check(store);
             drop(permit);
             f(store, token?)
+        })
+        .await
+    }
+
+    /// Runs a blocking store read holding a reader permit.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self.read_permit().await?;
+        self.blocking(move |store| {
+            let result = f(store);
+            drop(permit);
+            result
         })
         .await
     }

@@ -189,7 +189,7 @@ enum CatchUp {
 async fn read_store(state: &AppState, ctx: &str, after: u64) -> Result<CatchUp, ApiError> {
     let ctx = ctx.to_owned();
     state
-        .blocking(move |store| match store.log_since(&ctx, after) {
+        .read(move |store| match store.log_since(&ctx, after) {
             Ok(entries) => Ok(CatchUp::Entries(entries)),
             Err(StoreError::Gone { horizon, .. }) => {
                 let head = store.head(&ctx)?;

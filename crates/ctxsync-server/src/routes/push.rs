@@ -46,7 +46,7 @@ pub async fn push(
     let started = Instant::now();
     let context = ctx.clone();
     let result = state
-        .authed(bearer, move |store, token| {
+        .authed_write(bearer, move |store, token| {
             let request: PushRequest = negotiate::parse(body.format, &body.bytes)?;
             auth::same_agent(&token, &request.agent, "push")?;
             Ok(store.push(&context, request)?)
