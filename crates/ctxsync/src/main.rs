@@ -8,6 +8,8 @@ mod agents_cli;
 mod config;
 mod context;
 mod remote;
+mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -174,6 +176,10 @@ enum Command {
     Watch(context::live::WatchArgs),
     /// Agent library -> VS Code custom agents and prompt files.
     Agents(agents_cli::AgentsArgs),
+    /// Run the HTTP server (REST + Server-Sent Events) over the embedded store.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke the server's bearer tokens.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -238,6 +244,8 @@ fn main() -> ExitCode {
         Command::Revert { to, agent, common } => c::revert(&common, to, agent.as_deref()),
         Command::Session(args) => context::live::session(&args),
         Command::Watch(args) => context::live::watch(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Token(args) => token::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,95 @@
+//! Bearer-token authentication. Every `/v1` request carries `Authorization: Bearer
+//! <secret>`; the secret is checked against the store on every request (not cached), so a
+//! token revoked by another process (`ctxsync token revoke`) stops working at once. A
+//! token acts only as its agent.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use ctxsync_store::{Store, TokenInfo};
+
+use crate::errors::ApiError;
+
+/// The secret a request presented. Extracting it does not touch the store; call
+/// [`Bearer::check`] on a blocking thread to authenticate.
+#[derive(Clone)]
+pub struct Bearer(String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
+    }
+}
+
+/// The secret of `Authorization: Bearer <secret>`, if the header has that form.
+pub fn secret_of(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let (scheme, secret) = text
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
+    let secret = secret.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
+        return Err(ApiError::unauthorized(
+            "expected `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(secret)
+}
+
+impl Bearer {
+    /// Authenticates against the store (blocking). Unknown and revoked tokens are 401.
+    pub fn check(&self, store: &dyn Store) -> Result<TokenInfo, ApiError> {
+        match store.authenticate(&self.0)? {
+            Some(token) => Ok(token),
+            None => Err(ApiError::unauthorized(
+                "unknown or revoked token (create one with `ctxsync token create --agent NAME`)",
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        secret_of(&parts.headers).map(|s| Bearer(s.to_owned()))
+    }
+}
+
+/// Refuses acting as another agent than the token's.
+pub fn same_agent(token: &TokenInfo, claimed: &str, what: &str) -> Result<(), ApiError> {
+    if token.agent == claimed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "this token acts as {:?}; it cannot {what} as {claimed:?}",
+            token.agent
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_header_forms() {
+        let mut h = HeaderMap::new();
+        assert!(secret_of(&h).is_err());
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(secret_of(&h).is_err());
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(secret_of(&h).is_err());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer s3cret"),
+        );
+        assert_eq!(secret_of(&h).ok(), Some("s3cret"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The ctxsync HTTP server: the REST API over a [`Store`], Server-Sent Events for new
+//! revisions, bearer-token auth, Prometheus metrics and an OpenAPI 3.1 description.
+//!
+//! Architecture, one module per concern:
+//!
+//! * [`routes`] — the handlers, one file per group (contexts, push, pull, events, admin,
+//!   health). Handlers are small: parse, authenticate and call the store on a blocking
+//!   thread ([`AppState::blocking`]), answer.
+//! * [`auth`] — `Authorization: Bearer`, checked against the store on every request.
+//! * [`negotiate`] — JSON/YAML bodies and answers, the size-limited body reader.
+//! * [`errors`] — the single error shape and the mapping of store errors to statuses.
+//! * [`view`] — sections, delta filtering and collapsing.
+//! * [`budget`] — trimming a document to a token budget.
+//! * [`fanout`] — the per-context publisher and broadcast channel behind the event stream.
+//! * [`metrics`] — counters, Prometheus text, compression byte counting.
+//! * [`openapi`] — the OpenAPI document served at `/openapi.json`.
+//!
+//! The store is blocking (SQLite); every store call runs under
+//! `tokio::task::spawn_blocking`.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod budget;
+pub mod errors;
+pub mod fanout;
+pub mod metrics;
+pub mod negotiate;
+pub mod openapi;
+pub mod routes;
+pub mod view;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use ctxsync_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use errors::ApiError;
+
+/// Concurrent store reads; below the store's pool of reader connections.
+const READERS: usize = 8;
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// How often each event publisher looks for commits made by other processes.
+    pub poll_interval: Duration,
+    /// Interval of keep-alive comments on event streams.
+    pub keep_alive: Duration,
+    /// Revisions buffered per context for slow subscribers before they re-read the store.
+    pub broadcast_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            poll_interval: Duration::from_millis(200),
+            keep_alive: Duration::from_secs(15),
+            broadcast_capacity: 1024,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    hub: fanout::Hub,
+    metrics: metrics::Metrics,
+    closing: watch::Sender<bool>,
+    /// Bounds concurrent store reads (token checks, pulls, event catch-up), so they run
+    /// on the store's pooled, warm reader connections instead of opening new ones under
+    /// load (which costs far more than waiting for a permit).
+    read_permits: Arc<tokio::sync::Semaphore>,
+    /// The newest encoded full-pull answer per context: (revision, JSON bytes).
+    pull_cache: std::sync::Mutex<std::collections::HashMap<String, (u64, axum::body::Bytes)>>,
+}
+
+/// What every handler shares: the store, the settings, the fan-out hub and the counters.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        let (closing, closing_rx) = watch::channel(false);
+        let hub = fanout::Hub::new(
+            Arc::clone(&store),
+            config.poll_interval,
+            config.broadcast_capacity,
+            closing_rx,
+        );
+        Self(Arc::new(Inner {
+            store,
+            config,
+            hub,
+            metrics: metrics::Metrics::default(),
+            closing,
+            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            pull_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
+    }
+
+    pub fn hub(&self) -> &fanout::Hub {
+        &self.0.hub
+    }
+
+    /// A receiver that turns `true` when the server shuts down (event streams end).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.0.closing.subscribe()
+    }
+
+    /// Ends every event stream and publisher, so a graceful shutdown can finish.
+    pub fn shutdown(&self) {
+        let _ = self.0.closing.send(true);
+    }
+
+    async fn read_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.0.read_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))
+    }
+
+    /// Authenticates `bearer` and runs `f` as its token, on the blocking pool (one hop for
+    /// both), holding a reader permit throughout.
+    pub async fn authed<T, F>(&self, bearer: auth::Bearer, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store, ctxsync_store::TokenInfo) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self.read_permit().await?;
+        self.blocking(move |store| {
+            let result = bearer.check(store).and_then(|token| f(store, token));
+            drop(permit);
+            result
+        })
+        .await
+    }
+
+    /// Like [`AppState::authed`], but the permit is given back after the token check:
+    /// for work that waits on the store's writer rather than reading (pushes).
+    pub async fn authed_write<T, F>(&self, bearer: auth::Bearer, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store, ctxsync_store::TokenInfo) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self.read_permit().await?;
+        self.blocking(move |store| {
+            let token = bearer.check(store);
+            drop(permit);
+            f(store, token?)
+        })
+        .await
+    }
+
+    /// Runs a blocking store read holding a reader permit.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self.read_permit().await?;
+        self.blocking(move |store| {
+            let result = f(store);
+            drop(permit);
+            result
+        })
+        .await
+    }
+
+    /// The cached full-pull answer of `context` at `revision`, if there is one.
+    pub(crate) fn cached_pull(&self, context: &str, revision: u64) -> Option<axum::body::Bytes> {
+        let cache = self.0.pull_cache.lock().ok()?;
+        cache
+            .get(context)
+            .filter(|(r, _)| *r == revision)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Remembers the full-pull answer of `context` at `revision` (newer wins).
+    pub(crate) fn cache_pull(&self, context: &str, revision: u64, bytes: axum::body::Bytes) {
+        if let Ok(mut cache) = self.0.pull_cache.lock() {
+            let newer = cache.get(context).is_none_or(|(r, _)| *r <= revision);
+            if newer {
+                cache.insert(context.to_owned(), (revision, bytes));
+            }
+        }
+    }
+
+    /// Runs blocking store work on the blocking pool.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0.store);
+        match tokio::task::spawn_blocking(move || f(&*store)).await {
+            Ok(result) => result,
+            Err(e) => Err(ApiError::unavailable(format!("the request failed: {e}"))),
+        }
+    }
+}
+
+/// The whole HTTP API with its middleware (compression, byte and status counters,
+/// panic guard).
+pub fn router(state: AppState) -> Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    use tower_http::catch_panic::CatchPanicLayer;
+    use tower_http::compression::CompressionLayer;
+
+    routes::routes()
+        .with_state(state.clone())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(metrics::count_raw))
+        .layer(CompressionLayer::new())
+        .layer(from_fn_with_state(state, metrics::count_outer))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::unavailable("internal error; nothing was applied").into_response()
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then ends the event streams
+/// and waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            state.shutdown();
+        })
+        .await
+}

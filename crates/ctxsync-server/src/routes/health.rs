@@ -1,0 +1,88 @@
+//! Unauthenticated endpoints: liveness, readiness, Prometheus metrics, the OpenAPI
+//! document; and the JSON answers for unknown routes and methods.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::errors::ApiError;
+use crate::openapi::schemas;
+use crate::AppState;
+
+/// Alive.
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up", body = schemas::Status))
+)]
+pub async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready: the store answers.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The store is reachable", body = schemas::Status),
+        (status = 503, description = "The store is not reachable", body = schemas::ErrorBody),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state
+        .blocking(|store| {
+            store
+                .list_contexts()
+                .map_err(|e| ApiError::unavailable(e.to_string()))
+        })
+        .await?;
+    Ok(axum::Json(json!({"status": "ready"})).into_response())
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(
+    get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String))
+)]
+pub async fn prometheus(State(state): State<AppState>) -> Response {
+    let contexts = state
+        .blocking(|store| Ok(store.list_contexts()?))
+        .await
+        .unwrap_or_default();
+    let text = state.metrics().render(&contexts);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// This API's OpenAPI 3.1 description.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        crate::openapi::json(),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see /openapi.json)")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method (see /openapi.json)",
+    )
+}

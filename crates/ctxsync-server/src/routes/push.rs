@@ -1,0 +1,71 @@
+//! `POST /v1/contexts/{ctx}/push`: the store decides (DESIGN §3); the server checks the
+//! agent against the token, picks the status from the answer and wakes the fan-out.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use ctxsync_core::PushRequest;
+
+use super::{FormatQuery, P, Q};
+use crate::auth::{self, Bearer};
+use crate::errors::ApiError;
+use crate::metrics::PushOutcome;
+use crate::negotiate::{self, Format, RawBody};
+use crate::openapi::schemas;
+use crate::AppState;
+
+/// Pushes changes; answers once the revision is durable.
+#[utoipa::path(
+    post, path = "/v1/contexts/{ctx}/push", tag = "contexts",
+    params(("ctx" = String, Path, description = "Context name")),
+    request_body(content = schemas::PushRequest, description = "JSON, or YAML with Content-Type application/yaml"),
+    responses(
+        (status = 200, description = "Something applied, or nothing conflicted", body = schemas::PushResponse),
+        (status = 400, description = "Malformed body, bad path or op, base_revision ahead", body = schemas::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token", body = schemas::ErrorBody),
+        (status = 403, description = "Agent is not the token's, or every change was not_owner (then a PushResponse)", body = schemas::PushResponse),
+        (status = 404, description = "No such context", body = schemas::ErrorBody),
+        (status = 409, description = "Nothing applied because of conflicts", body = schemas::PushResponse),
+        (status = 410, description = "base_revision below the horizon", body = schemas::ErrorBody),
+        (status = 413, description = "Body over the limit, or the document over its quota", body = schemas::ErrorBody),
+        (status = 503, description = "The store failed; nothing applied", body = schemas::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn push(
+    State(state): State<AppState>,
+    P(ctx): P<String>,
+    bearer: Bearer,
+    Q(q): Q<FormatQuery>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let format = Format::of_answer(&headers, q.format.as_deref())?;
+    let started = Instant::now();
+    let context = ctx.clone();
+    let result = state
+        .authed_write(bearer, move |store, token| {
+            let request: PushRequest = negotiate::parse(body.format, &body.bytes)?;
+            auth::same_agent(&token, &request.agent, "push")?;
+            Ok(store.push(&context, request)?)
+        })
+        .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            state
+                .metrics()
+                .record_push(PushOutcome::Refused, started.elapsed());
+            return Err(e);
+        }
+    };
+    let outcome = PushOutcome::of(&response);
+    state.metrics().record_push(outcome, started.elapsed());
+    if outcome == PushOutcome::Applied {
+        state.hub().notify(&ctx);
+    }
+    let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
+    Ok(negotiate::reply(format, status, &response))
+}

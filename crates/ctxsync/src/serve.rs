@@ -1,0 +1,120 @@
+//! `ctxsync serve`: the HTTP server over the embedded store, until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use ctxsync_server::{AppState, ServerConfig};
+use ctxsync_store::SqliteStore;
+
+use crate::config::Config;
+use crate::InputError;
+
+/// Options of `ctxsync serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback unless told otherwise; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7711")]
+    pub bind: SocketAddr,
+    /// Store to serve: a SQLite file path or `sqlite://PATH` (default: the config's).
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Repository root holding ctxsync.toml and .ctxsync/ (default: found by walking up).
+    #[arg(long, short = 'C', value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// The SQLite file named by `--db` (a path or `sqlite://path`), or the config's.
+pub fn db_path(db: Option<&str>, config: &Config) -> Result<PathBuf> {
+    let Some(db) = db else {
+        return Ok(config.db_path());
+    };
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        return Err(InputError(
+            "PostgreSQL stores are not supported yet; use a SQLite file (--db PATH or sqlite://PATH)"
+                .into(),
+        )
+        .into());
+    }
+    if let Some((scheme, _)) = db.split_once("://") {
+        if scheme != "sqlite" {
+            return Err(InputError(format!(
+                "unknown store URL scheme {scheme:?} (expected a path or sqlite://PATH)"
+            ))
+            .into());
+        }
+    }
+    let path = PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db));
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        config.root.join(path)
+    })
+}
+
+/// Opens the store named by `--db` or the config, creating its directory.
+pub fn open_store(db: Option<&str>, root: Option<&std::path::Path>) -> Result<SqliteStore> {
+    let config = Config::load(root)?;
+    let path = db_path(db, &config)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    SqliteStore::open(&path, config.store_options()?)
+        .with_context(|| format!("cannot open the store at {}", path.display()))
+}
+
+pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    let store = open_store(args.db.as_deref(), args.root.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let config = ServerConfig {
+        max_body_bytes: args.max_body_bytes,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(Arc::new(store), config);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        let addr = listener.local_addr().context("no local address")?;
+        eprintln!("listening on {addr}");
+        tracing::info!(%addr, "ctxsync server started");
+        ctxsync_server::serve(listener, state, shutdown_signal())
+            .await
+            .context("the server failed")
+    })?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,149 @@
+//! `ctxsync token create|list|revoke`: the server's bearer tokens, kept (hashed) in the
+//! same store file the server reads, so a change takes effect at the next request.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use ctxsync_store::Store;
+use serde_json::json;
+
+/// Which store the token commands act on.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// A SQLite file path or `sqlite://PATH` (default: the config's store).
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
+    /// Repository root holding ctxsync.toml and .ctxsync/ (default: found by walking up).
+    #[arg(long, short = 'C', value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token acting as AGENT; prints the secret once.
+    Create {
+        #[arg(long)]
+        agent: String,
+        /// A note to tell tokens apart in `token list`.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a token by its id (from `token list`); takes effect at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// 32 random bytes from the OS, as hex.
+fn new_secret() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_json_value(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot encode output: {e}"),
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).
+fn when(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+pub fn run(args: &TokenArgs) -> Result<ExitCode> {
+    match &args.command {
+        TokenCommand::Create {
+            agent,
+            label,
+            store,
+        } => {
+            let db = crate::serve::open_store(store.db.as_deref(), store.root.as_deref())?;
+            let secret = new_secret()?;
+            let info = db
+                .create_token(agent, &secret, label)
+                .context("cannot create the token")?;
+            if store.json {
+                print_json_value(&json!({"secret": secret, "token": info}));
+            } else {
+                println!("{secret}");
+                eprintln!(
+                    "token {} acts as {}; the secret above is shown only once",
+                    info.id, info.agent
+                );
+            }
+        }
+        TokenCommand::List { store } => {
+            let db = crate::serve::open_store(store.db.as_deref(), store.root.as_deref())?;
+            let tokens = db.list_tokens()?;
+            if store.json {
+                print_json_value(&json!({"tokens": tokens}));
+            } else if tokens.is_empty() {
+                println!("no tokens (create one with `ctxsync token create --agent NAME`)");
+            } else {
+                for t in &tokens {
+                    let state = match t.revoked_ms {
+                        Some(ms) => format!("revoked at {}", when(ms)),
+                        None => "active".to_owned(),
+                    };
+                    println!(
+                        "{}  {:<16} {:<10} created {}  {}",
+                        t.id,
+                        t.agent,
+                        state,
+                        when(t.created_ms),
+                        t.label
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id, store } => {
+            let db = crate::serve::open_store(store.db.as_deref(), store.root.as_deref())?;
+            let info = db.revoke_token(id)?;
+            if store.json {
+                print_json_value(&json!({"token": info}));
+            } else {
+                println!("revoked {} ({})", info.id, info.agent);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
