@@ -52,9 +52,9 @@ impl Backend for StoreBackend<'_> {
                 ..
             }) => {
                 let mut doc = base.clone();
-                let applied = edits
-                    .iter()
-                    .try_for_each(|edit| ctxsync_core::apply::apply_edit(&mut doc, edit));
+                let applied = edits.iter().try_for_each(|edit| {
+                    ctxsync_core::apply::apply_edit(&mut doc, edit).map_err(Box::new)
+                });
                 match applied {
                     Ok(()) if ctxsync_core::checksum(&doc) == checksum => {
                         Ok((revision, checksum, doc))
