@@ -158,6 +158,9 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
             let bar = ProgressOnTty::new(json);
             let report = sync::run(&root, &cfg, &opts, &|d, t| bar.tick(d, t))?;
             bar.finish();
+            if !opts.dry_run && !opts.validate_only {
+                crate::context::record_agent_run(&root, &report);
+            }
             print_sync(&report, &opts, json)?;
             Ok(report.exit_code(&opts))
         }
@@ -177,6 +180,9 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
             }
             watch::watch(&root, &opts, &stop, &mut |o: &watch::RunOutcome| {
                 let _ = print_watch_run(o, &opts, json);
+                if let Ok(report) = &o.result {
+                    crate::context::record_agent_run(&root, report);
+                }
             })?;
             Ok(0)
         }

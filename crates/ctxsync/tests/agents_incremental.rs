@@ -412,3 +412,44 @@ fn usage_errors_exit_2() {
     let out = agents(d.path(), &["sync", "--force", "--merge"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// With a context store in the project, every agent-sync run that writes a generation
+/// leaves a summary in `technical_context.code_changes`; a no-op run leaves none.
+#[test]
+fn runs_that_write_are_summarised_in_the_shared_context() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    let init = std::process::Command::new(bin())
+        .args(["init", "-C"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let get = || {
+        let out = std::process::Command::new(bin())
+            .args([
+                "get",
+                "technical_context.code_changes.significant_changes",
+                "--json",
+                "-C",
+            ])
+            .arg(root)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (code, _) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0);
+    let (code, _) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0);
+    let changes = get();
+    let changes = changes.as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["kind"], "agent_sync");
+    assert_eq!(changes[0]["generation"], 1);
+    assert_eq!(
+        changes[0]["added"],
+        serde_json::json!(["alpha", "beta", "gamma"])
+    );
+}

@@ -77,3 +77,65 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
     }
     3
 }
+
+/// Records an agent-sync run that wrote a generation in the shared context
+/// (`technical_context.code_changes.significant_changes`), when a context store is
+/// configured: a server, or an embedded store already initialised under `root`. Agents
+/// syncing never fails because of this; a problem is reported on stderr.
+pub fn record_agent_run(root: &std::path::Path, report: &ctxsync_agents::sync::SyncReport) {
+    let Some(generation) = report.generation else {
+        return;
+    };
+    let common = crate::Common {
+        context: None,
+        root: Some(root.to_path_buf()),
+        json: false,
+    };
+    let Ok(config) = crate::config::Config::load(Some(root)) else {
+        return;
+    };
+    let remote = std::env::var("CTXSYNC_SERVER").is_ok_and(|s| !s.is_empty())
+        || config.file.server.is_some();
+    if !remote && !config.db_path().exists() {
+        return;
+    }
+    let entry = serde_json::json!({
+        "id": format!("agents-generation-{generation}-{}", now_ms()),
+        "kind": "agent_sync",
+        "generation": generation,
+        "added": report.added,
+        "updated": report.updated,
+        "removed": report.removed,
+        "files_written": report.written.len(),
+        "files_deleted": report.deleted.len(),
+        "at_ms": now_ms(),
+    });
+    let Ok(path) =
+        ctxsync_core::Path::parse("technical_context.code_changes.significant_changes[-]")
+    else {
+        return;
+    };
+    let change = ctxsync_core::Change::set(path, entry);
+    let result = commands::open(&common).and_then(|env| {
+        let request = ctxsync_core::PushRequest {
+            agent: "agent-sync".into(),
+            level: Level::Checkpoint,
+            base_revision: None,
+            request_id: Some(ulid::Ulid::new().to_string()),
+            strategy: Strategy::Merge,
+            summary: format!("agent sync generation {generation}"),
+            changes: vec![change],
+        };
+        Ok(env.store.push(&env.context, request)?)
+    });
+    match result {
+        Ok(answer) if answer.applied.is_empty() => eprintln!(
+            "note: agent sync summary not recorded in the shared context ({} rejected, {} conflicting; \
+             check the ownership rules for agent `agent-sync`)",
+            answer.rejected.len(),
+            answer.conflicts.len()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("note: agent sync summary not recorded in the shared context: {e:#}"),
+    }
+}
