@@ -51,12 +51,23 @@ pub fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Writes many files: temp files are written and fsynced (in parallel), renamed into
+/// Writes many files: temp files are written (in parallel), made durable, renamed into
 /// place, and each touched folder is fsynced once. Returns on the first error; files not
 /// yet renamed are left untouched.
+///
+/// Durability: a large batch is flushed with one `syncfs` of the file system instead of
+/// one `fsync` per file (20,000 fsyncs cost seconds; one `syncfs` flushes the same data
+/// once). Either way every temp file is on disk before any rename makes it visible.
 pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
     if files.is_empty() {
         return Ok(());
+    }
+    let batch_sync = files.len() >= SYNCFS_FROM_FILES && cfg!(target_os = "linux");
+    // Folders first, once each, so the writers below do not race to create them.
+    let dirs: std::collections::BTreeSet<&Path> =
+        files.iter().filter_map(|(p, _)| p.parent()).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -73,15 +84,16 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
                         let dir = path.parent().ok_or_else(|| {
                             Error::Input(format!("{}: no parent", path.display()))
                         })?;
-                        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                         let mut tmp = tempfile::Builder::new()
                             .prefix(TEMP_PREFIX)
                             .tempfile_in(dir)
                             .map_err(|e| Error::io(dir, e))?;
                         tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-                        tmp.as_file()
-                            .sync_all()
-                            .map_err(|e| Error::io(tmp.path(), e))?;
+                        if !batch_sync {
+                            tmp.as_file()
+                                .sync_all()
+                                .map_err(|e| Error::io(tmp.path(), e))?;
+                        }
                         out.push((tmp.into_temp_path(), path.clone()));
                     }
                     Ok(out)
@@ -100,16 +112,33 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
     for s in staged {
         all.extend(s?);
     }
-    let mut dirs = std::collections::BTreeSet::new();
-    for (tmp, dest) in all {
-        tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
-        if let Some(d) = dest.parent() {
-            dirs.insert(d.to_path_buf());
+    if batch_sync {
+        for d in &dirs {
+            sync_filesystem_of(d)?;
         }
     }
-    for d in dirs {
-        sync_dir(&d)?;
+    for (tmp, dest) in all {
+        tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
     }
+    for d in dirs {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// From this many files on, one `syncfs` replaces the per-file fsyncs.
+const SYNCFS_FROM_FILES: usize = 64;
+
+/// Flushes the file system holding `dir` (all of it: Linux has no narrower call that
+/// covers many files at once). Repeated calls for folders on one file system are cheap.
+#[cfg(target_os = "linux")]
+fn sync_filesystem_of(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+    rustix::fs::syncfs(&f).map_err(|e| Error::io(dir, e.into()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystem_of(_dir: &Path) -> Result<()> {
     Ok(())
 }
 

@@ -111,13 +111,35 @@ pub fn discover(
     Ok(lib)
 }
 
+/// What identifies a folder however it was reached: its device and inode on Unix (one
+/// `stat`, where resolving the path would cost a `readlink` per component per folder).
+#[cfg(unix)]
+fn dir_identity(dir: &Path) -> Result<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(DirId::Inode(m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_identity(dir: &Path) -> Result<DirId> {
+    Ok(DirId::Path(dir.canonicalize().map_err(|e| Error::io(dir, e))?))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DirId {
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Inode(u64, u64),
+    #[cfg_attr(unix, allow(dead_code))]
+    Path(PathBuf),
+}
+
 struct Walker<'a> {
     cfg: &'a AgentsConfig,
     excludes: &'a GlobSet,
     owned: &'a HashSet<String>,
     canon_src: &'a Path,
     lib: &'a mut Library,
-    seen_dirs: &'a mut HashSet<PathBuf>,
+    seen_dirs: &'a mut HashSet<DirId>,
 }
 
 impl Walker<'_> {
@@ -128,8 +150,7 @@ impl Walker<'_> {
                 .push(format!("{rel}: folder nesting deeper than 32, skipped"));
             return Ok(());
         }
-        let canon = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
-        if !self.seen_dirs.insert(canon) {
+        if !self.seen_dirs.insert(dir_identity(dir)?) {
             return Ok(()); // Reached twice through a symlink: walk once.
         }
         let rd = match std::fs::read_dir(dir) {
