@@ -83,6 +83,25 @@ impl Format {
     }
 }
 
+/// The answer format of a request (`?format=` or `Accept`), read without copying the
+/// headers or parsing the rest of the query.
+pub struct Answer(pub Format);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Answer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let format = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("format=")));
+        Format::of_answer(&parts.headers, format).map(Answer)
+    }
+}
+
 /// Parses a request body in `format` into `T`. Any failure (malformed text, wrong
 /// shape, unknown field, bad path, unknown op) is a 400 that says why.
 pub fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, ApiError> {

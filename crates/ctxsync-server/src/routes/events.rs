@@ -20,7 +20,7 @@ use utoipa::IntoParams;
 use super::{P, Q};
 use crate::auth::Bearer;
 use crate::errors::ApiError;
-use crate::fanout::{Channel, Published};
+use crate::fanout::Published;
 use crate::openapi::schemas;
 use crate::view::Sections;
 use crate::AppState;
@@ -146,7 +146,6 @@ pub async fn events(
     tokio::spawn(subscriber(
         state.clone(),
         ctx,
-        channel,
         rx,
         start,
         filter,
@@ -208,11 +207,11 @@ async fn send(tx: &mpsc::Sender<Event>, event: Event) -> bool {
     tx.send(event).await.is_ok()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One subscriber: replays the store from `start`, then follows the broadcast, re-reading
+/// the store on any gap, until the client goes away or the server shuts down.
 async fn subscriber(
     state: AppState,
     ctx: String,
-    channel: Arc<Channel>,
     mut rx: broadcast::Receiver<Arc<Published>>,
     start: u64,
     filter: Filter,
@@ -294,8 +293,6 @@ async fn subscriber(
             Err(broadcast::error::RecvError::Lagged(_)) => need_store = true,
             Err(broadcast::error::RecvError::Closed) => return,
         }
-        // Keep the channel alive while we run.
-        let _ = &channel;
     }
 }
 

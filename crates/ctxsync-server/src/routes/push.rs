@@ -4,15 +4,15 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use ctxsync_core::PushRequest;
 
-use super::{FormatQuery, P, Q};
+use super::P;
 use crate::auth::{self, Bearer};
 use crate::errors::ApiError;
 use crate::metrics::PushOutcome;
-use crate::negotiate::{self, Format, RawBody};
+use crate::negotiate::{self, Answer, RawBody};
 use crate::openapi::schemas;
 use crate::AppState;
 
@@ -38,11 +38,9 @@ pub async fn push(
     State(state): State<AppState>,
     P(ctx): P<String>,
     bearer: Bearer,
-    Q(q): Q<FormatQuery>,
-    headers: HeaderMap,
+    Answer(format): Answer,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    let format = Format::of_answer(&headers, q.format.as_deref())?;
     let started = Instant::now();
     let context = ctx.clone();
     let result = state
