@@ -97,15 +97,14 @@ pub fn discover(
         if !canon_src.is_dir() {
             continue;
         }
-        let mut w = Walker {
+        let id = dir_identity(&abs)?;
+        let ctx = WalkCtx {
             cfg,
             excludes: &excludes,
             owned: owned_outputs,
             canon_src: &canon_src,
-            lib: &mut lib,
-            seen_dirs: &mut seen_dirs,
         };
-        w.walk(&abs, src, 0)?;
+        walk_source(&ctx, &abs, id, src, &mut lib, &mut seen_dirs)?;
     }
     classify(&mut lib);
     Ok(lib)
@@ -133,24 +132,141 @@ enum DirId {
     Path(PathBuf),
 }
 
-struct Walker<'a> {
+impl DirId {
+    /// The identity of a real (not linked) sub-folder, from the folder listing itself:
+    /// its inode on the parent's device (a mount point inside a library would only make
+    /// the loop check stricter, never walk anything twice).
+    #[cfg(unix)]
+    fn child(&self, ent: &std::fs::DirEntry) -> DirId {
+        use std::os::unix::fs::DirEntryExt;
+        match self {
+            DirId::Inode(dev, _) => DirId::Inode(*dev, ent.ino()),
+            DirId::Path(p) => DirId::Path(p.join(ent.file_name())),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn child(&self, ent: &std::fs::DirEntry) -> DirId {
+        match self {
+            DirId::Path(p) => DirId::Path(p.join(ent.file_name())),
+            other => other.clone(),
+        }
+    }
+}
+
+/// What every walker of one source shares.
+struct WalkCtx<'a> {
     cfg: &'a AgentsConfig,
     excludes: &'a GlobSet,
     owned: &'a HashSet<String>,
     canon_src: &'a Path,
-    lib: &'a mut Library,
-    seen_dirs: &'a mut HashSet<DirId>,
 }
 
-impl Walker<'_> {
-    fn walk(&mut self, dir: &Path, rel: &str, depth: usize) -> Result<()> {
+/// A folder still to walk: path, identity, relative path, depth.
+type DirJob = (PathBuf, DirId, String, usize);
+
+/// Walks one source: its top folder here, its sub-folders on a few threads (a large
+/// library is tens of thousands of folders, and listing them is all system calls), then
+/// the folders reached through symlinks, one at a time so none is walked twice.
+fn walk_source(
+    ctx: &WalkCtx<'_>,
+    abs: &Path,
+    id: DirId,
+    rel: &str,
+    lib: &mut Library,
+    seen_dirs: &mut HashSet<DirId>,
+) -> Result<()> {
+    let mut top = Walker::new(ctx, WalkMode::CollectSubdirs);
+    top.walk(abs, id, rel, 0)?;
+    let jobs = std::mem::take(&mut top.jobs);
+    let mut deferred = std::mem::take(&mut top.deferred);
+    let mut parts = vec![top];
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Walker<'_>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<Walker<'_>> {
+                    let mut w = Walker::new(ctx, WalkMode::DeferLinks);
+                    for (path, id, rel, depth) in part {
+                        w.walk(path, id.clone(), rel, *depth)?;
+                    }
+                    Ok(w)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Input("folder walker panicked".into())))
+            })
+            .collect()
+    });
+    for r in results {
+        parts.push(r?);
+    }
+    for mut part in parts {
+        lib.files.append(&mut part.lib.files);
+        lib.warnings.append(&mut part.lib.warnings);
+        seen_dirs.extend(part.seen_dirs.drain());
+        deferred.append(&mut part.deferred);
+    }
+    // Links last, against every folder already walked.
+    let mut linked = Walker::new(ctx, WalkMode::FollowLinks);
+    linked.seen_dirs = std::mem::take(seen_dirs);
+    for (path, id, rel, depth) in deferred {
+        linked.walk(&path, id, &rel, depth)?;
+    }
+    lib.files.append(&mut linked.lib.files);
+    lib.warnings.append(&mut linked.lib.warnings);
+    *seen_dirs = linked.seen_dirs;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalkMode {
+    /// List one folder; queue its real sub-folders in `jobs`.
+    CollectSubdirs,
+    /// Recurse into real sub-folders; queue linked ones in `deferred`.
+    DeferLinks,
+    /// Recurse into everything (loops stopped by `seen_dirs`).
+    FollowLinks,
+}
+
+struct Walker<'a> {
+    ctx: &'a WalkCtx<'a>,
+    mode: WalkMode,
+    lib: Library,
+    seen_dirs: HashSet<DirId>,
+    jobs: Vec<DirJob>,
+    deferred: Vec<DirJob>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(ctx: &'a WalkCtx<'a>, mode: WalkMode) -> Self {
+        Self {
+            ctx,
+            mode,
+            lib: Library::default(),
+            seen_dirs: HashSet::new(),
+            jobs: Vec::new(),
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Walks `dir`, whose identity the caller knows (so a folder costs no extra `stat`).
+    fn walk(&mut self, dir: &Path, id: DirId, rel: &str, depth: usize) -> Result<()> {
         if depth > 32 {
             self.lib
                 .warnings
                 .push(format!("{rel}: folder nesting deeper than 32, skipped"));
             return Ok(());
         }
-        if !self.seen_dirs.insert(dir_identity(dir)?) {
+        if !self.seen_dirs.insert(id.clone()) {
             return Ok(()); // Reached twice through a symlink: walk once.
         }
         let rd = match std::fs::read_dir(dir) {
@@ -172,16 +288,17 @@ impl Walker<'_> {
                 continue;
             }
             let child_rel = format!("{rel}/{name}");
-            if self.excludes.matches(&child_rel) || self.owned.contains(&child_rel) {
+            if self.ctx.excludes.matches(&child_rel) || self.ctx.owned.contains(&child_rel) {
                 continue;
             }
             let path = ent.path();
             let Ok(mut ft) = ent.file_type() else {
                 continue;
             };
-            if ft.is_symlink() {
+            let linked = ft.is_symlink();
+            if linked {
                 match path.canonicalize() {
-                    Ok(t) if t.starts_with(self.canon_src) => match std::fs::metadata(&path) {
+                    Ok(t) if t.starts_with(self.ctx.canon_src) => match std::fs::metadata(&path) {
                         Ok(m) => ft = m.file_type(),
                         Err(_) => continue,
                     },
@@ -194,9 +311,28 @@ impl Walker<'_> {
                 }
             }
             if ft.is_dir() {
-                self.walk(&path, &child_rel, depth + 1)?;
+                let child_id = if linked {
+                    dir_identity(&path)?
+                } else {
+                    id.child(&ent)
+                };
+                let job = (path, child_id, child_rel, depth + 1);
+                match self.mode {
+                    WalkMode::DeferLinks | WalkMode::CollectSubdirs if linked => {
+                        self.deferred.push(job)
+                    }
+                    WalkMode::CollectSubdirs => self.jobs.push(job),
+                    _ => self.walk(&job.0, job.1, &job.2, job.3)?,
+                }
             } else if ft.is_file() && name.ends_with(".md") {
-                let Ok(meta) = std::fs::metadata(&path) else {
+                // The entry's own metadata is a `stat` relative to the open folder, cheaper
+                // than resolving the whole path again; a followed link needs the target's.
+                let meta = if linked {
+                    std::fs::metadata(&path)
+                } else {
+                    ent.metadata()
+                };
+                let Ok(meta) = meta else {
                     continue;
                 };
                 let mtime_ns = meta
@@ -204,11 +340,11 @@ impl Walker<'_> {
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_nanos() as u64);
-                if meta.len() > self.cfg.max_file_bytes {
+                if meta.len() > self.ctx.cfg.max_file_bytes {
                     self.lib.warnings.push(format!(
                         "{child_rel}: {} bytes is over max_file_bytes ({}), refused",
                         meta.len(),
-                        self.cfg.max_file_bytes
+                        self.ctx.cfg.max_file_bytes
                     ));
                     continue;
                 }
