@@ -121,7 +121,9 @@ fn dir_identity(dir: &Path) -> Result<DirId> {
 
 #[cfg(not(unix))]
 fn dir_identity(dir: &Path) -> Result<DirId> {
-    Ok(DirId::Path(dir.canonicalize().map_err(|e| Error::io(dir, e))?))
+    Ok(DirId::Path(
+        dir.canonicalize().map_err(|e| Error::io(dir, e))?,
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
