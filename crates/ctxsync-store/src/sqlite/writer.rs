@@ -163,7 +163,9 @@ impl Writer {
             replies.push(reply);
             requests.push((context, request, started));
         }
-        let touched: Vec<String> = requests.iter().map(|p| p.0.clone()).collect();
+        // Each context once: publishing copies its document for the readers.
+        let touched: std::collections::BTreeSet<String> =
+            requests.iter().map(|p| p.0.clone()).collect();
         let outcome = (|| -> Result<Vec<Result<PushResponse, StoreError>>, StoreError> {
             let tx = self
                 .conn
