@@ -504,9 +504,7 @@ pub fn run(
         })
         .collect();
     // Bytes we wrote are the base of a later three-way merge; a lost one only disables merge.
-    for (_, b) in &writes {
-        blobs.put_fast(b);
-    }
+    blobs.put_many_fast(&writes.iter().map(|(_, b)| *b).collect::<Vec<_>>());
     deploy::write_many(&writes)?;
     let mut dirs = BTreeSet::new();
     for p in &plan {
@@ -532,6 +530,8 @@ pub fn run(
         m.entry(p.agent.as_str()).or_default().push(p.path.as_str());
         m
     });
+    let planned_by_path: HashMap<&str, &Planned> =
+        plan.iter().map(|p| (p.path.as_str(), p)).collect();
     let mut evs = Vec::new();
     let elapsed = t0.elapsed().as_secs_f64() * 1000.0;
     let ev = |kind, agent: &str, files: Vec<String>, result: &str, message: String| Event {
@@ -575,9 +575,8 @@ pub fn run(
             }
             let a = paths::abs(root, &o.path);
             if let Ok(m) = std::fs::metadata(&a) {
-                let h = plan
-                    .iter()
-                    .find(|p| p.path == o.path)
+                let h = planned_by_path
+                    .get(o.path.as_str())
                     .and_then(|p| match &p.action {
                         Action::Write { bytes, .. } => Some(hash(bytes)),
                         Action::Remove { .. } => None,
