@@ -34,6 +34,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     Ok(())
 }
 
+/// Like [`write_atomic`] (durable), with the bytes streamed by `fill` instead of held in
+/// memory first (the registry of a large library is tens of megabytes).
+pub fn write_atomic_streamed(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Input(format!("{}: no parent folder", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp);
+    fill(&mut out).map_err(|e| Error::io(path, e))?;
+    let tmp = out
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(dir)
+}
+
 /// Fsyncs a folder so a rename or removal in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     match std::fs::File::open(dir) {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::write_atomic;
+use crate::deploy::write_atomic_streamed;
 use crate::error::{Error, Result};
 use crate::parse::Priority;
 
@@ -147,11 +147,9 @@ impl Registry {
 
     /// Saves atomically and durably.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self).map_err(|e| Error::Registry {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        write_atomic(path, &bytes, true)
+        write_atomic_streamed(path, |out| {
+            serde_json::to_writer(out, self).map_err(std::io::Error::other)
+        })
     }
 
     /// Which agent owns output `path`.
