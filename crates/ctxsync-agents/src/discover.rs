@@ -97,6 +97,11 @@ pub fn discover(
         if !canon_src.is_dir() {
             continue;
         }
+        // The walk checks each entry's own name against the excludes; the source's
+        // path is checked here, once.
+        if excludes.matches(src) {
+            continue;
+        }
         let id = dir_identity(&abs)?;
         let ctx = WalkCtx {
             cfg,
@@ -290,7 +295,9 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let child_rel = format!("{rel}/{name}");
-            if self.ctx.excludes.matches(&child_rel) || self.ctx.owned.contains(&child_rel) {
+            if self.ctx.excludes.matches_entry(&child_rel, &name)
+                || self.ctx.owned.contains(&child_rel)
+            {
                 continue;
             }
             let path = ent.path();

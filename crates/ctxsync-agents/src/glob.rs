@@ -43,6 +43,18 @@ impl GlobSet {
     pub fn matches(&self, rel: &str) -> bool {
         self.0.iter().any(|g| g.matches(rel))
     }
+
+    /// [`Self::matches`] for an entry `name` of a folder whose own path was already
+    /// checked: an unanchored pattern then only needs the new last segment.
+    pub fn matches_entry(&self, rel: &str, name: &str) -> bool {
+        self.0.iter().any(|g| {
+            if g.anchored {
+                g.matches(rel)
+            } else {
+                match_segment(g.pattern.as_bytes(), name.as_bytes())
+            }
+        })
+    }
 }
 
 fn match_segment(p: &[u8], s: &[u8]) -> bool {
