@@ -110,6 +110,85 @@ fn push_throughput(threads: usize, per_thread: usize) {
     );
 }
 
+/// `threads` writer threads that each keep `in_flight` pushes outstanding (through
+/// `push_then`), as a server's workers do: every push is still answered only once
+/// durable, but a thread does not wait for one commit before submitting the next push.
+fn pipelined_throughput(threads: usize, in_flight: usize, per_thread: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("bench.db"), StoreOptions::default())
+            .expect("open store"),
+    );
+    store
+        .create_context("default", json!({"counters": {}}))
+        .expect("create context");
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<(Instant, bool)>();
+                let mut latencies = Vec::with_capacity(per_thread);
+                let mut sent = 0;
+                let mut outstanding = 0;
+                while latencies.len() < per_thread {
+                    while outstanding < in_flight && sent < per_thread {
+                        let request = PushRequest {
+                            agent: format!("agent-{t}"),
+                            level: Level::Checkpoint,
+                            base_revision: None,
+                            request_id: Some(ulid::Ulid::new().to_string()),
+                            strategy: Strategy::Merge,
+                            summary: String::new(),
+                            changes: vec![Change::set(
+                                ctxsync_core::Path::parse(&format!("counters.a{t}")).expect("path"),
+                                json!(sent),
+                            )],
+                        };
+                        let tx = done_tx.clone();
+                        let t0 = Instant::now();
+                        store.push_then(
+                            "default",
+                            request,
+                            Box::new(move |r| {
+                                let _ = tx.send((t0, r.is_ok()));
+                            }),
+                        );
+                        sent += 1;
+                        outstanding += 1;
+                    }
+                    let (t0, ok) = done_rx.recv().expect("answer");
+                    assert!(ok, "push failed");
+                    latencies.push(t0.elapsed());
+                    outstanding -= 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let total = threads * per_thread;
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let verdict = if rate >= 20_000.0 { "MET" } else { "NOT MET" };
+    println!(
+        "embedded durable push, {threads} writer thread(s) x {in_flight} in flight: {total} pushes in {:.2} s = {rate:.0} pushes/s, p50 {:.3} ms, p99 {:.3} ms  [target >= 20,000/s: {verdict}]",
+        elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    let report = store.verify("default").expect("verify");
+    assert!(
+        report.ok,
+        "verify after the benchmark: {:?}",
+        report.problems
+    );
+}
+
 fn time<T>(label: &str, iterations: u32, mut f: impl FnMut() -> T) {
     let mut samples = Vec::with_capacity(iterations as usize);
     for _ in 0..iterations {
@@ -172,6 +251,7 @@ fn main() {
         // As many writers as the server benchmark's agents: what group commit can do
         // when enough pushes are in flight to fill a batch.
         push_throughput(64, n / 4);
+        pipelined_throughput(8, 8, n);
     }
     if only("core") {
         core_algorithms();

@@ -20,6 +20,9 @@ pub use types::*;
 use ctxsync_core::{PushRequest, PushResponse};
 use serde_json::Value;
 
+/// Receives the answer of [`Store::push_then`].
+pub type PushCallback = Box<dyn FnOnce(Result<PushResponse, StoreError>) + Send>;
+
 /// What every storage backend offers. All methods are blocking; a server calls them from
 /// a blocking thread pool.
 pub trait Store: Send + Sync {
@@ -32,6 +35,12 @@ pub trait Store: Send + Sync {
     fn read(&self, context: &str, revision: Option<u64>) -> Result<Snapshot, StoreError>;
     /// Decides and commits a push (DESIGN §3). Returns once the revision is durable.
     fn push(&self, context: &str, request: PushRequest) -> Result<PushResponse, StoreError>;
+    /// Like [`Store::push`], but returns at once and calls `done` with the answer when
+    /// the revision is durable (or the push failed), so a caller with many pushes in
+    /// flight (a server) does not park a thread on each. The default runs `push` here.
+    fn push_then(&self, context: &str, request: PushRequest, done: PushCallback) {
+        done(self.push(context, request));
+    }
     /// Op log entries after `since` (exclusive), oldest first; `Gone` below the horizon.
     fn log_since(&self, context: &str, since: u64) -> Result<Vec<LogEntry>, StoreError>;
     /// Newest first, filtered.

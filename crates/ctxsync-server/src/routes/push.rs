@@ -43,13 +43,32 @@ pub async fn push(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let context = ctx.clone();
-    let result = state
+    // The blocking hop only authenticates, parses and queues the push; the answer
+    // comes back through a channel once the store's writer has committed it, so no
+    // thread waits out the fsync.
+    let queued = state
         .authed_write(bearer, move |store, token| {
             let request: PushRequest = negotiate::parse(body.format, &body.bytes)?;
             auth::same_agent(&token, &request.agent, "push")?;
-            Ok(store.push(&context, request)?)
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            store.push_then(
+                &context,
+                request,
+                Box::new(move |result| {
+                    let _ = answer.send(result);
+                }),
+            );
+            Ok(answered)
         })
         .await;
+    let result = match queued {
+        Ok(answered) => match answered.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(ApiError::from(e)),
+            Err(_) => Err(ApiError::unavailable("the store stopped before answering")),
+        },
+        Err(e) => Err(e),
+    };
     let response = match result {
         Ok(response) => response,
         Err(e) => {

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::types::*;
-use crate::Store;
+use crate::{PushCallback, Store};
 use writer::{Job, Writer};
 
 /// How hard SQLite works to make a commit survive an OS crash.
@@ -320,8 +320,29 @@ impl Store for SqliteStore {
             context,
             request,
             started,
-            reply,
+            done: Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
         })
+    }
+
+    fn push_then(&self, context: &str, request: PushRequest, done: PushCallback) {
+        let job = Job::Push {
+            context: context.to_owned(),
+            request,
+            started: std::time::Instant::now(),
+            done,
+        };
+        let sent = match self.jobs.lock() {
+            Ok(jobs) => match jobs.as_ref() {
+                Some(sender) => sender.send(job).map_err(|e| e.0),
+                None => Err(job),
+            },
+            Err(_) => Err(job),
+        };
+        if let Err(Job::Push { done, .. }) = sent {
+            done(Err(StoreError::Closed));
+        }
     }
 
     fn log_since(&self, context: &str, since: u64) -> Result<Vec<LogEntry>, StoreError> {

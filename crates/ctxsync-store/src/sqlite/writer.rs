@@ -19,14 +19,15 @@ use super::{corrupt, now_ms, read, Cached, Shared};
 use crate::error::StoreError;
 use crate::types::*;
 
-type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
+/// Called with the answer to a push once it is durable (or failed).
+pub(crate) type PushDone = crate::PushCallback;
 
 pub(crate) enum Job {
     Push {
         context: String,
         request: PushRequest,
         started: Instant,
-        reply: Reply<PushResponse>,
+        done: PushDone,
     },
     Exec(Box<dyn FnOnce(&mut Writer) + Send>),
 }
@@ -100,8 +101,8 @@ impl Writer {
                         context,
                         request,
                         started,
-                        reply,
-                    } => pushes.push((context, request, started, reply)),
+                        done,
+                    } => pushes.push((context, request, started, done)),
                     Job::Exec(f) => {
                         // Keep the queue's order: pushes sent before this job commit first.
                         self.commit_pushes(std::mem::take(&mut pushes));
@@ -153,7 +154,7 @@ impl Writer {
         }
     }
 
-    fn commit_pushes(&mut self, pushes: Vec<(String, PushRequest, Instant, Reply<PushResponse>)>) {
+    fn commit_pushes(&mut self, pushes: Vec<(String, PushRequest, Instant, PushDone)>) {
         if pushes.is_empty() {
             return;
         }
@@ -192,8 +193,8 @@ impl Writer {
                 for context in &touched {
                     self.publish(context);
                 }
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for (done, result) in replies.into_iter().zip(results) {
+                    done(result);
                 }
             }
             Err(e) => {
@@ -203,8 +204,8 @@ impl Writer {
                     self.shared.forget(context);
                 }
                 let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::CommitFailed(message.clone())));
+                for done in replies {
+                    done(Err(StoreError::CommitFailed(message.clone())));
                 }
             }
         }
