@@ -1,7 +1,8 @@
 //! Bearer-token authentication. Every `/v1` request carries `Authorization: Bearer
-//! <secret>`; the secret is checked against the store on every request (not cached), so a
-//! token revoked by another process (`ctxsync token revoke`) stops working at once. A
-//! token acts only as its agent.
+//! <secret>`. Reads check the secret against the store on every request; pushes may use
+//! a token that already authenticated, but only while the store's token epoch (changed by
+//! any `ctxsync token create`/`revoke`, in any process) is the one it authenticated
+//! under, so a revoked token still stops working at once. A token acts only as its agent.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -18,6 +19,34 @@ pub struct Bearer(String);
 impl std::fmt::Debug for Bearer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Bearer(..)")
+    }
+}
+
+/// Tokens that authenticated under one token epoch.
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    epoch: u128,
+    tokens: std::collections::HashMap<String, TokenInfo>,
+}
+
+impl AuthCache {
+    /// Most tokens kept; a server with more live tokens than this re-checks the rest.
+    const MAX: usize = 4096;
+
+    pub fn get(&self, bearer: &Bearer, epoch: u128) -> Option<TokenInfo> {
+        (self.epoch == epoch)
+            .then(|| self.tokens.get(&bearer.0).cloned())
+            .flatten()
+    }
+
+    pub fn put(&mut self, bearer: &Bearer, epoch: u128, token: TokenInfo) {
+        if self.epoch != epoch {
+            self.tokens.clear();
+            self.epoch = epoch;
+        }
+        if self.tokens.len() < Self::MAX {
+            self.tokens.insert(bearer.0.clone(), token);
+        }
     }
 }
 

@@ -80,6 +80,9 @@ struct Inner {
     read_permits: Arc<tokio::sync::Semaphore>,
     /// The newest encoded full-pull answer per context: (revision, JSON bytes).
     pull_cache: std::sync::Mutex<std::collections::HashMap<String, (u64, axum::body::Bytes)>>,
+    /// Tokens that authenticated, valid while the store's token epoch is unchanged (any
+    /// `token create`/`revoke`, by any process, changes it and empties this).
+    auth_cache: std::sync::Mutex<auth::AuthCache>,
 }
 
 /// What every handler shares: the store, the settings, the fan-out hub and the counters.
@@ -103,6 +106,7 @@ impl AppState {
             closing,
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             pull_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+            auth_cache: std::sync::Mutex::new(auth::AuthCache::default()),
         }))
     }
 
@@ -162,13 +166,43 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&dyn Store, ctxsync_store::TokenInfo) -> Result<T, ApiError> + Send + 'static,
     {
+        // A token seen since the last token change needs no store read: the work runs
+        // here, without a hop to the blocking pool (pushes only parse and queue).
+        let epoch = self.0.store.token_epoch();
+        if let Some(token) = self.cached_token(&bearer, epoch) {
+            return f(&*self.0.store, token);
+        }
         let permit = self.read_permit().await?;
+        let state = self.clone();
         self.blocking(move |store| {
             let token = bearer.check(store);
             drop(permit);
-            f(store, token?)
+            let token = token?;
+            state.remember_token(&bearer, epoch, &token);
+            f(store, token)
         })
         .await
+    }
+
+    fn cached_token(
+        &self,
+        bearer: &auth::Bearer,
+        epoch: Option<u128>,
+    ) -> Option<ctxsync_store::TokenInfo> {
+        let epoch = epoch?;
+        let cache = self.0.auth_cache.lock().ok()?;
+        cache.get(bearer, epoch)
+    }
+
+    fn remember_token(
+        &self,
+        bearer: &auth::Bearer,
+        epoch: Option<u128>,
+        token: &ctxsync_store::TokenInfo,
+    ) {
+        if let (Some(epoch), Ok(mut cache)) = (epoch, self.0.auth_cache.lock()) {
+            cache.put(bearer, epoch, token.clone());
+        }
     }
 
     /// Runs a blocking store read holding a reader permit.

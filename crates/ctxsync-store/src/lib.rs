@@ -73,4 +73,10 @@ pub trait Store: Send + Sync {
     fn revoke_token(&self, id: &str) -> Result<TokenInfo, StoreError>;
     /// The live (not revoked) token whose secret is `secret`.
     fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>, StoreError>;
+    /// A value that changes whenever any process creates or revokes a token, cheap
+    /// enough to read on every request, so a server may cache authentications between
+    /// changes. `None`: no such signal, authenticate every time.
+    fn token_epoch(&self) -> Option<u128> {
+        None
+    }
 }

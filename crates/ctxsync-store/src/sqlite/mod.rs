@@ -422,7 +422,9 @@ impl Store for SqliteStore {
             ));
         }
         let (agent, secret, label) = (agent.to_owned(), secret.to_owned(), label.to_owned());
-        self.exec(move |w| tokens::create(w.connection(), &agent, &secret, &label))
+        let info = self.exec(move |w| tokens::create(w.connection(), &agent, &secret, &label))?;
+        tokens::bump_epoch(&self.shared.path);
+        Ok(info)
     }
 
     fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
@@ -431,11 +433,17 @@ impl Store for SqliteStore {
 
     fn revoke_token(&self, id: &str) -> Result<TokenInfo, StoreError> {
         let id = id.to_owned();
-        self.exec(move |w| tokens::revoke(w.connection(), &id))
+        let info = self.exec(move |w| tokens::revoke(w.connection(), &id))?;
+        tokens::bump_epoch(&self.shared.path);
+        Ok(info)
     }
 
     fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>, StoreError> {
         self.with_reader(|conn| tokens::authenticate(conn, secret))
+    }
+
+    fn token_epoch(&self) -> Option<u128> {
+        tokens::epoch(&self.shared.path)
     }
 }
 

@@ -7,6 +7,52 @@ use super::now_ms;
 use crate::error::StoreError;
 use crate::types::TokenInfo;
 
+/// The file whose identity changes with every token change: `<db>-tokens`. Replaced (new
+/// inode) on each change, so a `stat` tells a reader whether its cache is stale.
+fn epoch_file(db: &std::path::Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-tokens");
+    std::path::PathBuf::from(name)
+}
+
+/// Marks a token change for every process sharing the store. Called after the change
+/// committed; if this fails, servers fall back to checking every request (see `epoch`).
+pub(crate) fn bump_epoch(db: &std::path::Path) {
+    let file = epoch_file(db);
+    let Some(dir) = file.parent() else {
+        return;
+    };
+    let result = tempfile::Builder::new()
+        .prefix(".ctxsync-tokens-")
+        .tempfile_in(dir)
+        .and_then(|tmp| {
+            std::io::Write::write_all(&mut tmp.as_file(), now_ms().to_string().as_bytes())?;
+            tmp.persist(&file).map_err(|e| e.error)?;
+            Ok(())
+        });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot mark the token change; servers re-check every token");
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+/// The identity (inode, size, mtime) of the epoch file; `None` when it does not exist,
+/// which callers must treat as "cannot cache".
+pub(crate) fn epoch(db: &std::path::Path) -> Option<u128> {
+    let m = std::fs::metadata(epoch_file(db)).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m) as u128;
+    #[cfg(not(unix))]
+    let ino = 0u128;
+    Some(mtime ^ (ino << 64) ^ m.len() as u128)
+}
+
 /// The stored form of a secret.
 pub(crate) fn hash_secret(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
