@@ -49,6 +49,8 @@ pub trait Backend {
 /// How to sync.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
+    // `request_id`: empty derives one from the edits and their base (see
+    // `derived_request_id`), which is what retries want.
     pub context: String,
     pub level: Level,
     pub strategy: Strategy,
@@ -73,6 +75,21 @@ pub struct SyncReport {
     pub checksum: String,
     /// Paths where the merge back kept the remote value over a local edit.
     pub merge_conflicts: Vec<MergeConflict>,
+}
+
+/// The idempotency key of a working-copy push: the same edits from the same base give the
+/// same key, so a sync retried after its answer was lost is answered `replayed` instead
+/// of colliding with its own earlier push.
+fn derived_request_id(
+    context: &str,
+    agent: &str,
+    base: u64,
+    changes: &[ctxsync_core::Change],
+) -> String {
+    let changes: Vec<Value> = changes.iter().map(|c| c.to_json()).collect();
+    let key =
+        serde_json::json!({"context": context, "agent": agent, "base": base, "changes": changes});
+    format!("wc-{}", &ctxsync_core::checksum(&key)[..32])
 }
 
 /// Pulls `context` into a fresh working copy (overwriting it).
@@ -147,7 +164,11 @@ pub fn sync(
                 agent: wc.agent.clone(),
                 level: options.level,
                 base_revision: Some(base.revision),
-                request_id: Some(options.request_id.clone()),
+                request_id: Some(if options.request_id.is_empty() {
+                    derived_request_id(&options.context, &wc.agent, base.revision, &changes)
+                } else {
+                    options.request_id.clone()
+                }),
                 strategy: options.strategy,
                 summary: options.summary.clone(),
                 changes,

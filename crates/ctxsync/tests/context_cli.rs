@@ -17,7 +17,39 @@ both_modes!(
     ownership_rejects_non_owner_and_applies_the_rest,
     periodic_level_defers_until_due,
     lost_update_with_real_processes,
+    a_retried_sync_is_a_replay,
 );
+
+/// A sync whose answer was lost (the working copy and its base never moved) is retried:
+/// the same edits from the same base are the same request, answered `replayed`, with no
+/// conflict against itself and no second revision.
+fn a_retried_sync_is_a_replay(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    let dir = p.path().join(".ctxsync/agents/builder");
+    let file = dir.join("context.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("current_phase: planning", "current_phase: build"),
+    )
+    .unwrap();
+    let before = (
+        std::fs::read(&file).unwrap(),
+        std::fs::read(dir.join("base.json")).unwrap(),
+    );
+    let first = p.json(&["sync", "--agent", "builder"]);
+    assert_eq!(first["syncs"][0]["pushed"]["revision"], 1, "{first}");
+    std::fs::write(&file, &before.0).unwrap();
+    std::fs::write(dir.join("base.json"), &before.1).unwrap();
+    let again = p.json(&["sync", "--agent", "builder"]);
+    let pushed = &again["syncs"][0]["pushed"];
+    assert_eq!(pushed["replayed"], true, "{again}");
+    assert_eq!(pushed["conflicts"], json!([]));
+    assert_eq!(p.revision(), 1);
+    assert!(p.json(&["conflicts"]).as_array().unwrap().is_empty());
+}
 
 fn init_set_get_pull_history_verify(mode: Mode) {
     let p = Project::new(mode);

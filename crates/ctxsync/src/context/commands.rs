@@ -466,7 +466,8 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
         strategy: args.strategy.unwrap_or(Strategy::Defer),
         periodic: env.config.file.periodic,
         now_unix: now_ms() / 1000,
-        request_id: ulid::Ulid::new().to_string(),
+        // Derived from the edits and their base: a retried sync is a replay.
+        request_id: String::new(),
         summary: String::new(),
     };
     // --full flushes whatever the level would hold back.

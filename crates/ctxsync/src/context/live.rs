@@ -68,7 +68,8 @@ fn sync_options(env: &Env, level: Level) -> SyncOptions {
         strategy: Strategy::Defer,
         periodic: env.config.file.periodic,
         now_unix: now_ms() / 1000,
-        request_id: ulid::Ulid::new().to_string(),
+        // Derived from the edits and their base: a retried sync is a replay.
+        request_id: String::new(),
         summary: String::new(),
     }
 }
