@@ -8,7 +8,7 @@
 //! Excluded globs, hidden files, files the registry owns as outputs, and symlinks that
 //! lead out of the library are skipped (the last with a warning).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -60,6 +60,61 @@ pub struct Library {
     pub modular_roots: BTreeSet<String>,
     /// Things skipped that the user should know about.
     pub warnings: Vec<String>,
+    /// Folders whose listing may be reused while their mtime is unchanged (no symlink
+    /// inside): relative path -> mtime (ns) when walked.
+    pub dirs: BTreeMap<String, u64>,
+}
+
+/// What the last scan saw, so folders unchanged since can be walked without listing
+/// them: a folder's mtime changes whenever an entry is added, removed or renamed in it,
+/// and file contents are still checked by each file's own `stat`.
+pub struct DirCache<'a> {
+    dirs: &'a BTreeMap<String, u64>,
+    scanned_at_ns: u64,
+    /// Folder -> (sub-folder names, file names), from the last scan.
+    children: HashMap<&'a str, (Vec<&'a str>, Vec<&'a str>)>,
+}
+
+/// Folders modified this close to the last scan may have changed within the same mtime
+/// tick: they are listed again ("racy clean", as git calls it).
+const RACY_MARGIN_NS: u64 = 50_000_000;
+
+impl<'a> DirCache<'a> {
+    pub fn new(
+        dirs: &'a BTreeMap<String, u64>,
+        files: impl Iterator<Item = &'a String>,
+        scanned_at_ns: u64,
+    ) -> Self {
+        let mut children: HashMap<&str, (Vec<&str>, Vec<&str>)> = HashMap::new();
+        for d in dirs.keys() {
+            if let Some((parent, name)) = d.rsplit_once('/') {
+                children.entry(parent).or_default().0.push(name);
+            }
+        }
+        for f in files {
+            if let Some((parent, name)) = f.rsplit_once('/') {
+                children.entry(parent).or_default().1.push(name);
+            }
+        }
+        DirCache {
+            dirs,
+            scanned_at_ns,
+            children,
+        }
+    }
+
+    /// The last scan's children of `rel`, if its listing is still good at `mtime_ns`.
+    fn unchanged(&self, rel: &str, mtime_ns: u64) -> Option<(&[&'a str], &[&'a str])> {
+        let recorded = *self.dirs.get(rel)?;
+        if recorded != mtime_ns || mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.scanned_at_ns {
+            return None;
+        }
+        Some(
+            self.children
+                .get(rel)
+                .map_or((&[][..], &[][..]), |(d, f)| (d.as_slice(), f.as_slice())),
+        )
+    }
 }
 
 impl Library {
@@ -77,6 +132,16 @@ pub fn discover(
     root: &Path,
     cfg: &AgentsConfig,
     owned_outputs: &HashSet<String>,
+) -> Result<Library> {
+    discover_cached(root, cfg, owned_outputs, None)
+}
+
+/// [`discover`], reusing the listings of folders unchanged since `cache` was taken.
+pub fn discover_cached(
+    root: &Path,
+    cfg: &AgentsConfig,
+    owned_outputs: &HashSet<String>,
+    cache: Option<&DirCache<'_>>,
 ) -> Result<Library> {
     let excludes = GlobSet::new(&cfg.excludes);
     let mut lib = Library::default();
@@ -108,6 +173,7 @@ pub fn discover(
             excludes: &excludes,
             owned: owned_outputs,
             canon_src: &canon_src,
+            cache,
         };
         walk_source(&ctx, &abs, id, src, &mut lib, &mut seen_dirs)?;
     }
@@ -122,6 +188,18 @@ fn dir_identity(dir: &Path) -> Result<DirId> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
     Ok(DirId::Inode(m.dev(), m.ino()))
+}
+
+/// A folder's identity from metadata already at hand.
+#[cfg(unix)]
+fn inode_identity(m: &std::fs::Metadata, _path: &Path) -> DirId {
+    use std::os::unix::fs::MetadataExt;
+    DirId::Inode(m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn inode_identity(_m: &std::fs::Metadata, path: &Path) -> DirId {
+    DirId::Path(path.to_path_buf())
 }
 
 #[cfg(not(unix))]
@@ -167,6 +245,7 @@ struct WalkCtx<'a> {
     excludes: &'a GlobSet,
     owned: &'a HashSet<String>,
     canon_src: &'a Path,
+    cache: Option<&'a DirCache<'a>>,
 }
 
 /// A folder still to walk: path, identity, relative path, depth.
@@ -218,6 +297,7 @@ fn walk_source(
     }
     for mut part in parts {
         lib.files.append(&mut part.lib.files);
+        lib.dirs.append(&mut part.lib.dirs);
         lib.warnings.append(&mut part.lib.warnings);
         seen_dirs.extend(part.seen_dirs.drain());
         deferred.append(&mut part.deferred);
@@ -229,6 +309,7 @@ fn walk_source(
         linked.walk(&path, id, &rel, depth)?;
     }
     lib.files.append(&mut linked.lib.files);
+    lib.dirs.append(&mut linked.lib.dirs);
     lib.warnings.append(&mut linked.lib.warnings);
     *seen_dirs = linked.seen_dirs;
     Ok(())
@@ -267,6 +348,18 @@ impl<'a> Walker<'a> {
 
     /// Walks `dir`, whose identity the caller knows (so a folder costs no extra `stat`).
     fn walk(&mut self, dir: &Path, id: DirId, rel: &str, depth: usize) -> Result<()> {
+        self.walk_at(dir, id, rel, depth, None)
+    }
+
+    /// [`Self::walk`] when the folder's mtime is already known.
+    fn walk_at(
+        &mut self,
+        dir: &Path,
+        id: DirId,
+        rel: &str,
+        depth: usize,
+        known_mtime: Option<u64>,
+    ) -> Result<()> {
         if depth > 32 {
             self.lib
                 .warnings
@@ -276,6 +369,24 @@ impl<'a> Walker<'a> {
         if !self.seen_dirs.insert(id.clone()) {
             return Ok(()); // Reached twice through a symlink: walk once.
         }
+        // Only folders reached by their real path are cached (mode != FollowLinks).
+        let mtime_ns = match known_mtime {
+            Some(m) => Some(m),
+            None if self.mode == WalkMode::FollowLinks => None,
+            None => match std::fs::metadata(dir) {
+                Ok(m) => Some(mtime_of(&m)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(_) => None,
+            },
+        };
+        if let (Some(cache), Some(mtime), true) =
+            (self.ctx.cache, mtime_ns, self.mode != WalkMode::FollowLinks)
+        {
+            if let Some((subdirs, files)) = cache.unchanged(rel, mtime) {
+                return self.walk_unchanged(dir, rel, depth, mtime, subdirs, files);
+            }
+        }
+        let mut saw_link = false;
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -305,6 +416,7 @@ impl<'a> Walker<'a> {
                 continue;
             };
             let linked = ft.is_symlink();
+            saw_link |= linked;
             if linked {
                 match path.canonicalize() {
                     Ok(t) if t.starts_with(self.ctx.canon_src) => match std::fs::metadata(&path) {
@@ -355,6 +467,8 @@ impl<'a> Walker<'a> {
                         meta.len(),
                         self.ctx.cfg.max_file_bytes
                     ));
+                    // Its size may drop without the folder changing: keep listing it.
+                    saw_link = true;
                     continue;
                 }
                 self.lib.files.insert(
@@ -366,8 +480,82 @@ impl<'a> Walker<'a> {
                 );
             }
         }
+        // A folder holding a link is always listed: the link's target can change
+        // without the folder changing.
+        if let (Some(mtime), false, true) = (mtime_ns, saw_link, self.mode != WalkMode::FollowLinks)
+        {
+            self.lib.dirs.insert(rel.to_owned(), mtime);
+        }
         Ok(())
     }
+
+    /// Walks a folder unchanged since the last scan from its recorded listing: no
+    /// `opendir`/`getdents`, one `stat` per entry (each file's own content may have
+    /// changed; each sub-folder's own listing may have).
+    fn walk_unchanged(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        depth: usize,
+        mtime: u64,
+        subdirs: &[&str],
+        files: &[&str],
+    ) -> Result<()> {
+        self.lib.dirs.insert(rel.to_owned(), mtime);
+        for name in files {
+            let child_rel = format!("{rel}/{name}");
+            if self.ctx.excludes.matches_entry(&child_rel, name)
+                || self.ctx.owned.contains(&child_rel)
+            {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(dir.join(name)) else {
+                continue; // gone since: the folder's mtime would say so, but be safe
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            if meta.len() > self.ctx.cfg.max_file_bytes {
+                self.lib.warnings.push(format!(
+                    "{child_rel}: {} bytes is over max_file_bytes ({}), refused",
+                    meta.len(),
+                    self.ctx.cfg.max_file_bytes
+                ));
+                self.lib.dirs.remove(rel);
+                continue;
+            }
+            self.lib.files.insert(
+                child_rel,
+                FileStat {
+                    size: meta.len(),
+                    mtime_ns: mtime_of(&meta),
+                },
+            );
+        }
+        for name in subdirs {
+            let child_rel = format!("{rel}/{name}");
+            let path = dir.join(name);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue; // replaced by something else: its folder's mtime would show it
+            }
+            let id = inode_identity(&meta, &path);
+            match self.mode {
+                WalkMode::CollectSubdirs => self.jobs.push((path, id, child_rel, depth + 1)),
+                _ => self.walk_at(&path, id, &child_rel, depth + 1, Some(mtime_of(&meta)))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mtime_of(m: &std::fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn classify(lib: &mut Library) {
@@ -471,5 +659,55 @@ mod tests {
         let lib = discover(d.path(), &AgentsConfig::default(), &HashSet::new()).unwrap();
         assert!(lib.files.is_empty());
         assert!(lib.warnings.iter().any(|w| w.contains("not followed")));
+    }
+
+    #[test]
+    fn unchanged_folders_reuse_their_listing_and_changed_ones_are_listed() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |rel: &str| {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "# Agent\n").unwrap();
+        };
+        write("agents/a/a.md");
+        write("agents/b/b.md");
+        let cfg = AgentsConfig::default();
+        let first = discover(d.path(), &cfg, &HashSet::new()).unwrap();
+        assert!(first.dirs.contains_key("agents/b"), "{:?}", first.dirs);
+        // A cache that (wrongly) lacks b.md proves the listing of an unchanged folder is
+        // reused rather than read again.
+        let files: Vec<String> = first
+            .files
+            .keys()
+            .filter(|f| *f != "agents/b/b.md")
+            .cloned()
+            .collect();
+        let later = u64::MAX / 2;
+        let cache = DirCache::new(&first.dirs, files.iter(), later);
+        let cached = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        assert!(cached.files.contains_key("agents/a/a.md"));
+        assert!(!cached.files.contains_key("agents/b/b.md"));
+        // A folder that changed is listed again: its new and old files both appear, and
+        // so does a new sub-folder of an unchanged-looking parent once the parent moved.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write("agents/b/c.md");
+        write("agents/new/new.md");
+        let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        for f in [
+            "agents/a/a.md",
+            "agents/b/b.md",
+            "agents/b/c.md",
+            "agents/new/new.md",
+        ] {
+            assert!(
+                again.files.contains_key(f),
+                "{f} missing: {:?}",
+                again.files.keys()
+            );
+        }
+        // A folder modified close to the scan is never trusted ("racy clean").
+        let racy = DirCache::new(&first.dirs, files.iter(), 0);
+        let listed = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&racy)).unwrap();
+        assert!(listed.files.contains_key("agents/b/b.md"));
     }
 }

@@ -109,6 +109,12 @@ pub struct Registry {
     pub scanned_at_ns: u64,
     /// Library files.
     pub files: BTreeMap<String, FileRec>,
+    /// Library folders whose listing can be reused while their mtime (ns) is unchanged.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, u64>,
+    /// The sources and excludes `dirs` was recorded under; another value voids it.
+    #[serde(default)]
+    pub dirs_key: String,
     /// Agents by name.
     pub agents: BTreeMap<String, AgentRec>,
     /// Renames, oldest first.

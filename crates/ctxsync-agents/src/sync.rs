@@ -178,7 +178,11 @@ pub fn run(
         .values()
         .flat_map(|a| a.outputs.keys().cloned())
         .collect();
-    let lib = discover::discover(root, cfg, &owned)?;
+    let dirs_key = format!("{:?}|{:?}", cfg.sources, cfg.excludes);
+    let cache = (reg.dirs_key == dirs_key)
+        .then(|| discover::DirCache::new(&reg.dirs, reg.files.keys(), reg.scanned_at_ns));
+    let lib = discover::discover_cached(root, cfg, &owned, cache.as_ref())?;
+    drop(cache);
     let mut report = SyncReport {
         agents: lib.agents.len(),
         warnings: lib.warnings.clone(),
@@ -709,6 +713,8 @@ pub fn run(
         || !gone_agents.is_empty()
         || !new_renames.is_empty()
         || files_now != reg.files
+        || lib.dirs != reg.dirs
+        || reg.dirs_key != dirs_key
         || reg.config_fingerprint != fingerprint;
     if !plan.is_empty() {
         reg.generation = generation;
@@ -722,6 +728,8 @@ pub fn run(
     }
     if registry_changed {
         reg.files = files_now;
+        reg.dirs = lib.dirs.clone();
+        reg.dirs_key = dirs_key;
         reg.config_fingerprint = fingerprint;
         reg.scanned_at_ns = scan_start;
         prune(&mut reg, cfg, &blobs)?;
