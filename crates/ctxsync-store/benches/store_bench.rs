@@ -41,7 +41,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.clamp(1, sorted.len()) - 1]
 }
 
-fn push_throughput(threads: usize, per_thread: usize) {
+/// A durable store (default options: synchronous=FULL) in a temp dir, with one context.
+fn bench_store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(
         SqliteStore::open(dir.path().join("bench.db"), StoreOptions::default())
@@ -50,6 +51,29 @@ fn push_throughput(threads: usize, per_thread: usize) {
     store
         .create_context("default", json!({"counters": {}}))
         .expect("create context");
+    (dir, store)
+}
+
+/// Writer `t`'s `i`-th push: one change to its own counter.
+fn bench_request(t: usize, i: usize) -> PushRequest {
+    PushRequest {
+        agent: format!("agent-{t}"),
+        level: Level::Checkpoint,
+        base_revision: None,
+        // Clients use ULIDs: time-ordered, so the idempotency index grows at its end
+        // like the op log.
+        request_id: Some(ulid::Ulid::new().to_string()),
+        strategy: Strategy::Merge,
+        summary: String::new(),
+        changes: vec![Change::set(
+            ctxsync_core::Path::parse(&format!("counters.a{t}")).expect("path"),
+            json!(i),
+        )],
+    }
+}
+
+fn push_throughput(threads: usize, per_thread: usize) {
+    let (_dir, store) = bench_store();
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -57,20 +81,7 @@ fn push_throughput(threads: usize, per_thread: usize) {
             std::thread::spawn(move || {
                 let mut latencies = Vec::with_capacity(per_thread);
                 for i in 0..per_thread {
-                    let request = PushRequest {
-                        agent: format!("agent-{t}"),
-                        level: Level::Checkpoint,
-                        base_revision: None,
-                        // Clients use ULIDs: time-ordered, so the idempotency index
-                        // grows at its end like the op log.
-                        request_id: Some(ulid::Ulid::new().to_string()),
-                        strategy: Strategy::Merge,
-                        summary: String::new(),
-                        changes: vec![Change::set(
-                            ctxsync_core::Path::parse(&format!("counters.a{t}")).expect("path"),
-                            json!(i),
-                        )],
-                    };
+                    let request = bench_request(t, i);
                     let t0 = Instant::now();
                     store.push("default", request).expect("push");
                     latencies.push(t0.elapsed());
@@ -114,14 +125,7 @@ fn push_throughput(threads: usize, per_thread: usize) {
 /// `push_then`), as a server's workers do: every push is still answered only once
 /// durable, but a thread does not wait for one commit before submitting the next push.
 fn pipelined_throughput(threads: usize, in_flight: usize, per_thread: usize) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(
-        SqliteStore::open(dir.path().join("bench.db"), StoreOptions::default())
-            .expect("open store"),
-    );
-    store
-        .create_context("default", json!({"counters": {}}))
-        .expect("create context");
+    let (_dir, store) = bench_store();
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -133,18 +137,7 @@ fn pipelined_throughput(threads: usize, in_flight: usize, per_thread: usize) {
                 let mut outstanding = 0;
                 while latencies.len() < per_thread {
                     while outstanding < in_flight && sent < per_thread {
-                        let request = PushRequest {
-                            agent: format!("agent-{t}"),
-                            level: Level::Checkpoint,
-                            base_revision: None,
-                            request_id: Some(ulid::Ulid::new().to_string()),
-                            strategy: Strategy::Merge,
-                            summary: String::new(),
-                            changes: vec![Change::set(
-                                ctxsync_core::Path::parse(&format!("counters.a{t}")).expect("path"),
-                                json!(sent),
-                            )],
-                        };
+                        let request = bench_request(t, sent);
                         let tx = done_tx.clone();
                         let t0 = Instant::now();
                         store.push_then(
