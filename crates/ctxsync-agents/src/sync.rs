@@ -194,16 +194,36 @@ pub fn run(
     // Renames: a file gone and another new with the same bytes, in this one batch.
     let mut new_renames = Vec::new();
     if !reg.files.is_empty() {
+        // Both maps are sorted by path: one pass side by side finds what went and what
+        // came (lookups would compare long common path prefixes over and over).
         let mut gone: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (p, r) in &reg.files {
-            if !lib.files.contains_key(p) {
-                gone.entry(r.hash.as_str()).or_default().push(p);
-            }
-        }
         let mut fresh: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (p, h) in &file_hashes {
-            if !reg.files.contains_key(p) {
-                fresh.entry(h.as_str()).or_default().push(p);
+        let mut before = reg.files.iter().peekable();
+        let mut now = lib.files.keys().peekable();
+        loop {
+            let order = match (before.peek(), now.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((b, _)), Some(n)) => b.as_str().cmp(n.as_str()),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    if let Some((p, r)) = before.next() {
+                        gone.entry(r.hash.as_str()).or_default().push(p);
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    if let Some(p) = now.next() {
+                        if let Some(h) = file_hashes.get(p) {
+                            fresh.entry(h.as_str()).or_default().push(p);
+                        }
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    before.next();
+                    now.next();
+                }
             }
         }
         for (h, olds) in &gone {
@@ -231,16 +251,55 @@ pub fn run(
         .collect();
     let mut work: Vec<(Priority, &AgentEntry)> = Vec::new();
     let mut clean_names: BTreeMap<String, &AgentEntry> = BTreeMap::new();
-    for a in &lib.agents {
-        let rec = by_entry
-            .get(a.entry.as_str())
-            .and_then(|n| reg.agents.get_key_value(*n));
-        let dirty = everything
-            || opts.agent.is_some()
-            || match rec {
-                None => true,
-                Some((name, rec)) => is_dirty(root, cfg, &lib, &file_hashes, name, rec),
-            };
+    let recs: Vec<_> = lib
+        .agents
+        .iter()
+        .map(|a| {
+            by_entry
+                .get(a.entry.as_str())
+                .and_then(|n| reg.agents.get_key_value(*n))
+        })
+        .collect();
+    // Checking an agent means a `stat` of each of its outputs (hand edits): spread over
+    // the cores, it is most of what a no-op run does after the walk.
+    let dirty: Vec<bool> = if everything || opts.agent.is_some() {
+        vec![true; recs.len()]
+    } else {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8);
+        let chunk = recs.len().div_ceil(threads).max(1);
+        let (lib, file_hashes) = (&lib, &file_hashes);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = recs
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|rec| match rec {
+                                None => true,
+                                Some((name, rec)) => {
+                                    is_dirty(root, cfg, lib, file_hashes, name, rec)
+                                }
+                            })
+                            .collect::<Vec<bool>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                // A panicked checker counts its agents as dirty: re-rendering is safe.
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    for ((a, rec), dirty) in lib
+        .agents
+        .iter()
+        .zip(&recs)
+        .zip(dirty.into_iter().chain(std::iter::repeat(true)))
+    {
+        let rec = *rec;
         if dirty {
             work.push((rec.map(|(_, r)| r.priority).unwrap_or_default(), a));
         } else if let Some((name, _)) = rec {
