@@ -139,6 +139,9 @@ impl RemoteClient {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            // An unreachable host should send a push to the outbox quickly, not after
+            // the whole request timeout.
+            .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT)))
             .build();
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -472,6 +475,9 @@ struct Entries {
 fn ctx_path(context: &str, rest: &str) -> String {
     format!("/v1/contexts/{context}{rest}")
 }
+
+/// Longest wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Bodies larger than this are refused rather than read into memory.
 const MAX_BODY: u64 = 256 * 1024 * 1024;
