@@ -119,7 +119,16 @@ pub fn run(args: AgentsArgs) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // As for the context commands: 2 for what the user gave us, 3 when the file
+            // system (or the watcher) failed.
+            let failed = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<ctxsync_agents::error::Error>(),
+                    Some(ctxsync_agents::error::Error::Io { .. })
+                        | Some(ctxsync_agents::error::Error::Watch(_))
+                )
+            });
+            ExitCode::from(if failed { 3 } else { 2 })
         }
     }
 }
