@@ -18,8 +18,8 @@ pub use files::{atomic_write, parse_document, to_yaml};
 pub use outbox::{Outbox, OutboxItem, OutboxStatus};
 pub use remote::{PullQuery, Pulled, RemoteClient, RemoteError, StreamEvent};
 pub use sync::{
-    local_changes, pull_into, sync, Backend, BackendError, BackendErrorKind, SyncOptions,
-    SyncReport,
+    local_changes, merge_remote_keeping_edits, pull_into, sync, Backend, BackendError,
+    BackendErrorKind, SyncOptions, SyncReport,
 };
 pub use workcopy::{Base, WorkingCopy};
 

@@ -206,3 +206,40 @@ pub fn sync(
         merge_conflicts: merge.conflicts,
     })
 }
+
+/// Merges the backend's newer revisions into the working copy while its local edits stay
+/// pending (periodic edits that are not due yet); the base moves to the remote revision.
+/// `None`, with nothing written, when the edits collide with the remote changes: the
+/// caller should push them so the store decides (and keeps) the conflict.
+pub fn merge_remote_keeping_edits(
+    wc: &WorkingCopy,
+    backend: &dyn Backend,
+    context: &str,
+) -> Result<Option<SyncReport>, ClientError> {
+    let (base, mine, _) = local_changes(wc)?;
+    let (revision, checksum, theirs) =
+        backend.read_newer(context, base.revision, &base.document)?;
+    let merge = merge3(&base.document, &mine, &theirs, Prefer::Mine);
+    if !merge.conflicts.is_empty() {
+        return Ok(None);
+    }
+    let new_base = Base {
+        context: context.to_owned(),
+        revision,
+        checksum: checksum.clone(),
+        document: theirs,
+        last_periodic_flush: base.last_periodic_flush,
+    };
+    let pending = diff(&new_base.document, &merge.merged).len();
+    wc.save(&merge.merged, &new_base)?;
+    Ok(Some(SyncReport {
+        agent: wc.agent.clone(),
+        level: Level::Periodic,
+        local_changes: pending,
+        deferred: true,
+        pushed: None,
+        revision,
+        checksum,
+        merge_conflicts: Vec::new(),
+    }))
+}

@@ -523,7 +523,7 @@ impl ProgressOnTty {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` from epoch milliseconds (civil-from-days, proleptic Gregorian).
-fn format_ts(ms: u64) -> String {
+pub(crate) fn format_ts(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let sod = secs % 86_400;

@@ -8,7 +8,11 @@ use std::time::Duration;
 use serde_json::json;
 use support::{eventually, Mode, Project};
 
-both_modes!(session_start_and_end, watch_pushes_edits_and_merges_others);
+both_modes!(
+    session_start_and_end,
+    watch_pushes_edits_and_merges_others,
+    watch_keeps_held_back_edits_while_merging_others,
+);
 
 fn edit(file: &std::path::Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(file).unwrap();
@@ -90,4 +94,41 @@ fn watch_pushes_edits_and_merges_others(mode: Mode) {
     );
     let history = p.json(&["history", "--agent", "builder"]);
     assert_eq!(history[0]["level"], "critical", "{history}");
+}
+
+/// A periodic edit that is not due stays in the working copy (and off the server) while
+/// others' revisions are merged into the file around it.
+fn watch_keeps_held_back_edits_while_merging_others(mode: Mode) {
+    let p = Project::with_config(
+        mode,
+        "[periodic]\ninterval_secs = 3600\ntasks = 100\nsize_bytes = 1000000\n",
+    );
+    p.init();
+    let mut watch = p.spawn(&["watch", "--agent", "builder", "--debounce-ms", "100"]);
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    assert!(eventually(Duration::from_secs(30), || file.is_file()));
+    // The first periodic sync is due (nothing was ever flushed); it starts the clock.
+    edit(&file, "notes: []", "notes:\n  - first");
+    let flushed = eventually(Duration::from_secs(30), || {
+        p.try_json(&["get", "communication.notes"]) == Some(json!(["first"]))
+    });
+    edit(&file, "  - first", "  - first\n  - second");
+    std::thread::sleep(Duration::from_millis(600)); // let the watch see and hold it
+    p.ok(&[
+        "set",
+        "project_state.current_phase",
+        "review",
+        "--agent",
+        "planner",
+    ]);
+    let merged = eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(&file)
+            .map(|t| t.contains("current_phase: review") && t.contains("- second"))
+            .unwrap_or(false)
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(flushed, "the first periodic edit was not flushed");
+    assert!(merged, "the remote change was not merged around the held-back edit");
+    assert_eq!(p.json(&["get", "communication.notes"]), json!(["first"]));
 }

@@ -296,7 +296,9 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
             }
             let options = sync_options(&env, level);
             if level == Level::Periodic && theirs_waiting {
-                if let Some(report) = merge_remote_only(&env, &wc)? {
+                if let Some(report) =
+                    ctxsync_client::merge_remote_keeping_edits(&wc, &env.backend(), &env.context)?
+                {
                     return Ok(Some(report));
                 }
                 // Our held-back edits collide with theirs: push now so the conflict is
@@ -320,41 +322,6 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Merges remote revisions into the working copy while keeping the local edits pending
-/// (they are periodic and not due). `None` when the edits collide with the remote ones.
-fn merge_remote_only(env: &Env, wc: &WorkingCopy) -> Result<Option<SyncReport>> {
-    let (base, mine, _) = local_changes(wc)?;
-    let (revision, checksum, theirs) = ctxsync_client::Backend::read_newer(
-        &env.backend(),
-        &env.context,
-        base.revision,
-        &base.document,
-    )?;
-    let merge = ctxsync_core::merge3(&base.document, &mine, &theirs, ctxsync_core::Prefer::Mine);
-    if !merge.conflicts.is_empty() {
-        return Ok(None);
-    }
-    let new_base = ctxsync_client::Base {
-        context: env.context.clone(),
-        revision,
-        checksum: checksum.clone(),
-        document: theirs,
-        last_periodic_flush: base.last_periodic_flush,
-    };
-    wc.save(&merge.merged, &new_base)?;
-    let pending = local_changes(wc)?.2.len();
-    Ok(Some(SyncReport {
-        agent: wc.agent.clone(),
-        level: Level::Periodic,
-        local_changes: pending,
-        deferred: true,
-        pushed: None,
-        revision,
-        checksum,
-        merge_conflicts: Vec::new(),
-    }))
 }
 
 /// Follows the server's event stream, waking the watch loop for each new revision;
