@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::deploy::write_atomic;
+use crate::deploy::{write_atomic, write_atomic_streamed};
 use crate::error::{Error, Result};
 
 /// The BLAKE3 hex digest used everywhere as a content id.
@@ -64,25 +64,13 @@ impl BlobStore {
                 .prefix(crate::deploy::TEMP_PREFIX)
                 .tempfile_in(&dir)?;
             let mut out = std::io::BufWriter::new(tmp);
-            let mut seen = HashSet::new();
-            for bytes in blobs {
-                let h = hash(bytes);
-                // Only duplicates within this run are skipped: checking older packs
-                // would mean reading them all, and a blob written again is rare
-                // (unchanged outputs are never rewritten); gc drops the spare copy.
-                if !seen.insert(h.clone()) {
-                    continue;
-                }
-                out.write_all(h.as_bytes())?;
-                out.write_all(&(bytes.len() as u64).to_le_bytes())?;
-                out.write_all(bytes)?;
-            }
+            let count = write_pack(&mut out, blobs)?;
             let tmp = out.into_inner().map_err(|e| e.into_error())?;
             let name = format!(
                 "{}-{}-{}.pack",
                 crate::events::now_ms(),
                 std::process::id(),
-                seen.len()
+                count
             );
             tmp.persist(dir.join(name)).map_err(|e| e.error)?;
             Ok(())
@@ -229,15 +217,29 @@ impl BlobStore {
 
     /// Like `put_many_fast` but durable and without consulting the index (for gc).
     fn put_many_unindexed(&self, blobs: &[&[u8]]) -> Result<()> {
-        let mut pack = Vec::new();
-        for bytes in blobs {
-            pack.extend_from_slice(hash(bytes).as_bytes());
-            pack.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            pack.extend_from_slice(bytes);
-        }
-        let name = format!("{}-{}.pack", crate::events::now_ms(), &hash(&pack)[..16]);
-        write_atomic(&self.packs_dir().join(name), &pack, true)
+        let name = format!("{}-{}-gc.pack", crate::events::now_ms(), std::process::id());
+        write_atomic_streamed(&self.packs_dir().join(name), |out| {
+            write_pack(out, blobs).map(|_| ())
+        })
     }
+}
+
+/// Writes `blobs` as pack records (each distinct blob once); returns how many.
+/// Only duplicates within one call are skipped: checking older packs would mean reading
+/// them all, and a blob written again is rare (unchanged outputs are never rewritten);
+/// gc drops the spare copy.
+fn write_pack(out: &mut dyn Write, blobs: &[&[u8]]) -> std::io::Result<usize> {
+    let mut seen = HashSet::new();
+    for bytes in blobs {
+        let h = hash(bytes);
+        if !seen.insert(h.clone()) {
+            continue;
+        }
+        out.write_all(h.as_bytes())?;
+        out.write_all(&(bytes.len() as u64).to_le_bytes())?;
+        out.write_all(bytes)?;
+    }
+    Ok(seen.len())
 }
 
 fn remove(p: &Path) -> Result<()> {

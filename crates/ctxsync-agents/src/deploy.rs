@@ -13,6 +13,9 @@ pub const TEMP_PREFIX: &str = ".ctxsync-tmp";
 /// Atomically replaces `path` with `bytes`, creating parent folders.
 /// With `durable`, the file and its folder are fsynced before returning.
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    if durable {
+        return write_atomic_streamed(path, |out| out.write_all(bytes));
+    }
     let dir = path
         .parent()
         .ok_or_else(|| Error::Input(format!("{}: no parent folder", path.display())))?;
@@ -22,15 +25,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    if durable {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(tmp.path(), e))?;
-    }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    if durable {
-        sync_dir(dir)?;
-    }
     Ok(())
 }
 

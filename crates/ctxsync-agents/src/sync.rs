@@ -274,7 +274,7 @@ pub fn run(
             let parts: Vec<_> = recs
                 .chunks(chunk)
                 .map(|part| {
-                    s.spawn(move || {
+                    let handle = s.spawn(move || {
                         part.iter()
                             .map(|rec| match rec {
                                 None => true,
@@ -283,22 +283,18 @@ pub fn run(
                                 }
                             })
                             .collect::<Vec<bool>>()
-                    })
+                    });
+                    (part.len(), handle)
                 })
                 .collect();
             parts
                 .into_iter()
                 // A panicked checker counts its agents as dirty: re-rendering is safe.
-                .flat_map(|h| h.join().unwrap_or_default())
+                .flat_map(|(len, h)| h.join().unwrap_or_else(|_| vec![true; len]))
                 .collect()
         })
     };
-    for ((a, rec), dirty) in lib
-        .agents
-        .iter()
-        .zip(&recs)
-        .zip(dirty.into_iter().chain(std::iter::repeat(true)))
-    {
+    for ((a, rec), dirty) in lib.agents.iter().zip(&recs).zip(dirty) {
         let rec = *rec;
         if dirty {
             work.push((rec.map(|(_, r)| r.priority).unwrap_or_default(), a));

@@ -129,6 +129,9 @@ fn watch_keeps_held_back_edits_while_merging_others(mode: Mode) {
     let _ = watch.kill();
     let _ = watch.wait();
     assert!(flushed, "the first periodic edit was not flushed");
-    assert!(merged, "the remote change was not merged around the held-back edit");
+    assert!(
+        merged,
+        "the remote change was not merged around the held-back edit"
+    );
     assert_eq!(p.json(&["get", "communication.notes"]), json!(["first"]));
 }

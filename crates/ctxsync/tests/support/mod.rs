@@ -29,12 +29,19 @@ pub struct Server {
     tokens: Mutex<HashMap<String, String>>,
 }
 
+/// Settings a developer's shell may carry that would change what a test runs against.
+const INHERITED: [&str; 4] = [
+    "CTXSYNC_AGENT",
+    "CTXSYNC_CONTEXT",
+    "CTXSYNC_SERVER",
+    "CTXSYNC_TOKEN",
+];
+
 fn bin() -> Command {
     let mut cmd = Command::cargo_bin("ctxsync").expect("binary");
-    cmd.env_remove("CTXSYNC_AGENT")
-        .env_remove("CTXSYNC_CONTEXT")
-        .env_remove("CTXSYNC_SERVER")
-        .env_remove("CTXSYNC_TOKEN");
+    for var in INHERITED {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -53,9 +60,11 @@ impl Server {
 
     fn spawn(&mut self, bind: &str) {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ctxsync"));
+        for var in INHERITED {
+            cmd.env_remove(var);
+        }
         cmd.args(["serve", "--bind", bind, "-C"])
             .arg(&self.root)
-            .env_remove("CTXSYNC_SERVER")
             .env("CTXSYNC_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -196,12 +205,11 @@ impl Project {
     /// Starts a long-running command (e.g. `watch`) as a child process.
     pub fn spawn(&self, args: &[&str]) -> Child {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ctxsync"));
+        for var in INHERITED {
+            cmd.env_remove(var);
+        }
         cmd.current_dir(self.path())
             .args(args)
-            .env_remove("CTXSYNC_AGENT")
-            .env_remove("CTXSYNC_CONTEXT")
-            .env_remove("CTXSYNC_SERVER")
-            .env_remove("CTXSYNC_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
