@@ -129,3 +129,18 @@ fn a_delta_that_does_not_check_out_falls_back_to_a_full_pull() {
     );
     assert_eq!(base["document"]["project_state"]["current_phase"], "review");
 }
+
+#[test]
+fn a_server_setting_that_is_not_a_url_is_an_input_error_and_queues_nothing() {
+    let p = Project::new(Mode::Embedded);
+    p.init();
+    let out = p
+        .cmd(&["set", "x", "1"])
+        .env("CTXSYNC_SERVER", "localhost:7711")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a URL"), "{}", stderr(&out));
+    assert!(!p.path().join(".ctxsync/outbox").exists());
+    assert_eq!(p.revision(), 0);
+}

@@ -49,12 +49,20 @@ impl Env {
     }
 }
 
-/// `CTXSYNC_SERVER`, else `server` in ctxsync.toml.
-fn server_url(config: &Config) -> Option<String> {
-    std::env::var("CTXSYNC_SERVER")
+/// `CTXSYNC_SERVER`, else `server` in ctxsync.toml. A value that is not an http(s) URL
+/// is an input error, not an unreachable server (pushes must not queue for it).
+fn server_url(config: &Config) -> Result<Option<String>> {
+    let url = std::env::var("CTXSYNC_SERVER")
         .ok()
         .filter(|s| !s.is_empty())
-        .or(config.file.server.clone())
+        .or(config.file.server.clone());
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(InputError(
+            format!("server {u:?} is not a URL: use http://HOST:PORT or https://HOST"),
+        )
+        .into()),
+        other => Ok(other),
+    }
 }
 
 /// `CTXSYNC_TOKEN`, else `.ctxsync/token` (kept out of the committed config).
@@ -76,7 +84,7 @@ pub(crate) fn open(common: &Common) -> Result<Env> {
     let config = Config::load(common.root.as_deref())?;
     let context = config.context(common.context.as_deref());
     ctxsync_store::validate_context_name(&context)?;
-    if let Some(url) = server_url(&config) {
+    if let Some(url) = server_url(&config)? {
         let remote = RemoteStore::new(&url, server_token(&config)?);
         let client = remote.client.clone();
         let outbox = Outbox::new(config.state_dir().join("outbox"));
@@ -178,7 +186,7 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
             "unknown template {template_name:?}: use seed or empty"
         ))
     })?;
-    let (head, location) = match server_url(&config) {
+    let (head, location) = match server_url(&config)? {
         Some(url) => {
             let remote = RemoteStore::new(&url, server_token(&config)?);
             (remote.create_context(&context, document)?, url)
