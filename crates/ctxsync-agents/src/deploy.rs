@@ -130,6 +130,7 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
             })
             .collect()
     });
+    let t_staged = std::time::Instant::now();
     let mut all = Vec::new();
     for s in staged {
         all.extend(s?);
@@ -139,12 +140,21 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
             sync_filesystem_of(d)?;
         }
     }
+    let t_synced = std::time::Instant::now();
     for (tmp, dest) in all {
         tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
     }
+    let t_renamed = std::time::Instant::now();
     for d in dirs {
         sync_dir(d)?;
     }
+    tracing::debug!(
+        "write_many: {} files, syncfs {:.1}ms, renames {:.1}ms, folder syncs {:.1}ms",
+        files.len(),
+        (t_synced - t_staged).as_secs_f64() * 1000.0,
+        (t_renamed - t_synced).as_secs_f64() * 1000.0,
+        t_renamed.elapsed().as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 

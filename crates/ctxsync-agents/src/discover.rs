@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::config::AgentsConfig;
+use crate::dirfd::Dir;
 use crate::error::{Error, Result};
 use crate::glob::GlobSet;
 use crate::paths;
@@ -60,8 +61,9 @@ pub struct Library {
     pub modular_roots: BTreeSet<String>,
     /// Things skipped that the user should know about.
     pub warnings: Vec<String>,
-    /// Folders whose listing may be reused while their mtime is unchanged (no symlink
-    /// inside): relative path -> mtime (ns) when walked.
+    /// Every folder walked by its real path -> its mtime (ns) when walked, or
+    /// [`ALWAYS_LIST`] for one whose listing must not be reused (it holds a symlink or
+    /// a file refused for its size).
     pub dirs: BTreeMap<String, u64>,
 }
 
@@ -74,6 +76,9 @@ pub struct DirCache<'a> {
     /// Folder -> (sub-folder names, file names), from the last scan.
     children: HashMap<&'a str, (Vec<&'a str>, Vec<&'a str>)>,
 }
+
+/// The recorded "mtime" of a folder that is listed on every scan.
+pub const ALWAYS_LIST: u64 = u64::MAX;
 
 /// Folders modified this close to the last scan may have changed within the same mtime
 /// tick: they are listed again ("racy clean", as git calls it).
@@ -106,7 +111,10 @@ impl<'a> DirCache<'a> {
     /// The last scan's children of `rel`, if its listing is still good at `mtime_ns`.
     fn unchanged(&self, rel: &str, mtime_ns: u64) -> Option<(&[&'a str], &[&'a str])> {
         let recorded = *self.dirs.get(rel)?;
-        if recorded != mtime_ns || mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.scanned_at_ns {
+        if recorded == ALWAYS_LIST
+            || recorded != mtime_ns
+            || mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.scanned_at_ns
+        {
             return None;
         }
         Some(
@@ -192,13 +200,12 @@ fn dir_identity(dir: &Path) -> Result<DirId> {
 
 /// A folder's identity from metadata already at hand.
 #[cfg(unix)]
-fn inode_identity(m: &std::fs::Metadata, _path: &Path) -> DirId {
-    use std::os::unix::fs::MetadataExt;
-    DirId::Inode(m.dev(), m.ino())
+fn meta_identity(m: &crate::dirfd::Meta, _path: &Path) -> DirId {
+    DirId::Inode(m.dev_ino.0, m.dev_ino.1)
 }
 
 #[cfg(not(unix))]
-fn inode_identity(_m: &std::fs::Metadata, path: &Path) -> DirId {
+fn meta_identity(_m: &crate::dirfd::Meta, path: &Path) -> DirId {
     DirId::Path(path.to_path_buf())
 }
 
@@ -263,7 +270,7 @@ fn walk_source(
     seen_dirs: &mut HashSet<DirId>,
 ) -> Result<()> {
     let mut top = Walker::new(ctx, WalkMode::CollectSubdirs);
-    top.walk(abs, id, rel, 0)?;
+    top.walk(&Dir::open(abs), id, rel, 0)?;
     let jobs = std::mem::take(&mut top.jobs);
     let mut deferred = std::mem::take(&mut top.deferred);
     let mut parts = vec![top];
@@ -278,7 +285,7 @@ fn walk_source(
                 s.spawn(move || -> Result<Walker<'_>> {
                     let mut w = Walker::new(ctx, WalkMode::DeferLinks);
                     for (path, id, rel, depth) in part {
-                        w.walk(path, id.clone(), rel, *depth)?;
+                        w.walk(&Dir::open(path), id.clone(), rel, *depth)?;
                     }
                     Ok(w)
                 })
@@ -306,7 +313,7 @@ fn walk_source(
     let mut linked = Walker::new(ctx, WalkMode::FollowLinks);
     linked.seen_dirs = std::mem::take(seen_dirs);
     for (path, id, rel, depth) in deferred {
-        linked.walk(&path, id, &rel, depth)?;
+        linked.walk(&Dir::open(&path), id, &rel, depth)?;
     }
     lib.files.append(&mut linked.lib.files);
     lib.dirs.append(&mut linked.lib.dirs);
@@ -347,14 +354,14 @@ impl<'a> Walker<'a> {
     }
 
     /// Walks `dir`, whose identity the caller knows (so a folder costs no extra `stat`).
-    fn walk(&mut self, dir: &Path, id: DirId, rel: &str, depth: usize) -> Result<()> {
+    fn walk(&mut self, dir: &Dir, id: DirId, rel: &str, depth: usize) -> Result<()> {
         self.walk_at(dir, id, rel, depth, None)
     }
 
     /// [`Self::walk`] when the folder's mtime is already known.
     fn walk_at(
         &mut self,
-        dir: &Path,
+        handle: &Dir,
         id: DirId,
         rel: &str,
         depth: usize,
@@ -369,6 +376,7 @@ impl<'a> Walker<'a> {
         if !self.seen_dirs.insert(id.clone()) {
             return Ok(()); // Reached twice through a symlink: walk once.
         }
+        let dir = handle.path();
         // Only folders reached by their real path are cached (mode != FollowLinks).
         let mtime_ns = match known_mtime {
             Some(m) => Some(m),
@@ -383,7 +391,7 @@ impl<'a> Walker<'a> {
             (self.ctx.cache, mtime_ns, self.mode != WalkMode::FollowLinks)
         {
             if let Some((subdirs, files)) = cache.unchanged(rel, mtime) {
-                return self.walk_unchanged(dir, rel, depth, mtime, subdirs, files);
+                return self.walk_unchanged(handle, rel, depth, mtime, subdirs, files);
             }
         }
         let mut saw_link = false;
@@ -443,7 +451,8 @@ impl<'a> Walker<'a> {
                         self.deferred.push(job)
                     }
                     WalkMode::CollectSubdirs => self.jobs.push(job),
-                    _ => self.walk(&job.0, job.1, &job.2, job.3)?,
+                    _ if linked => self.walk(&Dir::open(&job.0), job.1, &job.2, job.3)?,
+                    _ => self.walk(&handle.child(&name), job.1, &job.2, job.3)?,
                 }
             } else if ft.is_file() && name.ends_with(".md") {
                 // The entry's own metadata is a `stat` relative to the open folder, cheaper
@@ -481,9 +490,13 @@ impl<'a> Walker<'a> {
             }
         }
         // A folder holding a link is always listed: the link's target can change
-        // without the folder changing.
-        if let (Some(mtime), false, true) = (mtime_ns, saw_link, self.mode != WalkMode::FollowLinks)
-        {
+        // without the folder changing. It is still recorded, so that its parent's
+        // reused listing leads to it.
+        if self.mode != WalkMode::FollowLinks {
+            let mtime = match (mtime_ns, saw_link) {
+                (Some(m), false) => m,
+                _ => ALWAYS_LIST,
+            };
             self.lib.dirs.insert(rel.to_owned(), mtime);
         }
         Ok(())
@@ -494,7 +507,7 @@ impl<'a> Walker<'a> {
     /// changed; each sub-folder's own listing may have).
     fn walk_unchanged(
         &mut self,
-        dir: &Path,
+        dir: &Dir,
         rel: &str,
         depth: usize,
         mtime: u64,
@@ -509,42 +522,47 @@ impl<'a> Walker<'a> {
             {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(dir.join(name)) else {
+            let Ok(meta) = dir.stat(name) else {
                 continue; // gone since: the folder's mtime would say so, but be safe
             };
-            if !meta.is_file() {
+            if !meta.is_file {
                 continue;
             }
-            if meta.len() > self.ctx.cfg.max_file_bytes {
+            if meta.size > self.ctx.cfg.max_file_bytes {
                 self.lib.warnings.push(format!(
                     "{child_rel}: {} bytes is over max_file_bytes ({}), refused",
-                    meta.len(),
-                    self.ctx.cfg.max_file_bytes
+                    meta.size, self.ctx.cfg.max_file_bytes
                 ));
-                self.lib.dirs.remove(rel);
+                self.lib.dirs.insert(rel.to_owned(), ALWAYS_LIST);
                 continue;
             }
             self.lib.files.insert(
                 child_rel,
                 FileStat {
-                    size: meta.len(),
-                    mtime_ns: mtime_of(&meta),
+                    size: meta.size,
+                    mtime_ns: meta.mtime_ns,
                 },
             );
         }
         for name in subdirs {
             let child_rel = format!("{rel}/{name}");
-            let path = dir.join(name);
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            let Ok(meta) = dir.stat(name) else {
                 continue;
             };
-            if !meta.is_dir() {
+            if !meta.is_dir {
                 continue; // replaced by something else: its folder's mtime would show it
             }
-            let id = inode_identity(&meta, &path);
+            let path = dir.path().join(name);
+            let id = meta_identity(&meta, &path);
             match self.mode {
                 WalkMode::CollectSubdirs => self.jobs.push((path, id, child_rel, depth + 1)),
-                _ => self.walk_at(&path, id, &child_rel, depth + 1, Some(mtime_of(&meta)))?,
+                _ => self.walk_at(
+                    &dir.child(name),
+                    id,
+                    &child_rel,
+                    depth + 1,
+                    Some(meta.mtime_ns),
+                )?,
             }
         }
         Ok(())
@@ -709,5 +727,43 @@ mod tests {
         let racy = DirCache::new(&first.dirs, files.iter(), 0);
         let listed = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&racy)).unwrap();
         assert!(listed.files.contains_key("agents/b/b.md"));
+    }
+
+    /// A folder holding a symlink is listed on every scan, and the reused listing of
+    /// its parent must still lead to it (an earlier version lost its agents on the
+    /// third run, and never saw a file added to it).
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_holding_a_link_stays_reachable_from_a_cached_parent() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |rel: &str| {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "# Agent\n").unwrap();
+        };
+        write("agents/g/a/a.md");
+        write("agents/h/b.md");
+        std::fs::create_dir_all(d.path().join("agents/u")).unwrap();
+        std::os::unix::fs::symlink("../h/b.md", d.path().join("agents/g/linked.md")).unwrap();
+        std::os::unix::fs::symlink("../h/b.md", d.path().join("agents/u/only-a-link.md")).unwrap();
+        let cfg = AgentsConfig::default();
+        let first = discover(d.path(), &cfg, &HashSet::new()).unwrap();
+        assert_eq!(first.dirs.get("agents/g"), Some(&ALWAYS_LIST));
+        let later = u64::MAX / 2;
+        let cache = DirCache::new(&first.dirs, first.files.keys(), later);
+        let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        assert_eq!(
+            again.files.keys().collect::<Vec<_>>(),
+            first.files.keys().collect::<Vec<_>>()
+        );
+        // A file added to the always-listed folder changes only that folder's mtime.
+        write("agents/u/new.md");
+        let third = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        assert!(
+            third.files.contains_key("agents/u/new.md"),
+            "{:?}",
+            third.files.keys()
+        );
+        assert!(third.files.contains_key("agents/g/a/a.md"));
     }
 }

@@ -20,10 +20,14 @@ use crate::discover::{self, AgentEntry, Library};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventKind};
 use crate::graph::{RenameMap, Texts};
+use crate::index::Index;
 use crate::merge3;
+use crate::noop::{self, expected_outputs, output_unchanged};
 use crate::parse::{self, Priority};
 use crate::paths;
-use crate::registry::{AgentRec, FileChange, FileRec, GenRec, OutRec, Registry, Rename};
+use crate::registry::{
+    index_path, AgentRec, FileChange, FileRec, GenRec, OutRec, Registry, Rename,
+};
 use crate::render::{self, AgentModel, Output};
 use crate::state::StateDir;
 use crate::validate;
@@ -112,6 +116,40 @@ impl SyncReport {
     }
 }
 
+/// Wall time of each phase of a run, logged at debug level (`CTXSYNC_LOG=ctxsync_agents=debug`)
+/// so a slow run can be explained without a profiler.
+struct Phases {
+    last: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.done
+            .push((phase, (now - self.last).as_secs_f64() * 1000.0));
+        self.last = now;
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        let summary: Vec<String> = self
+            .done
+            .iter()
+            .map(|(p, ms)| format!("{p} {ms:.1}ms"))
+            .collect();
+        tracing::debug!("agents sync phases: {}", summary.join(", "));
+    }
+}
+
 /// Progress callback: `(done, total)`.
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
@@ -130,7 +168,7 @@ fn mtime_ns(m: &std::fs::Metadata) -> u64 {
 
 /// A file modified this close to the previous scan may have changed within the same
 /// timestamp tick, so it is hashed again even when size and mtime match.
-const RACY_MARGIN_NS: u64 = 50_000_000;
+pub(crate) const RACY_MARGIN_NS: u64 = 50_000_000;
 
 struct Rendered {
     entry: AgentEntry,
@@ -165,31 +203,89 @@ pub fn run(
     progress: Progress<'_>,
 ) -> Result<SyncReport> {
     let t0 = Instant::now();
+    let mut phases = Phases::new();
     let state = StateDir::new(root);
     let _lock = if opts.read_only() {
         None
     } else {
         Some(state.lock()?)
     };
-    let mut reg = Registry::load(&state.registry())?;
+    let reg_path = state.registry();
+    let index = Index::load(&index_path(&reg_path), &reg_path);
+    phases.mark("index");
     let scan_start = now_ns();
-    let owned: HashSet<String> = reg
-        .agents
-        .values()
-        .flat_map(|a| a.outputs.keys().cloned())
-        .collect();
+    let fingerprint = cfg.render_fingerprint();
     let dirs_key = format!("{:?}|{:?}", cfg.sources, cfg.excludes);
-    let cache = (reg.dirs_key == dirs_key)
-        .then(|| discover::DirCache::new(&reg.dirs, reg.files.keys(), reg.scanned_at_ns));
-    let lib = discover::discover_cached(root, cfg, &owned, cache.as_ref())?;
-    drop(cache);
+    // The fast path: from the index alone, walk the library and stat the outputs; when
+    // nothing moved, the run is over without reading the registry.
+    let mut walked = None;
+    if let Some(ix) = index.as_ref().filter(|ix| {
+        !opts.full
+            && !opts.check
+            && opts.agent.is_none()
+            && ix.config_fingerprint == fingerprint
+            && ix.dirs_key == dirs_key
+    }) {
+        if noop::index_still_true(root, cfg, ix) {
+            phases.mark("verify");
+            return Ok(SyncReport {
+                agents: ix.agents.len(),
+                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                ..Default::default()
+            });
+        }
+        phases.mark("verify");
+        // The index could not answer alone (folders listed on every scan, agents not
+        // all registered) or something moved: walk, reusing unchanged listings.
+        let owned: HashSet<String> = ix
+            .agents
+            .iter()
+            .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
+            .collect();
+        let cache = discover::DirCache::new(&ix.dirs, ix.files.keys(), ix.scanned_at_ns);
+        let lib = discover::discover_cached(root, cfg, &owned, Some(&cache))?;
+        drop(cache);
+        phases.mark("walk");
+        if noop::nothing_to_do(root, cfg, &lib, ix) {
+            phases.mark("check");
+            return Ok(SyncReport {
+                agents: lib.agents.len(),
+                warnings: lib.warnings,
+                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                ..Default::default()
+            });
+        }
+        phases.mark("check");
+        walked = Some(lib);
+    }
+    let had_index = index.is_some();
+    let mut reg = Registry::load_with_index(&reg_path, index)?;
+    phases.mark("load");
+    let lib = match walked {
+        // Walked with the same cache and owned outputs the registry would give.
+        Some(lib) => lib,
+        None => {
+            let owned: HashSet<String> = reg
+                .agents
+                .values()
+                .flat_map(|a| a.outputs.keys().cloned())
+                .collect();
+            let cache = (reg.dirs_key == dirs_key)
+                .then(|| discover::DirCache::new(&reg.dirs, reg.files.keys(), reg.scanned_at_ns));
+            let lib = discover::discover_cached(root, cfg, &owned, cache.as_ref())?;
+            drop(cache);
+            phases.mark("walk");
+            lib
+        }
+    };
     let mut report = SyncReport {
         agents: lib.agents.len(),
         warnings: lib.warnings.clone(),
         ..Default::default()
     };
     let texts = Texts::new(root, &lib);
-    let file_hashes = hash_files(root, &lib, &reg, &texts);
+    let (file_hashes, had_racy) = hash_files(root, &lib, &reg, &texts);
+    phases.mark("hash");
 
     // Renames: a file gone and another new with the same bytes, in this one batch.
     let mut new_renames = Vec::new();
@@ -242,7 +338,6 @@ pub fn run(
     report.renames = new_renames.clone();
 
     // Which agents need rendering.
-    let fingerprint = cfg.render_fingerprint();
     let everything = opts.full || opts.check || reg.config_fingerprint != fingerprint;
     let by_entry: HashMap<&str, &str> = reg
         .agents
@@ -294,6 +389,7 @@ pub fn run(
                 .collect()
         })
     };
+    phases.mark("dirty");
     for ((a, rec), dirty) in lib.agents.iter().zip(&recs).zip(dirty) {
         let rec = *rec;
         if dirty {
@@ -306,6 +402,7 @@ pub fn run(
     work.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.entry.cmp(&y.1.entry)));
 
     let (mut rendered, errors) = render_all(root, cfg, &lib, &texts, &renames, &work, progress);
+    phases.mark("render");
     report.validation_errors = errors;
     if let Some(only) = &opts.agent {
         rendered.retain(|r| &r.name == only);
@@ -354,6 +451,7 @@ pub fn run(
         }
     }
     report.rendered = rendered.iter().map(|r| r.name.clone()).collect();
+    phases.mark("validate");
 
     if !report.validation_errors.is_empty() {
         report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -528,6 +626,7 @@ pub fn run(
         }
     }
 
+    phases.mark("plan");
     if opts.read_only() {
         report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
         return Ok(report);
@@ -564,7 +663,9 @@ pub fn run(
         .collect();
     // Bytes we wrote are the base of a later three-way merge; a lost one only disables merge.
     blobs.put_many_fast(&writes.iter().map(|(_, b)| *b).collect::<Vec<_>>());
+    phases.mark("backup");
     deploy::write_many(&writes)?;
+    phases.mark("write");
     let mut dirs = BTreeSet::new();
     for p in &plan {
         if let Action::Remove { .. } = p.action {
@@ -763,14 +864,31 @@ pub fn run(
             })
         })
         .collect();
+    // What `registry.json` holds changed, or only the scan cache in the index.
     let registry_changed = !plan.is_empty()
         || !rendered.is_empty()
         || !gone_agents.is_empty()
         || !new_renames.is_empty()
+        || reg.config_fingerprint != fingerprint
+        || reg.migrate;
+    // The index can vouch for a no-op without a walk only if every agent of the library
+    // is registered as what it was found to be.
+    let registered: HashSet<&str> = reg.agents.values().map(|a| a.entry.as_str()).collect();
+    let complete = registered.len() == reg.agents.len()
+        && registered.len() == lib.agents.len()
+        && lib
+            .agents
+            .iter()
+            .all(|a| registered.contains(a.entry.as_str()));
+    let index_changed = registry_changed
         || files_now != reg.files
         || lib.dirs != reg.dirs
         || reg.dirs_key != dirs_key
-        || reg.config_fingerprint != fingerprint;
+        // A file re-hashed only because it was modified close to the last scan: record
+        // the new scan time so it is not re-hashed on every run.
+        || had_racy
+        || !had_index
+        || complete != reg.scan_complete;
     if !plan.is_empty() {
         reg.generation = generation;
         reg.generations.push(GenRec {
@@ -781,20 +899,28 @@ pub fn run(
         });
         report.generation = Some(generation);
     }
-    if registry_changed {
+    if index_changed {
         reg.files = files_now;
         reg.dirs = lib.dirs.clone();
         reg.dirs_key = dirs_key;
-        reg.config_fingerprint = fingerprint;
         reg.scanned_at_ns = scan_start;
-        prune(&mut reg, cfg, &blobs)?;
-        reg.save(&state.registry())?;
+        reg.scan_complete = complete;
+    }
+    if registry_changed {
+        reg.config_fingerprint = fingerprint;
+        prune(&mut reg, &reg_path, cfg, &blobs)?;
+        phases.mark("registry");
+        reg.save(&reg_path)?;
+        phases.mark("save");
+    } else if index_changed {
+        reg.save_index(&reg_path);
     }
     report.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
     for e in &mut evs {
         e.duration_ms = report.duration_ms;
     }
     events::append(&state.events(), &evs)?;
+    phases.mark("events");
     Ok(report)
 }
 
@@ -842,11 +968,12 @@ fn plan_removal(
 }
 
 /// Drops generations older than the retention and the backups only they referenced.
-fn prune(reg: &mut Registry, cfg: &AgentsConfig, blobs: &BlobStore) -> Result<()> {
+fn prune(reg: &mut Registry, reg_path: &Path, cfg: &AgentsConfig, blobs: &BlobStore) -> Result<()> {
     let horizon = events::now_ms().saturating_sub(cfg.retention_days.saturating_mul(86_400_000));
-    let before = reg.generations.len();
-    reg.generations.retain(|g| g.at_ms >= horizon);
-    if reg.generations.len() == before {
+    if reg.oldest_generation_ms.is_none_or(|t| t >= horizon) {
+        return Ok(());
+    }
+    if !reg.retain_generations(reg_path, |g| g.at_ms >= horizon)? {
         return Ok(());
     }
     let mut keep: HashSet<String> = HashSet::new();
@@ -884,7 +1011,7 @@ fn read_opt(root: &Path, rel: &str) -> Result<Option<Vec<u8>>> {
 
 /// A target folder (or its nearest existing ancestor) must resolve inside the repository,
 /// so a symlinked `.github` cannot send writes elsewhere.
-fn check_target_dir(root: &Path, dir: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_target_dir(root: &Path, dir: &str) -> std::result::Result<(), String> {
     let Ok(canon_root) = root.canonicalize() else {
         return Ok(());
     };
@@ -926,50 +1053,43 @@ fn is_dirty(
             return true;
         }
     }
-    let expected: BTreeSet<String> = cfg
-        .targets
+    if expected_outputs(cfg, name, &rec.entry)
         .iter()
-        .filter(|t| {
-            !(**t == Target::Claude
-                && rec
-                    .entry
-                    .starts_with(&format!("{}/", cfg.target_dir(Target::Claude))))
-        })
-        .map(|t| cfg.output_path(*t, name))
-        .collect();
-    if expected.iter().ne(rec.outputs.keys()) {
+        .ne(rec.outputs.keys())
+    {
         return true;
     }
-    rec.outputs.iter().any(
-        |(p, o)| match std::fs::symlink_metadata(paths::abs(root, p)) {
-            Ok(m) => m.len() != o.size || mtime_ns(&m) != o.mtime_ns,
-            Err(_) => true,
-        },
-    )
+    rec.outputs
+        .iter()
+        .any(|(p, o)| !output_unchanged(root, p, o.size, o.mtime_ns))
 }
 
+/// Hashes of every library file: recorded ones where size and mtime match, read and
+/// hashed otherwise. Also says whether a file was re-read only for being racy.
 fn hash_files(
     root: &Path,
     lib: &Library,
     reg: &Registry,
     texts: &Texts<'_>,
-) -> HashMap<String, String> {
+) -> (HashMap<String, String>, bool) {
     let mut out = HashMap::with_capacity(lib.files.len());
     let mut todo = Vec::new();
+    let mut racy = false;
     for (p, st) in &lib.files {
         match reg.files.get(p) {
-            Some(r)
-                if r.size == st.size
-                    && r.mtime_ns == st.mtime_ns
-                    && st.mtime_ns.saturating_add(RACY_MARGIN_NS) < reg.scanned_at_ns =>
-            {
-                out.insert(p.clone(), r.hash.clone());
+            Some(r) if r.size == st.size && r.mtime_ns == st.mtime_ns => {
+                if st.mtime_ns.saturating_add(RACY_MARGIN_NS) < reg.scanned_at_ns {
+                    out.insert(p.clone(), r.hash.clone());
+                } else {
+                    racy = true;
+                    todo.push(p.as_str());
+                }
             }
             _ => todo.push(p.as_str()),
         }
     }
     if todo.is_empty() {
-        return out;
+        return (out, racy);
     }
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -1003,7 +1123,7 @@ fn hash_files(
             out.insert(p, h);
         }
     }
-    out
+    (out, racy)
 }
 
 fn render_all(

@@ -1,0 +1,174 @@
+//! The fast no-op test of a sync run: decide from the scan index alone that a full run
+//! would render, write and record nothing, without reading the registry.
+//!
+//! Two ways, the cheaper first:
+//! * [`index_still_true`]: every folder, file and output the index recorded is stat-ed
+//!   where it is, in parallel, with no listing and no map built. It needs an index
+//!   whose agents match the scan it was taken with and folders that may all be
+//!   trusted by mtime.
+//! * [`nothing_to_do`]: given a fresh walk of the library (reusing unchanged folder
+//!   listings), compare it with the index.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::{AgentsConfig, Target};
+use crate::dirfd::Dir;
+use crate::discover::{Library, ALWAYS_LIST};
+use crate::index::{Index, IndexOutput};
+use crate::paths;
+use crate::sync::{check_target_dir, RACY_MARGIN_NS};
+
+/// The outputs agent `name` (entry file `entry`) should have, sorted: one per target,
+/// except that a Claude Code subagent is not written back over `.claude/agents`.
+pub(crate) fn expected_outputs(cfg: &AgentsConfig, name: &str, entry: &str) -> BTreeSet<String> {
+    let claude = cfg.target_dir(Target::Claude);
+    let from_claude = entry
+        .strip_prefix(claude)
+        .is_some_and(|rest| rest.starts_with('/'));
+    cfg.targets
+        .iter()
+        .filter(|t| !(**t == Target::Claude && from_claude))
+        .map(|t| cfg.output_path(*t, name))
+        .collect()
+}
+
+/// True when output `rel` still has the size and mtime recorded when it was written.
+pub(crate) fn output_unchanged(root: &Path, rel: &str, size: u64, mtime: u64) -> bool {
+    match std::fs::symlink_metadata(paths::abs(root, rel)) {
+        Ok(m) => m.len() == size && crate::dirfd::Meta::from_std(&m).mtime_ns == mtime,
+        Err(_) => false,
+    }
+}
+
+/// True on `threads` threads when `check` holds for every item (stops early on a miss).
+pub(crate) fn all_parallel<T: Sync>(items: &[T], check: impl Fn(&T) -> bool + Sync) -> bool {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for part in items.chunks(chunk) {
+            let (failed, check) = (&failed, &check);
+            s.spawn(move || {
+                for item in part {
+                    if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if !check(item) {
+                        failed.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    // A panicked checker leaves `failed` unset but the scope re-raises its panic; the
+    // checks here only stat files.
+    !failed.load(Ordering::Relaxed)
+}
+
+/// The fast no-op test: true only when a full run would render, write and record
+/// nothing. Every file and folder of the library is as the index recorded it (and not
+/// modified close to the last scan), the agents are the same, every output still has
+/// the size and mtime recorded when it was written, dependencies that were missing are
+/// still missing, and the target folders are still safe.
+pub(crate) fn nothing_to_do(root: &Path, cfg: &AgentsConfig, lib: &Library, ix: &Index) -> bool {
+    if lib.files.len() != ix.files.len() || lib.dirs != ix.dirs {
+        return false;
+    }
+    let files_same = lib.files.iter().zip(&ix.files).all(|((p, st), (q, rec))| {
+        p == q
+            && st.size == rec.size
+            && st.mtime_ns == rec.mtime_ns
+            && st.mtime_ns.saturating_add(RACY_MARGIN_NS) < ix.scanned_at_ns
+    });
+    if !files_same || lib.agents.len() != ix.agents.len() {
+        return false;
+    }
+    let entries: HashSet<&str> = ix.agents.iter().map(|a| a.entry.as_str()).collect();
+    if entries.len() != ix.agents.len()
+        || !lib
+            .agents
+            .iter()
+            .all(|a| entries.contains(a.entry.as_str()))
+    {
+        return false;
+    }
+    targets_safe(root, cfg) && agents_unchanged(root, cfg, ix, |p| lib.files.contains_key(p))
+}
+
+/// The library and the outputs, checked against the index without walking: true only
+/// when nothing a full run looks at has moved. `false` also when the index cannot
+/// answer this way (the caller then walks).
+pub(crate) fn index_still_true(root: &Path, cfg: &AgentsConfig, ix: &Index) -> bool {
+    if !ix.complete || ix.dirs.values().any(|m| *m == ALWAYS_LIST) {
+        return false;
+    }
+    // A source that was absent (or skipped) must still be absent.
+    let sources_same = cfg.sources.iter().all(|src| {
+        let src = src.trim_end_matches('/');
+        ix.dirs.contains_key(src) || std::fs::symlink_metadata(paths::abs(root, src)).is_err()
+    });
+    if !sources_same || !targets_safe(root, cfg) {
+        return false;
+    }
+    let top = Dir::open(root);
+    let dirs: Vec<(&String, &u64)> = ix.dirs.iter().collect();
+    let files: Vec<_> = ix.files.iter().collect();
+    let fresh = |mtime: u64| mtime.saturating_add(RACY_MARGIN_NS) < ix.scanned_at_ns;
+    // A folder's mtime moves when an entry is added, removed or renamed in it; a file's
+    // own size and mtime when it is written.
+    all_parallel(&dirs, |(rel, mtime)| {
+        top.stat_rel(rel)
+            .is_ok_and(|m| m.is_dir && m.mtime_ns == **mtime && fresh(m.mtime_ns))
+    }) && all_parallel(&files, |(rel, rec)| {
+        top.stat_rel(rel).is_ok_and(|m| {
+            m.is_file && m.size == rec.size && m.mtime_ns == rec.mtime_ns && fresh(m.mtime_ns)
+        })
+    }) && agents_unchanged(root, cfg, ix, |p| ix.files.contains_key(p))
+}
+
+fn targets_safe(root: &Path, cfg: &AgentsConfig) -> bool {
+    cfg.targets
+        .iter()
+        .all(|t| check_target_dir(root, cfg.target_dir(*t)).is_ok())
+}
+
+/// Every agent of the index still has the outputs it should have, with the sizes and
+/// mtimes recorded when they were written, and its missing dependencies are still
+/// missing (`in_library` says which paths are library files now).
+fn agents_unchanged(
+    root: &Path,
+    cfg: &AgentsConfig,
+    ix: &Index,
+    in_library: impl Fn(&str) -> bool + Sync,
+) -> bool {
+    // Outputs live in a few target folders: stat them by name in an open folder.
+    let target_dirs: HashMap<&str, Dir> = cfg
+        .targets
+        .iter()
+        .map(|t| cfg.target_dir(*t))
+        .map(|d| (d, Dir::open(&paths::abs(root, d))))
+        .collect();
+    let unchanged = |o: &IndexOutput| {
+        let (parent, name) = (paths::parent(&o.path), paths::file_name(&o.path));
+        match target_dirs.get(parent) {
+            Some(dir) => dir
+                .stat(name)
+                .is_ok_and(|m| m.size == o.size && m.mtime_ns == o.mtime_ns),
+            None => output_unchanged(root, &o.path, o.size, o.mtime_ns),
+        }
+    };
+    all_parallel(&ix.agents, |a| {
+        expected_outputs(cfg, &a.name, &a.entry)
+            .iter()
+            .eq(a.outputs.iter().map(|o| &o.path))
+            && a.outputs.iter().all(unchanged)
+            && a.missing
+                .iter()
+                .all(|m| !in_library(m) && !paths::abs(root, m).exists())
+    })
+}
