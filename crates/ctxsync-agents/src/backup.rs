@@ -53,7 +53,7 @@ impl BlobStore {
     /// Stores many blobs in one new pack file, without fsync (merge bases: a pack lost
     /// in a crash only means a later `--merge` reports a conflict instead; a torn record
     /// fails the hash check on read and counts as absent). Blobs already kept are skipped.
-    pub fn put_many_fast(&self, blobs: &[&[u8]]) {
+    pub fn put_many_fast(&self, blobs: &[(&str, &[u8])]) {
         if blobs.is_empty() {
             return;
         }
@@ -218,8 +218,14 @@ impl BlobStore {
     /// Like `put_many_fast` but durable and without consulting the index (for gc).
     fn put_many_unindexed(&self, blobs: &[&[u8]]) -> Result<()> {
         let name = format!("{}-{}-gc.pack", crate::events::now_ms(), std::process::id());
+        let hashes: Vec<String> = blobs.iter().map(|b| hash(b)).collect();
+        let hashed: Vec<(&str, &[u8])> = hashes
+            .iter()
+            .map(String::as_str)
+            .zip(blobs.iter().copied())
+            .collect();
         write_atomic_streamed(&self.packs_dir().join(name), |out| {
-            write_pack(out, blobs).map(|_| ())
+            write_pack(out, &hashed).map(|_| ())
         })
     }
 }
@@ -228,11 +234,10 @@ impl BlobStore {
 /// Only duplicates within one call are skipped: checking older packs would mean reading
 /// them all, and a blob written again is rare (unchanged outputs are never rewritten);
 /// gc drops the spare copy.
-fn write_pack(out: &mut dyn Write, blobs: &[&[u8]]) -> std::io::Result<usize> {
+fn write_pack(out: &mut dyn Write, blobs: &[(&str, &[u8])]) -> std::io::Result<usize> {
     let mut seen = HashSet::new();
-    for bytes in blobs {
-        let h = hash(bytes);
-        if !seen.insert(h.clone()) {
+    for (h, bytes) in blobs {
+        if !seen.insert(*h) {
             continue;
         }
         out.write_all(h.as_bytes())?;
@@ -269,8 +274,11 @@ mod tests {
     fn packed_blobs_read_back_and_gc_drops_dead_packs() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("b");
-        BlobStore::new(&dir).put_many_fast(&[b"one", b"two", b"one"]);
-        BlobStore::new(&dir).put_many_fast(&[b"three"]);
+        let blobs: [&[u8]; 4] = [b"one", b"two", b"one", b"three"];
+        let hashes: Vec<String> = blobs.iter().map(|b| hash(b)).collect();
+        let pairs: Vec<(&str, &[u8])> = hashes.iter().map(String::as_str).zip(blobs).collect();
+        BlobStore::new(&dir).put_many_fast(&pairs[..3]);
+        BlobStore::new(&dir).put_many_fast(&pairs[3..]);
         let s = BlobStore::new(&dir);
         for text in [&b"one"[..], b"two", b"three"] {
             assert_eq!(s.get(&hash(text)).unwrap().as_deref(), Some(text));

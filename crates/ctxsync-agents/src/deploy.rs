@@ -2,8 +2,11 @@
 //! over the destination, fsync the folder. A reader sees the old bytes or the new bytes,
 //! never a half file, and a crash leaves at most a stray temp file behind.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::dirfd::Meta;
 
 use crate::error::{Error, Result};
 
@@ -20,8 +23,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .parent()
         .ok_or_else(|| Error::Input(format!("{}: no parent folder", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+    let mut tmp = temp_builder()
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
@@ -39,8 +41,7 @@ pub fn write_atomic_streamed(
         .parent()
         .ok_or_else(|| Error::Input(format!("{}: no parent folder", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+    let tmp = temp_builder()
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp);
@@ -51,6 +52,18 @@ pub fn write_atomic_streamed(
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     sync_dir(dir)
+}
+
+/// Temp files get a new file's usual permissions (0666 less the umask), not 0600.
+fn temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(TEMP_PREFIX);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b
 }
 
 /// Fsyncs a folder so a rename or removal in it is durable.
@@ -70,53 +83,72 @@ pub fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Writes many files: temp files are written (in parallel), made durable, renamed into
-/// place, and each touched folder is fsynced once. Returns on the first error; files not
-/// yet renamed are left untouched.
-///
-/// Durability: a large batch is flushed with one `syncfs` of the file system instead of
-/// one `fsync` per file (20,000 fsyncs cost seconds; one `syncfs` flushes the same data
-/// once). Either way every temp file is on disk before any rename makes it visible.
-pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
-    if files.is_empty() {
-        return Ok(());
-    }
+/// Writes many files: [`stage_many`], [`Batch::flush`], [`Batch::commit`]. Returns the
+/// size and mtime of each file as written, in the order given.
+pub fn write_many(files: &[(PathBuf, &[u8])]) -> Result<Vec<Meta>> {
+    let batch = stage_many(files)?;
+    batch.flush()?;
+    let metas = batch.metas().to_vec();
+    batch.commit()?;
+    Ok(metas)
+}
+
+/// Files written to temp files beside their destinations, not yet in place. Dropped
+/// before [`Batch::commit`], it removes its temp files: nothing was changed.
+pub struct Batch<'a> {
+    files: &'a [(PathBuf, &'a [u8])],
+    dirs: Vec<PathBuf>,
+    batch_sync: bool,
+    staged: Staged,
+    metas: Vec<Meta>,
+}
+
+/// Writes each of `files` to a temp file in its destination folder (one thread per
+/// folder; creating files in one folder from several threads contends on the folder's
+/// lock, measured 3x slower here). Small batches fsync each file; large ones leave
+/// that to [`Batch::flush`]. On an error, the temp files made so far are removed.
+pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
     let batch_sync = files.len() >= SYNCFS_FROM_FILES && cfg!(target_os = "linux");
     // Folders first, once each, so the writers below do not race to create them.
-    let dirs: std::collections::BTreeSet<&Path> =
-        files.iter().filter_map(|(p, _)| p.parent()).collect();
+    let dirs: BTreeSet<&Path> = files.iter().filter_map(|(p, _)| p.parent()).collect();
     for d in &dirs {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    // One writer per folder: creating files in one folder from several threads contends
-    // on the folder's lock (measured 3x slower than one thread here), while different
-    // folders (agents, prompts) proceed in parallel.
-    let mut by_dir: std::collections::BTreeMap<&Path, Vec<&(std::path::PathBuf, &[u8])>> =
-        std::collections::BTreeMap::new();
-    for f in files {
+    let mut by_dir: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
         if let Some(d) = f.0.parent() {
-            by_dir.entry(d).or_default().push(f);
+            by_dir.entry(d).or_default().push(i);
         }
     }
-    type Staged = Vec<(tempfile::TempPath, std::path::PathBuf)>;
-    let staged: Vec<Result<Staged>> = std::thread::scope(|s| {
+    let mut staged = Staged::default();
+    let results: Vec<Result<Vec<(usize, PathBuf, Meta)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = by_dir
             .into_iter()
-            .map(|(dir, part)| {
-                s.spawn(move || -> Result<Staged> {
+            .enumerate()
+            .map(|(writer, (dir, part))| {
+                s.spawn(move || -> Result<Vec<(usize, PathBuf, Meta)>> {
                     let mut out = Vec::with_capacity(part.len());
-                    for (path, bytes) in part {
-                        let mut tmp = tempfile::Builder::new()
-                            .prefix(TEMP_PREFIX)
-                            .tempfile_in(dir)
-                            .map_err(|e| Error::io(dir, e))?;
-                        tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+                    let mut stage = |i: usize| -> Result<()> {
+                        let (_, bytes) = &files[i];
+                        let (tmp, mut f) = create_temp(dir, writer, i)?;
+                        // Recorded before anything can fail, so a failure cleans it up.
+                        out.push((i, tmp, Meta::default()));
+                        let tmp = &out[out.len() - 1].1;
+                        f.write_all(bytes).map_err(|e| Error::io(tmp, e))?;
                         if !batch_sync {
-                            tmp.as_file()
-                                .sync_all()
-                                .map_err(|e| Error::io(tmp.path(), e))?;
+                            f.sync_all().map_err(|e| Error::io(tmp, e))?;
                         }
-                        out.push((tmp.into_temp_path(), path.clone()));
+                        let m = f.metadata().map_err(|e| Error::io(tmp, e))?;
+                        if let Some(last) = out.last_mut() {
+                            last.2 = Meta::from_std(&m);
+                        }
+                        Ok(())
+                    };
+                    for i in part {
+                        if let Err(e) = stage(i) {
+                            remove_temps(out.iter().map(|(_, p, _)| p));
+                            return Err(e);
+                        }
                     }
                     Ok(out)
                 })
@@ -130,32 +162,129 @@ pub fn write_many(files: &[(std::path::PathBuf, &[u8])]) -> Result<()> {
             })
             .collect()
     });
-    let t_staged = std::time::Instant::now();
-    let mut all = Vec::new();
-    for s in staged {
-        all.extend(s?);
-    }
-    if batch_sync {
-        for d in &dirs {
-            sync_filesystem_of(d)?;
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(v) => staged.0.extend(v),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
-    let t_synced = std::time::Instant::now();
-    for (tmp, dest) in all {
-        tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+    if let Some(e) = first_error {
+        return Err(e); // `staged` removes its temp files as it drops
     }
-    let t_renamed = std::time::Instant::now();
+    let mut metas = vec![Meta::default(); files.len()];
+    for (i, _, m) in &staged.0 {
+        metas[*i] = *m;
+    }
+    Ok(Batch {
+        files,
+        dirs: dirs.into_iter().map(Path::to_path_buf).collect(),
+        batch_sync,
+        staged,
+        metas,
+    })
+}
+
+impl Batch<'_> {
+    /// Size and mtime of each file as written (renaming keeps both), in order.
+    pub fn metas(&self) -> &[Meta] {
+        &self.metas
+    }
+
+    /// Makes the temp files durable. A large batch is flushed with one `syncfs` of the
+    /// file system instead of one `fsync` per file (20,000 fsyncs cost seconds; one
+    /// `syncfs` flushes the same data once). It only waits on the disk, so a caller may
+    /// run it on another thread (see [`Batch::flusher`]) and go on working.
+    pub fn flush(&self) -> Result<()> {
+        if self.batch_sync {
+            flush_dirs(&self.dirs)?;
+        }
+        Ok(())
+    }
+
+    /// What [`Batch::flush`] does, as a closure that owns what it needs.
+    pub fn flusher(&self) -> impl FnOnce() -> Result<()> + Send + 'static {
+        let dirs = if self.batch_sync {
+            self.dirs.clone()
+        } else {
+            Vec::new()
+        };
+        move || flush_dirs(&dirs)
+    }
+
+    /// Renames every temp file into place (after a flush: every file is on disk before
+    /// any rename makes it visible) and fsyncs each touched folder once. On an error,
+    /// what is already renamed stays in place and the rest is removed.
+    pub fn commit(mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        for (i, tmp, _) in std::mem::take(&mut self.staged.0) {
+            let dest = &self.files[i].0;
+            if let Err(e) = std::fs::rename(&tmp, dest) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::io(dest, e));
+            }
+        }
+        let renamed = std::time::Instant::now();
+        for d in &self.dirs {
+            sync_dir(d)?;
+        }
+        tracing::debug!(
+            "{} files: renames {:.1}ms, folder syncs {:.1}ms",
+            self.files.len(),
+            (renamed - started).as_secs_f64() * 1000.0,
+            renamed.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+}
+
+fn flush_dirs(dirs: &[PathBuf]) -> Result<()> {
     for d in dirs {
-        sync_dir(d)?;
+        sync_filesystem_of(d)?;
     }
-    tracing::debug!(
-        "write_many: {} files, syncfs {:.1}ms, renames {:.1}ms, folder syncs {:.1}ms",
-        files.len(),
-        (t_synced - t_staged).as_secs_f64() * 1000.0,
-        (t_renamed - t_synced).as_secs_f64() * 1000.0,
-        t_renamed.elapsed().as_secs_f64() * 1000.0
-    );
     Ok(())
+}
+
+/// Temp files not yet renamed into place; removed if dropped with any left.
+#[derive(Default)]
+struct Staged(Vec<(usize, PathBuf, Meta)>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        remove_temps(self.0.iter().map(|(_, p, _)| p));
+    }
+}
+
+fn remove_temps<'a>(paths: impl Iterator<Item = &'a PathBuf>) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Creates a new temp file in `dir` with the permissions of a new file (0666 less the
+/// umask, as an editor would leave it; a random-named temp file would be 0600). The
+/// name is unique to this process, writer and file; a stale file of that name (from a
+/// crashed run of a process with the same id) makes it try another.
+fn create_temp(dir: &Path, writer: usize, i: usize) -> Result<(PathBuf, std::fs::File)> {
+    let pid = std::process::id();
+    for attempt in 0..16u32 {
+        let p = dir.join(format!("{TEMP_PREFIX}-{pid}-{writer}-{i}-{attempt}"));
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
+        match o.open(&p) {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    Err(Error::Input(format!(
+        "{}: cannot create a temp file (too many stale {TEMP_PREFIX} files?)",
+        dir.display()
+    )))
 }
 
 /// From this many files on, one `syncfs` replaces the per-file fsyncs.

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::backup::{hash, BlobStore};
 use crate::config::{AgentsConfig, Target};
 use crate::deploy;
+use crate::dirfd::Meta;
 use crate::discover::{self, AgentEntry, Library};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventKind};
@@ -177,6 +178,8 @@ struct Rendered {
     version: Option<String>,
     outputs: Vec<Output>,
     deps: BTreeSet<String>,
+    /// What validation found wrong with the outputs (checked on the render thread).
+    problems: Vec<String>,
 }
 
 enum Action {
@@ -219,6 +222,7 @@ pub fn run(
     // The fast path: from the index alone, walk the library and stat the outputs; when
     // nothing moved, the run is over without reading the registry.
     let mut walked = None;
+    let mut answer = None;
     if let Some(ix) = index.as_ref().filter(|ix| {
         !opts.full
             && !opts.check
@@ -227,36 +231,37 @@ pub fn run(
             && ix.dirs_key == dirs_key
     }) {
         if noop::index_still_true(root, cfg, ix) {
+            answer = Some((ix.agents.len(), Vec::new()));
+        } else {
             phases.mark("verify");
-            return Ok(SyncReport {
-                agents: ix.agents.len(),
-                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-                ..Default::default()
-            });
+            // The index could not answer alone (folders listed on every scan, agents
+            // not all registered) or something moved: walk, reusing unchanged listings.
+            let owned: HashSet<String> = ix
+                .agents
+                .iter()
+                .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
+                .collect();
+            let cache = discover::DirCache::new(&ix.dirs, ix.files.keys(), ix.scanned_at_ns);
+            let lib = discover::discover_cached(root, cfg, &owned, Some(&cache))?;
+            drop(cache);
+            phases.mark("walk");
+            if noop::nothing_to_do(root, cfg, &lib, ix) {
+                answer = Some((lib.agents.len(), lib.warnings.clone()));
+                drop_in_background(lib);
+            } else {
+                walked = Some(lib);
+            }
         }
-        phases.mark("verify");
-        // The index could not answer alone (folders listed on every scan, agents not
-        // all registered) or something moved: walk, reusing unchanged listings.
-        let owned: HashSet<String> = ix
-            .agents
-            .iter()
-            .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
-            .collect();
-        let cache = discover::DirCache::new(&ix.dirs, ix.files.keys(), ix.scanned_at_ns);
-        let lib = discover::discover_cached(root, cfg, &owned, Some(&cache))?;
-        drop(cache);
-        phases.mark("walk");
-        if noop::nothing_to_do(root, cfg, &lib, ix) {
-            phases.mark("check");
-            return Ok(SyncReport {
-                agents: lib.agents.len(),
-                warnings: lib.warnings,
-                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-                ..Default::default()
-            });
-        }
-        phases.mark("check");
-        walked = Some(lib);
+    }
+    if let Some((agents, warnings)) = answer {
+        phases.mark("no-op check");
+        drop_in_background(index);
+        return Ok(SyncReport {
+            agents,
+            warnings,
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            ..Default::default()
+        });
     }
     let had_index = index.is_some();
     let mut reg = Registry::load_with_index(&reg_path, index)?;
@@ -434,16 +439,8 @@ pub fn run(
             }
         }
     }
-    for r in &rendered {
-        for o in &r.outputs {
-            if lib.files.contains_key(&o.path) {
-                report.validation_errors.push(format!(
-                    "{}: output of agent {:?} would overwrite a library file",
-                    o.path, r.name
-                ));
-            }
-            report.validation_errors.extend(validate::validate(cfg, o));
-        }
+    for r in &mut rendered {
+        report.validation_errors.append(&mut r.problems);
     }
     for t in &cfg.targets {
         if let Err(e) = check_target_dir(root, cfg.target_dir(*t)) {
@@ -479,18 +476,13 @@ pub fn run(
 
     // Plan.
     let blobs = BlobStore::new(state.backups());
-    let present: HashSet<&str> = clean_names
-        .keys()
-        .map(String::as_str)
-        .chain(rendered.iter().map(|r| r.name.as_str()))
-        .collect();
     let mut plan: Vec<Planned> = Vec::new();
     let mut keep_old_rec: HashMap<String, HashSet<String>> = HashMap::new();
     let mut recorded_now: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-    for r in &rendered {
+    for r in &mut rendered {
         let rec = reg.agents.get(&r.name);
         let mut wanted = BTreeSet::new();
-        for o in &r.outputs {
+        for o in &mut r.outputs {
             wanted.insert(o.path.clone());
             let disk = read_opt(root, &o.path)?;
             let recorded = rec.and_then(|a| a.outputs.get(&o.path));
@@ -499,7 +491,7 @@ pub fn run(
                     agent: r.name.clone(),
                     path: o.path.clone(),
                     action: Action::Write {
-                        bytes: o.bytes.clone(),
+                        bytes: std::mem::take(&mut o.bytes),
                         before: None,
                     },
                 }),
@@ -516,7 +508,7 @@ pub fn run(
                             agent: r.name.clone(),
                             path: o.path.clone(),
                             action: Action::Write {
-                                bytes: o.bytes.clone(),
+                                bytes: std::mem::take(&mut o.bytes),
                                 before: Some(d),
                             },
                         });
@@ -563,7 +555,7 @@ pub fn run(
                                 agent: r.name.clone(),
                                 path: o.path.clone(),
                                 action: Action::Write {
-                                    bytes: o.bytes.clone(),
+                                    bytes: std::mem::take(&mut o.bytes),
                                     before: Some(d),
                                 },
                             });
@@ -600,6 +592,11 @@ pub fn run(
             }
         }
     }
+    let present: HashSet<&str> = clean_names
+        .keys()
+        .map(String::as_str)
+        .chain(rendered.iter().map(|r| r.name.as_str()))
+        .collect();
     let mut gone_agents = Vec::new();
     for (name, rec) in &reg.agents {
         if present.contains(name.as_str()) || opts.agent.as_ref().is_some_and(|a| a != name) {
@@ -633,8 +630,15 @@ pub fn run(
     }
 
     // Deploy: backups of replaced bytes first (durable), then the outputs.
+    let after_hashes: Vec<Option<String>> = plan
+        .iter()
+        .map(|p| match &p.action {
+            Action::Write { bytes, .. } => Some(hash(bytes)),
+            Action::Remove { .. } => None,
+        })
+        .collect();
     let mut changes = Vec::new();
-    for p in &plan {
+    for (p, after_hash) in plan.iter().zip(&after_hashes) {
         let before = match &p.action {
             Action::Write { before, .. } => before.as_deref(),
             Action::Remove { before } => Some(before.as_slice()),
@@ -643,43 +647,44 @@ pub fn run(
             Some(b) => Some(blobs.put(b)?),
             None => None,
         };
-        let after_hash = match &p.action {
-            Action::Write { bytes, .. } => Some(hash(bytes)),
-            Action::Remove { .. } => None,
-        };
         changes.push(FileChange {
             agent: Some(p.agent.clone()),
             path: p.path.clone(),
             before: before_hash,
-            after: after_hash,
+            after: after_hash.clone(),
         });
     }
-    let writes: Vec<(std::path::PathBuf, &[u8])> = plan
-        .iter()
-        .filter_map(|p| match &p.action {
-            Action::Write { bytes, .. } => Some((paths::abs(root, &p.path), bytes.as_slice())),
-            Action::Remove { .. } => None,
-        })
-        .collect();
-    // Bytes we wrote are the base of a later three-way merge; a lost one only disables merge.
-    blobs.put_many_fast(&writes.iter().map(|(_, b)| *b).collect::<Vec<_>>());
-    phases.mark("backup");
-    deploy::write_many(&writes)?;
-    phases.mark("write");
-    let mut dirs = BTreeSet::new();
-    for p in &plan {
-        if let Action::Remove { .. } = p.action {
-            let a = paths::abs(root, &p.path);
-            deploy::remove_file(&a)?;
-            if let Some(d) = a.parent() {
-                dirs.insert(d.to_path_buf());
-            }
+    // (plan entry, hash) of each write, and what to write where.
+    let mut write_keys: Vec<(&str, &str)> = Vec::new();
+    let mut writes: Vec<(std::path::PathBuf, &[u8])> = Vec::new();
+    for (p, h) in plan.iter().zip(&after_hashes) {
+        if let (Action::Write { bytes, .. }, Some(h)) = (&p.action, h) {
+            write_keys.push((p.path.as_str(), h.as_str()));
+            writes.push((paths::abs(root, &p.path), bytes.as_slice()));
         }
     }
-    for d in dirs {
-        deploy::sync_dir(&d)?;
-    }
-
+    phases.mark("hashes");
+    let batch = deploy::stage_many(&writes)?;
+    phases.mark("stage");
+    // The disk flush only waits on the device: the records, the merge-base pack and
+    // the registry's new contents are prepared meanwhile. Nothing is renamed into place
+    // (and so nothing is recorded on disk) before it is done.
+    let flushing = std::thread::spawn(batch.flusher());
+    // Bytes we wrote are the base of a later three-way merge; a lost one only disables merge.
+    blobs.put_many_fast(
+        &write_keys
+            .iter()
+            .zip(&writes)
+            .map(|((_, h), (_, b))| (*h, *b))
+            .collect::<Vec<_>>(),
+    );
+    phases.mark("backup");
+    // Path -> (hash, size, mtime) of every output just written, from the written file.
+    let written: HashMap<&str, (&str, Meta)> = write_keys
+        .iter()
+        .zip(batch.metas())
+        .map(|((p, h), m)| (*p, (*h, *m)))
+        .collect();
     // Registry.
     let generation = if plan.is_empty() {
         reg.generation
@@ -690,8 +695,6 @@ pub fn run(
         m.entry(p.agent.as_str()).or_default().push(p.path.as_str());
         m
     });
-    let planned_by_path: HashMap<&str, &Planned> =
-        plan.iter().map(|p| (p.path.as_str(), p)).collect();
     let mut evs = Vec::new();
     let elapsed = t0.elapsed().as_secs_f64() * 1000.0;
     let ev = |kind, agent: &str, files: Vec<String>, result: &str, message: String| Event {
@@ -733,29 +736,31 @@ pub fn run(
                 }
                 continue;
             }
+            if let Some((h, m)) = written.get(o.path.as_str()) {
+                outputs.insert(
+                    o.path.clone(),
+                    OutRec {
+                        hash: h.to_string(),
+                        size: m.size,
+                        mtime_ns: m.mtime_ns,
+                    },
+                );
+                continue;
+            }
+            // Already right on disk: record it as it is.
             let a = paths::abs(root, &o.path);
-            if let Ok(m) = std::fs::metadata(&a) {
-                let h = planned_by_path
-                    .get(o.path.as_str())
-                    .and_then(|p| match &p.action {
-                        Action::Write { bytes, .. } => Some(hash(bytes)),
-                        Action::Remove { .. } => None,
-                    })
-                    .or_else(|| {
-                        recorded_now
-                            .get(&r.name)
-                            .and_then(|m| m.get(&o.path).cloned())
-                    });
-                if let Some(h) = h {
-                    outputs.insert(
-                        o.path.clone(),
-                        OutRec {
-                            hash: h,
-                            size: m.len(),
-                            mtime_ns: mtime_ns(&m),
-                        },
-                    );
-                }
+            if let (Ok(m), Some(h)) = (
+                std::fs::metadata(&a),
+                recorded_now.get(&r.name).and_then(|m| m.get(&o.path)),
+            ) {
+                outputs.insert(
+                    o.path.clone(),
+                    OutRec {
+                        hash: h.clone(),
+                        size: m.len(),
+                        mtime_ns: mtime_ns(&m),
+                    },
+                );
             }
         }
         if let Some(old) = &old {
@@ -812,6 +817,7 @@ pub fn run(
             },
         );
     }
+    phases.mark("records");
     for name in &gone_agents {
         let keep = keep_old_rec.get(name);
         let files: Vec<String> = touched
@@ -864,6 +870,29 @@ pub fn run(
             })
         })
         .collect();
+    phases.mark("files");
+    match flushing.join() {
+        Ok(flushed) => flushed?,
+        Err(_) => return Err(Error::Input("flush thread panicked".into())),
+    }
+    phases.mark("flush");
+    batch.commit()?;
+    drop(writes);
+    let mut dirs = BTreeSet::new();
+    for p in &plan {
+        if let Action::Remove { .. } = p.action {
+            let a = paths::abs(root, &p.path);
+            deploy::remove_file(&a)?;
+            if let Some(d) = a.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    }
+    for d in dirs {
+        deploy::sync_dir(&d)?;
+    }
+
+    phases.mark("write");
     // What `registry.json` holds changed, or only the scan cache in the index.
     let registry_changed = !plan.is_empty()
         || !rendered.is_empty()
@@ -921,7 +950,20 @@ pub fn run(
     }
     events::append(&state.events(), &evs)?;
     phases.mark("events");
+    drop(evs);
+    drop(texts);
+    drop_in_background((lib, reg, rendered, plan, file_hashes));
     Ok(report)
+}
+
+/// Frees large structures on another thread: tens of thousands of small allocations
+/// take tens of milliseconds to free, and a one-shot command need not wait for it.
+fn drop_in_background<T: Send + 'static>(value: T) {
+    let spawned = std::thread::Builder::new()
+        .name("ctxsync-free".into())
+        .spawn(move || drop(value));
+    // Without a thread, the value was dropped with the error; that is fine too.
+    drop(spawned);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1171,7 +1213,7 @@ fn render_all(
 
 fn render_one(
     cfg: &AgentsConfig,
-    _lib: &Library,
+    lib: &Library,
     texts: &Texts<'_>,
     renames: &RenameMap,
     a: &AgentEntry,
@@ -1186,7 +1228,18 @@ fn render_one(
         claude_source: a.entry.starts_with(claude_prefix),
     };
     let r = render::render(cfg, texts, renames, &model)?;
+    let mut problems = Vec::new();
+    for o in &r.outputs {
+        if lib.files.contains_key(&o.path) {
+            problems.push(format!(
+                "{}: output of agent {:?} would overwrite a library file",
+                o.path, model.meta.name
+            ));
+        }
+        problems.extend(validate::validate(cfg, o));
+    }
     Ok(Rendered {
+        problems,
         entry: a.clone(),
         name: model.meta.name,
         priority: model.meta.priority,

@@ -145,30 +145,50 @@ fn bench_large() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let d = tempfile::tempdir().unwrap();
-    ctxsync_agents::synth::generate(d.path(), n).unwrap();
-    // Let the library's mtimes age past the racy-clean window, as in real use.
+    // Three libraries, all generated before any run: deleting tens of thousands of files
+    // between runs would make the next runs' file creation pay for it on some file
+    // systems (ext4 without a journal skips recently freed inodes one by one).
+    let libs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| {
+            let d = tempfile::tempdir().unwrap();
+            ctxsync_agents::synth::generate(d.path(), n).unwrap();
+            d
+        })
+        .collect();
+    // The generator's own writes are flushed first, so the cold run's flush (which
+    // covers the whole file system) measures the run's writes only.
+    let _ = Command::new("sync").status();
+    // Let the libraries' mtimes age past the racy-clean window, as in real use.
     std::thread::sleep(Duration::from_millis(200));
-    let (cold, rss) = sync_with_rss(d.path());
-    let outputs = std::fs::read_dir(d.path().join(".github/agents"))
-        .unwrap()
-        .count();
-    assert_eq!(outputs, n);
-    let mut noop: Vec<f64> = (0..7).map(|_| ms(sync(d.path()))).collect();
+    let mut colds = Vec::new();
+    let mut rss_max = None;
+    for d in &libs {
+        let (cold, rss) = sync_with_rss(d.path());
+        let outputs = std::fs::read_dir(d.path().join(".github/agents"))
+            .unwrap()
+            .count();
+        assert_eq!(outputs, n);
+        colds.push(ms(cold));
+        rss_max = rss_max.max(rss);
+        let _ = Command::new("sync").status();
+    }
+    let cold_runs = format!("{colds:.0?}");
+    let cold_med = pct(&mut colds, 0.5);
+    let root = libs[0].path();
+    let mut noop: Vec<f64> = (0..7).map(|_| ms(sync(root))).collect();
     let noop_med = pct(&mut noop, 0.5);
     println!(
-        "{n}-agent library cold sync: {:.0} ms  [target <= 1500 ms: {}]",
-        ms(cold),
-        verdict(ms(cold) <= 1500.0)
+        "{n}-agent library cold sync (3 libraries): median {cold_med:.0} ms, runs {cold_runs}  [target <= 1500 ms: {}]",
+        verdict(cold_med <= 1500.0)
     );
     println!(
         "{n}-agent library no-op sync (7 runs): median {noop_med:.1} ms, max {:.1} ms  [target <= 200 ms: {}]",
         noop[noop.len() - 1],
         verdict(noop_med <= 200.0)
     );
-    match rss {
+    match rss_max {
         Some(kb) => println!(
-            "{n}-agent library cold sync peak RSS: {:.1} MB  [target <= 150 MB: {}]",
+            "{n}-agent library cold sync peak RSS (max of 3): {:.1} MB  [target <= 150 MB: {}]",
             kb as f64 / 1024.0,
             verdict(kb as f64 / 1024.0 <= 150.0)
         ),
@@ -234,7 +254,9 @@ fn main() {
         return;
     }
     println!("ctxsync agents benchmarks ({})", BIN);
-    bench_fixture();
+    // The large library first: the fixture runs below create and delete many small
+    // folders, which would slow the large run's file creation (see bench_large).
     bench_large();
+    bench_fixture();
     bench_watch();
 }
