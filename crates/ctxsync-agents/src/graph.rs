@@ -86,6 +86,11 @@ pub struct Texts<'a> {
 }
 
 impl<'a> Texts<'a> {
+    /// The texts read so far, without the borrow of the library (to free them apart).
+    pub fn into_cache(self) -> HashMap<String, Arc<str>> {
+        self.cache.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A cache over `lib`.
     pub fn new(root: &'a Path, lib: &'a Library) -> Self {
         Texts {

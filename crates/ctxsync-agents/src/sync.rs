@@ -180,11 +180,16 @@ struct Rendered {
     deps: BTreeSet<String>,
     /// What validation found wrong with the outputs (checked on the render thread).
     problems: Vec<String>,
+    /// BLAKE3 of each output's bytes, in the order of `outputs` (hashed on the render
+    /// thread too).
+    hashes: Vec<String>,
 }
 
 enum Action {
     Write {
         bytes: Vec<u8>,
+        /// BLAKE3 of `bytes`.
+        hash: String,
         before: Option<Vec<u8>>,
     },
     Remove {
@@ -407,6 +412,8 @@ pub fn run(
     work.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.entry.cmp(&y.1.entry)));
 
     let (mut rendered, errors) = render_all(root, cfg, &lib, &texts, &renames, &work, progress);
+    // The library's text is not needed past rendering; freed before the write peak.
+    drop_in_background(texts.into_cache());
     phases.mark("render");
     report.validation_errors = errors;
     if let Some(only) = &opts.agent {
@@ -482,7 +489,7 @@ pub fn run(
     for r in &mut rendered {
         let rec = reg.agents.get(&r.name);
         let mut wanted = BTreeSet::new();
-        for o in &mut r.outputs {
+        for (o, oh) in r.outputs.iter_mut().zip(&r.hashes) {
             wanted.insert(o.path.clone());
             let disk = read_opt(root, &o.path)?;
             let recorded = rec.and_then(|a| a.outputs.get(&o.path));
@@ -492,6 +499,7 @@ pub fn run(
                     path: o.path.clone(),
                     action: Action::Write {
                         bytes: std::mem::take(&mut o.bytes),
+                        hash: oh.clone(),
                         before: None,
                     },
                 }),
@@ -499,7 +507,7 @@ pub fn run(
                     recorded_now
                         .entry(r.name.clone())
                         .or_default()
-                        .insert(o.path.clone(), hash(&d));
+                        .insert(o.path.clone(), oh.clone());
                 }
                 Some(d) => {
                     let dh = hash(&d);
@@ -509,6 +517,7 @@ pub fn run(
                             path: o.path.clone(),
                             action: Action::Write {
                                 bytes: std::mem::take(&mut o.bytes),
+                                hash: oh.clone(),
                                 before: Some(d),
                             },
                         });
@@ -544,6 +553,7 @@ pub fn run(
                                     agent: r.name.clone(),
                                     path: o.path.clone(),
                                     action: Action::Write {
+                                        hash: hash(&m),
                                         bytes: m,
                                         before: Some(d),
                                     },
@@ -556,6 +566,7 @@ pub fn run(
                                 path: o.path.clone(),
                                 action: Action::Write {
                                     bytes: std::mem::take(&mut o.bytes),
+                                    hash: oh.clone(),
                                     before: Some(d),
                                 },
                             });
@@ -633,7 +644,7 @@ pub fn run(
     let after_hashes: Vec<Option<String>> = plan
         .iter()
         .map(|p| match &p.action {
-            Action::Write { bytes, .. } => Some(hash(bytes)),
+            Action::Write { hash, .. } => Some(hash.clone()),
             Action::Remove { .. } => None,
         })
         .collect();
@@ -951,7 +962,6 @@ pub fn run(
     events::append(&state.events(), &evs)?;
     phases.mark("events");
     drop(evs);
-    drop(texts);
     drop_in_background((lib, reg, rendered, plan, file_hashes));
     Ok(report)
 }
@@ -1238,7 +1248,9 @@ fn render_one(
         }
         problems.extend(validate::validate(cfg, o));
     }
+    let hashes = r.outputs.iter().map(|o| hash(&o.bytes)).collect();
     Ok(Rendered {
+        hashes,
         problems,
         entry: a.clone(),
         name: model.meta.name,
