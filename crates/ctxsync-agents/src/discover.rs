@@ -255,8 +255,8 @@ struct WalkCtx<'a> {
     cache: Option<&'a DirCache<'a>>,
 }
 
-/// A folder still to walk: path, identity, relative path, depth.
-type DirJob = (PathBuf, DirId, String, usize);
+/// A folder still to walk: path, identity, relative path, depth, mtime if known.
+type DirJob = (PathBuf, DirId, String, usize, Option<u64>);
 
 /// Walks one source: its top folder here, its sub-folders on a few threads (a large
 /// library is tens of thousands of folders, and listing them is all system calls), then
@@ -284,8 +284,8 @@ fn walk_source(
             .map(|part| {
                 s.spawn(move || -> Result<Walker<'_>> {
                     let mut w = Walker::new(ctx, WalkMode::DeferLinks);
-                    for (path, id, rel, depth) in part {
-                        w.walk(&Dir::open(path), id.clone(), rel, *depth)?;
+                    for (path, id, rel, depth, mtime) in part {
+                        w.walk_at(&Dir::open(path), id.clone(), rel, *depth, *mtime)?;
                     }
                     Ok(w)
                 })
@@ -312,7 +312,7 @@ fn walk_source(
     // Links last, against every folder already walked.
     let mut linked = Walker::new(ctx, WalkMode::FollowLinks);
     linked.seen_dirs = std::mem::take(seen_dirs);
-    for (path, id, rel, depth) in deferred {
+    for (path, id, rel, depth, _) in deferred {
         linked.walk(&Dir::open(&path), id, &rel, depth)?;
     }
     lib.files.append(&mut linked.lib.files);
@@ -445,14 +445,19 @@ impl<'a> Walker<'a> {
                 } else {
                     id.child(&ent)
                 };
-                let job = (path, child_id, child_rel, depth + 1);
+                // A real sub-folder's mtime comes from a stat relative to this open
+                // folder, so walking it needs no stat of its whole path.
+                let mtime = (!linked)
+                    .then(|| ent.metadata().ok().map(|m| mtime_of(&m)))
+                    .flatten();
+                let job = (path, child_id, child_rel, depth + 1, mtime);
                 match self.mode {
                     WalkMode::DeferLinks | WalkMode::CollectSubdirs if linked => {
                         self.deferred.push(job)
                     }
                     WalkMode::CollectSubdirs => self.jobs.push(job),
                     _ if linked => self.walk(&Dir::open(&job.0), job.1, &job.2, job.3)?,
-                    _ => self.walk(&handle.child(&name), job.1, &job.2, job.3)?,
+                    _ => self.walk_at(&handle.child(&name), job.1, &job.2, job.3, job.4)?,
                 }
             } else if ft.is_file() && name.ends_with(".md") {
                 // The entry's own metadata is a `stat` relative to the open folder, cheaper
@@ -555,7 +560,10 @@ impl<'a> Walker<'a> {
             let path = dir.path().join(name);
             let id = meta_identity(&meta, &path);
             match self.mode {
-                WalkMode::CollectSubdirs => self.jobs.push((path, id, child_rel, depth + 1)),
+                WalkMode::CollectSubdirs => {
+                    self.jobs
+                        .push((path, id, child_rel, depth + 1, Some(meta.mtime_ns)))
+                }
                 _ => self.walk_at(
                     &dir.child(name),
                     id,
