@@ -17,6 +17,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ctxsync_core::{Level, Strategy};
 
+/// A scan or a cold sync of a large agent library makes hundreds of thousands of small
+/// allocations on several threads at once; with glibc's malloc the threads contend for
+/// its arenas (`agents sync --full --dry-run` of 10,000 agents: same CPU time, 1.09 s
+/// wall with glibc, 0.93 s with jemalloc, at the same peak RSS).
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// An error in what the user gave us (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
