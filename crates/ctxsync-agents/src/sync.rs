@@ -177,12 +177,13 @@ struct Rendered {
     priority: Priority,
     version: Option<String>,
     outputs: Vec<Output>,
-    deps: BTreeSet<String>,
     /// What validation found wrong with the outputs (checked on the render thread).
     problems: Vec<String>,
     /// BLAKE3 of each output's bytes, in the order of `outputs` (hashed on the render
     /// thread too).
     hashes: Vec<String>,
+    /// Each dependency and its hash now (`None`: missing), for the registry.
+    sources: BTreeMap<String, Option<String>>,
 }
 
 enum Action {
@@ -411,7 +412,8 @@ pub fn run(
     // Critical agents first: under a burst of changes they are deployed first.
     work.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.entry.cmp(&y.1.entry)));
 
-    let (mut rendered, errors) = render_all(root, cfg, &lib, &texts, &renames, &work, progress);
+    let (mut rendered, errors) =
+        render_all(&file_hashes, cfg, &lib, &texts, &renames, &work, progress);
     // The library's text is not needed past rendering; freed before the write peak.
     drop_in_background(texts.into_cache());
     phases.mark("render");
@@ -736,7 +738,7 @@ pub fn run(
             at_ms: events::now_ms(),
         });
     }
-    for r in &rendered {
+    for r in &mut rendered {
         let old = reg.agents.get(&r.name).cloned();
         let mut outputs = BTreeMap::new();
         let keep = keep_old_rec.get(&r.name);
@@ -806,11 +808,7 @@ pub fn run(
                 ));
             }
         }
-        let sources = r
-            .deps
-            .iter()
-            .map(|d| (d.clone(), file_hashes.get(d).cloned()))
-            .collect();
+        let sources = std::mem::take(&mut r.sources);
         let gen = if touched.contains_key(r.name.as_str()) {
             generation
         } else {
@@ -1179,7 +1177,7 @@ fn hash_files(
 }
 
 fn render_all(
-    _root: &Path,
+    file_hashes: &HashMap<String, String>,
     cfg: &AgentsConfig,
     lib: &Library,
     texts: &Texts<'_>,
@@ -1202,7 +1200,7 @@ fn render_all(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((_, a)) = work.get(i) else { break };
-                    match render_one(cfg, lib, texts, renames, a, &claude_prefix) {
+                    match render_one(cfg, lib, texts, file_hashes, renames, a, &claude_prefix) {
                         Ok(r) => local.0.push(r),
                         Err(e) => local.1.push(e),
                     }
@@ -1225,6 +1223,7 @@ fn render_one(
     cfg: &AgentsConfig,
     lib: &Library,
     texts: &Texts<'_>,
+    file_hashes: &HashMap<String, String>,
     renames: &RenameMap,
     a: &AgentEntry,
     claude_prefix: &str,
@@ -1249,14 +1248,19 @@ fn render_one(
         problems.extend(validate::validate(cfg, o));
     }
     let hashes = r.outputs.iter().map(|o| hash(&o.bytes)).collect();
+    let sources = r
+        .deps
+        .iter()
+        .map(|d| (d.clone(), file_hashes.get(d).cloned()))
+        .collect();
     Ok(Rendered {
         hashes,
+        sources,
         problems,
         entry: a.clone(),
         name: model.meta.name,
         priority: model.meta.priority,
         version: model.meta.version,
         outputs: r.outputs,
-        deps: r.deps,
     })
 }

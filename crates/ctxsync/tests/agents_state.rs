@@ -58,6 +58,31 @@ fn a_no_op_is_answered_from_the_index_and_a_changed_file_is_still_seen() {
     );
     let v = sync_ok(root, &[]);
     assert_eq!(names(&v, "added"), ["delta"], "{v}");
+    // An output deleted after a quiet period is written again.
+    settle();
+    sync_ok(root, &[]);
+    settle();
+    std::fs::remove_file(root.join(".github/prompts/alpha.prompt.md")).unwrap();
+    let v = sync_ok(root, &[]);
+    assert_eq!(
+        names(&v, "written"),
+        [".github/prompts/alpha.prompt.md"],
+        "{v}"
+    );
+    // A library file replaced by a folder of the same name is seen too.
+    settle();
+    sync_ok(root, &[]);
+    settle();
+    std::fs::remove_file(root.join("agents/team/alpha/tasks/plan.md")).unwrap();
+    std::fs::create_dir(root.join("agents/team/alpha/tasks/plan.md")).unwrap();
+    let (_, v) = agents_json(root, &["sync"]);
+    assert_eq!(names(&v, "rendered"), ["alpha"], "{v}");
+    std::fs::remove_dir(root.join("agents/team/alpha/tasks/plan.md")).unwrap();
+    write(
+        root,
+        "agents/team/alpha/tasks/plan.md",
+        "# Plan\n\nUse @modules/shared.md for CONTEXT.\n",
+    );
     // An output edited by hand after a quiet period is still a conflict.
     settle();
     sync_ok(root, &[]);
