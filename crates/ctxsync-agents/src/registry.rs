@@ -362,9 +362,9 @@ impl Registry {
                 .map_err(|e| Error::io(&hp, e))?;
             f.write_all(&new).map_err(|e| Error::io(&hp, e))?;
             f.sync_data().map_err(|e| Error::io(&hp, e))?;
-            if let Some(dir) = hp.parent() {
-                crate::deploy::sync_dir(dir)?;
-            }
+            // A newly created history file's folder entry is made durable by the
+            // folder fsync that saving `registry.json` (same folder) does next; until
+            // then the registry does not name the new generation either.
         } else {
             return Ok(());
         }

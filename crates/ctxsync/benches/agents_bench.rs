@@ -7,7 +7,9 @@
 //! * `agents watch` latency from a save to the output renamed into place (p99 ≤
 //!   debounce + 20 ms).
 //!
-//! `CTXSYNC_BENCH_AGENTS` overrides the library size (default 10000).
+//! `CTXSYNC_BENCH_AGENTS` overrides the library size (default 10000),
+//! `CTXSYNC_BENCH_ONLY=large,fixture,watch` picks benchmarks, and `CTXSYNC_BENCH_BIN`
+//! measures another `ctxsync` binary (to compare two builds on the same machine state).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,19 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/fixtures/openagentbuilder"
 );
-const BIN: &str = env!("CARGO_BIN_EXE_ctxsync");
+const BUILT_BIN: &str = env!("CARGO_BIN_EXE_ctxsync");
+
+/// The binary measured: the one just built, or `CTXSYNC_BENCH_BIN` (to compare builds).
+fn bin() -> String {
+    std::env::var("CTXSYNC_BENCH_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
+
+/// Whether benchmark `name` runs: all of them, or those listed in `CTXSYNC_BENCH_ONLY`
+/// (comma-separated: large, fixture, watch).
+fn selected(name: &str) -> bool {
+    std::env::var("CTXSYNC_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
 
 fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
@@ -35,7 +49,7 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 fn sync(root: &Path) -> Duration {
     let t = Instant::now();
-    let st = Command::new(BIN)
+    let st = Command::new(bin())
         .args(["agents", "--root"])
         .arg(root)
         .arg("sync")
@@ -71,7 +85,7 @@ fn sync_with_rss(root: &Path) -> (Duration, Option<u64>) {
         let t = Instant::now();
         let out = Command::new("/usr/bin/time")
             .arg("-v")
-            .arg(BIN)
+            .arg(bin())
             .args(["agents", "--root"])
             .arg(root)
             .arg("sync")
@@ -97,7 +111,7 @@ fn sync_with_rss(root: &Path) -> (Duration, Option<u64>) {
     }
     // Fallback: poll VmHWM of the child while it runs.
     let t = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["agents", "--root"])
         .arg(root)
         .arg("sync")
@@ -205,7 +219,7 @@ fn bench_watch() {
     let root = d.path();
     copy_dir(Path::new(FIXTURE), root);
     let debounce = 50.0;
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["agents", "--json", "--root"])
         .arg(root)
         .arg("watch")
@@ -253,10 +267,16 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    println!("ctxsync agents benchmarks ({})", BIN);
+    println!("ctxsync agents benchmarks ({})", bin());
     // The large library first: the fixture runs below create and delete many small
     // folders, which would slow the large run's file creation (see bench_large).
-    bench_large();
-    bench_fixture();
-    bench_watch();
+    if selected("large") {
+        bench_large();
+    }
+    if selected("fixture") {
+        bench_fixture();
+    }
+    if selected("watch") {
+        bench_watch();
+    }
 }
