@@ -639,6 +639,12 @@ fn ancestor_root<'a>(roots: &'a BTreeSet<String>, file: &str) -> Option<&'a str>
 mod tests {
     use super::*;
 
+    fn write_agent(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "# Agent\n").unwrap();
+    }
+
     #[test]
     fn classifies_layouts() {
         let d = tempfile::tempdir().unwrap();
@@ -690,11 +696,7 @@ mod tests {
     #[test]
     fn unchanged_folders_reuse_their_listing_and_changed_ones_are_listed() {
         let d = tempfile::tempdir().unwrap();
-        let write = |rel: &str| {
-            let p = d.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, "# Agent\n").unwrap();
-        };
+        let write = |rel: &str| write_agent(d.path(), rel);
         write("agents/a/a.md");
         write("agents/b/b.md");
         let cfg = AgentsConfig::default();
@@ -744,11 +746,7 @@ mod tests {
     #[test]
     fn a_folder_holding_a_link_stays_reachable_from_a_cached_parent() {
         let d = tempfile::tempdir().unwrap();
-        let write = |rel: &str| {
-            let p = d.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, "# Agent\n").unwrap();
-        };
+        let write = |rel: &str| write_agent(d.path(), rel);
         write("agents/g/a/a.md");
         write("agents/h/b.md");
         std::fs::create_dir_all(d.path().join("agents/u")).unwrap();

@@ -17,6 +17,33 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(120));
 }
 
+/// A new single-file agent beside the small library's modular ones.
+fn add_delta(root: &Path) {
+    write(
+        root,
+        "agents/team/delta.md",
+        "# Delta Agent\n\n## Purpose Statement\nDelta reviews.\n",
+    );
+}
+
+/// An edit of a task alpha links to: same size, same folder mtime, new mtime.
+fn edit_plan(root: &Path) {
+    write(
+        root,
+        "agents/team/alpha/tasks/plan.md",
+        "# Plan\n\nUse @modules/shared.md for CONTEXT.\n",
+    );
+}
+
+/// An edit of beta's entry file.
+fn edit_beta(root: &Path) {
+    write(
+        root,
+        "agents/team/beta/beta.md",
+        "# Beta Agent\n\n## Purpose Statement\nBeta builds more.\n",
+    );
+}
+
 fn sync_ok(root: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["sync"];
     a.extend_from_slice(args);
@@ -41,21 +68,12 @@ fn a_no_op_is_answered_from_the_index_and_a_changed_file_is_still_seen() {
         std::fs::read(root.join(STATE).join("registry.json")).unwrap(),
         reg
     );
-    // An edit of a task the agent links to: same size, same folder mtime, new mtime.
-    write(
-        root,
-        "agents/team/alpha/tasks/plan.md",
-        "# Plan\n\nUse @modules/shared.md for CONTEXT.\n",
-    );
+    edit_plan(root);
     let v = sync_ok(root, &[]);
     assert_eq!(names(&v, "rendered"), ["alpha"], "{v}");
     // A new agent in a folder whose listing was cached.
     settle();
-    write(
-        root,
-        "agents/team/delta.md",
-        "# Delta Agent\n\n## Purpose Statement\nDelta reviews.\n",
-    );
+    add_delta(root);
     let v = sync_ok(root, &[]);
     assert_eq!(names(&v, "added"), ["delta"], "{v}");
     // An output deleted after a quiet period is written again.
@@ -78,11 +96,7 @@ fn a_no_op_is_answered_from_the_index_and_a_changed_file_is_still_seen() {
     let (_, v) = agents_json(root, &["sync"]);
     assert_eq!(names(&v, "rendered"), ["alpha"], "{v}");
     std::fs::remove_dir(root.join("agents/team/alpha/tasks/plan.md")).unwrap();
-    write(
-        root,
-        "agents/team/alpha/tasks/plan.md",
-        "# Plan\n\nUse @modules/shared.md for CONTEXT.\n",
-    );
+    edit_plan(root);
     // An output edited by hand after a quiet period is still a conflict.
     settle();
     sync_ok(root, &[]);
@@ -116,11 +130,7 @@ fn a_damaged_stale_or_missing_index_is_rebuilt_and_changes_nothing() {
     // An index left from an older registry (say, restored from a backup) is ignored.
     let old_index = std::fs::read(&index).unwrap();
     settle();
-    write(
-        root,
-        "agents/team/beta/beta.md",
-        "# Beta Agent\n\n## Purpose Statement\nBeta builds more.\n",
-    );
+    edit_beta(root);
     sync_ok(root, &[]);
     std::fs::write(&index, &old_index).unwrap();
     let v = sync_ok(root, &[]);
@@ -134,11 +144,7 @@ fn an_agent_left_out_by_dash_dash_agent_is_written_by_the_next_plain_run() {
     let root = d.path();
     small_library(root);
     sync_ok(root, &[]);
-    write(
-        root,
-        "agents/team/delta.md",
-        "# Delta Agent\n\n## Purpose Statement\nDelta reviews.\n",
-    );
+    add_delta(root);
     let v = sync_ok(root, &["--agent", "alpha"]);
     assert!(v["added"].as_array().unwrap().is_empty(), "{v}");
     settle();
@@ -188,11 +194,7 @@ fn a_format_1_registry_is_migrated() {
     small_library(root);
     sync_ok(root, &[]);
     settle();
-    write(
-        root,
-        "agents/team/beta/beta.md",
-        "# Beta Agent\n\n## Purpose Statement\nBeta builds more.\n",
-    );
+    edit_beta(root);
     sync_ok(root, &[]);
     let state = root.join(STATE);
     // Fold the history into the registry as format 1 had it; drop the index.
