@@ -272,7 +272,7 @@ pub fn run(
     let had_index = index.is_some();
     let mut reg = Registry::load_with_index(&reg_path, index)?;
     phases.mark("load");
-    let lib = match walked {
+    let mut lib = match walked {
         // Walked with the same cache and owned outputs the registry would give.
         Some(lib) => lib,
         None => {
@@ -863,20 +863,20 @@ pub fn run(
             c.reason.clone(),
         ));
     }
-    let files_now: BTreeMap<String, FileRec> = lib
-        .files
-        .iter()
+    // Moved, not copied: 30,000 paths and hashes for a large library.
+    let mut file_hashes = file_hashes;
+    let files_now: BTreeMap<String, FileRec> = std::mem::take(&mut lib.files)
+        .into_iter()
         .filter_map(|(p, st)| {
-            file_hashes.get(p).map(|h| {
-                (
-                    p.clone(),
-                    FileRec {
-                        hash: h.clone(),
-                        size: st.size,
-                        mtime_ns: st.mtime_ns,
-                    },
-                )
-            })
+            let hash = file_hashes.remove(&p)?;
+            Some((
+                p,
+                FileRec {
+                    hash,
+                    size: st.size,
+                    mtime_ns: st.mtime_ns,
+                },
+            ))
         })
         .collect();
     phases.mark("files");
@@ -939,7 +939,7 @@ pub fn run(
     }
     if index_changed {
         reg.files = files_now;
-        reg.dirs = lib.dirs.clone();
+        reg.dirs = std::mem::take(&mut lib.dirs);
         reg.dirs_key = dirs_key;
         reg.scanned_at_ns = scan_start;
         reg.scan_complete = complete;
