@@ -50,6 +50,9 @@ pub struct SyncOptions {
     pub force: bool,
     /// Three-way merge hand-edited outputs.
     pub merge: bool,
+    /// The caller saw library files change (the watcher does): skip the fast no-op
+    /// check, which would only find that out again.
+    pub known_changed: bool,
 }
 
 impl SyncOptions {
@@ -232,6 +235,7 @@ pub fn run(
     if let Some(ix) = index.as_ref().filter(|ix| {
         !opts.full
             && !opts.check
+            && !opts.known_changed
             && opts.agent.is_none()
             && ix.config_fingerprint == fingerprint
             && ix.dirs_key == dirs_key

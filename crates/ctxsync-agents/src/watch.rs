@@ -54,7 +54,11 @@ pub fn watch(
     let mut ignore = owned_outputs(&root);
     let mut run = |trigger: Vec<String>, cfg: &AgentsConfig, runs: &mut u64| {
         *runs += 1;
-        let result = sync::run(&root, cfg, opts, &|_, _| {});
+        let opts = SyncOptions {
+            known_changed: !trigger.is_empty(),
+            ..opts.clone()
+        };
+        let result = sync::run(&root, cfg, &opts, &|_, _| {});
         on_run(&RunOutcome {
             run: *runs,
             trigger,
@@ -113,7 +117,10 @@ pub fn watch(
 }
 
 fn owned_outputs(root: &Path) -> HashSet<String> {
-    Registry::load(&StateDir::new(root).registry())
+    let path = StateDir::new(root).registry();
+    // The agents are all that is needed: no history, and the index when it is good.
+    let index = crate::index::Index::load(&crate::registry::index_path(&path), &path);
+    Registry::load_with_index(&path, index)
         .map(|r| {
             r.agents
                 .values()
