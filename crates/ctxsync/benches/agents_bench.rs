@@ -154,7 +154,9 @@ fn bench_fixture() {
     );
 }
 
-fn bench_large() {
+/// Returns the libraries, to be deleted only after the other benchmarks (deleting them
+/// would slow down file creation in the runs that follow, see above).
+fn bench_large() -> Vec<tempfile::TempDir> {
     let n: usize = std::env::var("CTXSYNC_BENCH_AGENTS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -208,6 +210,7 @@ fn bench_large() {
         ),
         None => println!("{n}-agent library cold sync peak RSS: not measurable here"),
     }
+    libs
 }
 
 fn bench_watch() {
@@ -270,13 +273,16 @@ fn main() {
     println!("ctxsync agents benchmarks ({})", bin());
     // The large library first: the fixture runs below create and delete many small
     // folders, which would slow the large run's file creation (see bench_large).
-    if selected("large") {
-        bench_large();
-    }
+    let large_libraries = if selected("large") {
+        bench_large()
+    } else {
+        Vec::new()
+    };
     if selected("fixture") {
         bench_fixture();
     }
     if selected("watch") {
         bench_watch();
     }
+    drop(large_libraries);
 }
