@@ -123,13 +123,9 @@ impl Dir {
         &self.path
     }
 
-    /// Metadata of `rel`, a relative path below this folder (the last component not
-    /// followed if it is a symlink).
-    pub fn stat_rel(&self, rel: &str) -> io::Result<Meta> {
-        self.stat(rel)
-    }
-
-    /// Metadata of entry `name` (a single path component), symlinks not followed.
+    /// Metadata of `name`, an entry of this folder or a relative path below it (the
+    /// last component is not followed if it is a symlink). Each component costs one
+    /// lookup, so a single name is cheapest.
     pub fn stat(&self, name: &str) -> io::Result<Meta> {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.fd {

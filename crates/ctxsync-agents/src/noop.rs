@@ -122,10 +122,10 @@ pub(crate) fn index_still_true(root: &Path, cfg: &AgentsConfig, ix: &Index) -> b
     // A folder's mtime moves when an entry is added, removed or renamed in it; a file's
     // own size and mtime when it is written.
     all_parallel(&dirs, |(rel, mtime)| {
-        top.stat_rel(rel)
+        top.stat(rel)
             .is_ok_and(|m| m.is_dir && m.mtime_ns == **mtime && fresh(m.mtime_ns))
     }) && all_parallel(&files, |(rel, rec)| {
-        top.stat_rel(rel).is_ok_and(|m| {
+        top.stat(rel).is_ok_and(|m| {
             m.is_file && m.size == rec.size && m.mtime_ns == rec.mtime_ns && fresh(m.mtime_ns)
         })
     }) && agents_unchanged(root, cfg, ix, |p| ix.files.contains_key(p))

@@ -60,13 +60,7 @@ fn init_set_get_pull_history_verify(mode: Mode) {
         p.ok(&["get", "project_state.current_phase"]).trim(),
         "planning"
     );
-    p.ok(&[
-        "set",
-        "project_state.current_phase",
-        "implementation",
-        "--agent",
-        "planner",
-    ]);
+    p.set_as("planner", "project_state.current_phase", "implementation");
     p.ok(&[
         "set",
         "project_state.active_tasks[-]",
@@ -287,18 +281,22 @@ fn real_conflict_atomic_defer_and_resolve(mode: Mode) {
     );
     let builder = builder.to_str().unwrap();
     let before = p.revision();
-    let out = p.run(&[
-        "push",
-        "--file",
-        builder,
-        "--agent",
-        "builder",
-        "--base",
-        &base.to_string(),
-        "--strategy",
-        "atomic",
-        "--json",
-    ]);
+    let base = base.to_string();
+    let push = |strategy: &str| {
+        p.run(&[
+            "push",
+            "--file",
+            builder,
+            "--agent",
+            "builder",
+            "--base",
+            &base,
+            "--strategy",
+            strategy,
+            "--json",
+        ])
+    };
+    let out = push("atomic");
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["applied"], json!([]));
@@ -310,18 +308,7 @@ fn real_conflict_atomic_defer_and_resolve(mode: Mode) {
     assert_eq!(conflict["modified_at_revision"], 1);
     assert_eq!(p.revision(), before, "atomic applied nothing");
 
-    let out = p.run(&[
-        "push",
-        "--file",
-        builder,
-        "--agent",
-        "builder",
-        "--base",
-        &base.to_string(),
-        "--strategy",
-        "defer",
-        "--json",
-    ]);
+    let out = push("defer");
     assert_eq!(out.status.code(), Some(1));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -348,13 +335,7 @@ fn working_copy_conflict_resolved_for_mine(mode: Mode) {
     let d = p.path();
     p.init();
     p.ok(&["pull", "--agent", "builder"]);
-    p.ok(&[
-        "set",
-        "project_state.current_phase",
-        "design",
-        "--agent",
-        "planner",
-    ]);
+    p.set_as("planner", "project_state.current_phase", "design");
     let file = d.join(".ctxsync/agents/builder/context.yaml");
     let text = std::fs::read_to_string(&file)
         .unwrap()

@@ -73,13 +73,7 @@ fn watch_pushes_edits_and_merges_others(mode: Mode) {
             == Some(json!("waiting for the API key"))
     });
     // Another agent's change reaches the working copy without any command.
-    p.ok(&[
-        "set",
-        "project_state.current_phase",
-        "review",
-        "--agent",
-        "planner",
-    ]);
+    p.set_as("planner", "project_state.current_phase", "review");
     let merged = eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(&file)
             .map(|t| t.contains("current_phase: review"))
@@ -114,13 +108,7 @@ fn watch_keeps_held_back_edits_while_merging_others(mode: Mode) {
     });
     edit(&file, "  - first", "  - first\n  - second");
     std::thread::sleep(Duration::from_millis(600)); // let the watch see and hold it
-    p.ok(&[
-        "set",
-        "project_state.current_phase",
-        "review",
-        "--agent",
-        "planner",
-    ]);
+    p.set_as("planner", "project_state.current_phase", "review");
     let merged = eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(&file)
             .map(|t| t.contains("current_phase: review") && t.contains("- second"))

@@ -104,13 +104,7 @@ fn a_delta_that_does_not_check_out_falls_back_to_a_full_pull() {
     let file = p.path().join(".ctxsync/agents/builder/context.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("version: '2.0'", "version: tampered")).unwrap();
-    p.ok(&[
-        "set",
-        "project_state.current_phase",
-        "review",
-        "--agent",
-        "planner",
-    ]);
+    p.set_as("planner", "project_state.current_phase", "review");
     let out = p
         .cmd(&["sync", "--agent", "builder"])
         .env("CTXSYNC_LOG", "warn")

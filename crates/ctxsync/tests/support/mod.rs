@@ -228,6 +228,11 @@ impl Project {
         self.cmd_in(dir, args).output().expect("run ctxsync")
     }
 
+    /// `ctxsync set PATH VALUE --agent AGENT`, which must succeed.
+    pub fn set_as(&self, agent: &str, path: &str, value: &str) -> String {
+        self.ok(&["set", path, value, "--agent", agent])
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         check(args, self.run(args))
     }
