@@ -1,6 +1,8 @@
 //! Atomic file operations: write to a temp file in the destination folder, fsync, rename
 //! over the destination, fsync the folder. A reader sees the old bytes or the new bytes,
-//! never a half file, and a crash leaves at most a stray temp file behind.
+//! never a half file, and a crash leaves at most a stray temp file behind. A batch
+//! headed for a folder that does not exist yet is staged in a hidden sibling folder
+//! and renamed into place whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -93,27 +95,36 @@ pub fn write_many(files: &[(PathBuf, &[u8])]) -> Result<Vec<Meta>> {
     Ok(metas)
 }
 
-/// Files written to temp files beside their destinations, not yet in place. Dropped
-/// before [`Batch::commit`], it removes its temp files: nothing was changed.
+/// Files written beside their destinations, not yet in place. Dropped before
+/// [`Batch::commit`], it removes what it staged: nothing was changed.
 pub struct Batch<'a> {
     files: &'a [(PathBuf, &'a [u8])],
-    dirs: Vec<PathBuf>,
+    /// Folders to flush: each existing destination folder and each staging folder.
+    flush_dirs: Vec<PathBuf>,
     batch_sync: bool,
     staged: Staged,
     metas: Vec<Meta>,
 }
 
-/// Writes each of `files` to a temp file in its destination folder (one thread per
-/// folder; creating files in one folder from several threads contends on the folder's
-/// lock, measured 3x slower here). Small batches fsync each file; large ones leave
-/// that to [`Batch::flush`]. On an error, the temp files made so far are removed.
+/// Where the files of one destination folder are staged.
+enum Stage {
+    /// The folder exists: each file goes to a temp file beside its destination and is
+    /// renamed over it.
+    Beside(PathBuf),
+    /// The folder does not exist yet: its files are written under their own names in a
+    /// new hidden sibling folder, which is renamed into place whole. One rename instead
+    /// of one per file (a first sync writes thousands of files into new folders), and
+    /// the folder appears complete or not at all.
+    FreshFolder { stage: PathBuf, dest: PathBuf },
+}
+
+/// Writes each of `files` to a temp file in its destination folder, or, for a folder
+/// that does not exist yet, to a staging folder beside it (see [`Stage`]). One thread
+/// per folder: creating files in one folder from several threads contends on the
+/// folder's lock, measured 3x slower here. Small batches fsync each file; large ones
+/// leave that to [`Batch::flush`]. On an error, everything staged so far is removed.
 pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
     let batch_sync = use_syncfs(files.len());
-    // Folders first, once each, so the writers below do not race to create them.
-    let dirs: BTreeSet<&Path> = files.iter().filter_map(|(p, _)| p.parent()).collect();
-    for d in &dirs {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
     let mut by_dir: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
     for (i, f) in files.iter().enumerate() {
         if let Some(d) = f.0.parent() {
@@ -121,16 +132,59 @@ pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
         }
     }
     let mut staged = Staged::default();
+    // Folders first, once each, so the writers below do not race to create them.
+    for (writer, d) in by_dir.keys().enumerate() {
+        let stage = match std::fs::symlink_metadata(d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match d.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                    Stage::FreshFolder {
+                        stage: create_stage_dir(parent, writer)?,
+                        dest: d.to_path_buf(),
+                    }
+                }
+                _ => {
+                    std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                    Stage::Beside(d.to_path_buf())
+                }
+            },
+            _ => {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                Stage::Beside(d.to_path_buf())
+            }
+        };
+        staged.folders.push(stage);
+    }
+    let folders = &staged.folders;
+    // Half-way through a large batch, a flush of what is written so far starts in the
+    // background: the disk writes the first half while the second is being created,
+    // and the flush before the commit waits only for the rest.
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    let early_flush_at = (batch_sync && files.len() >= EARLY_FLUSH_FROM_FILES)
+        .then(|| files.len() / 2)
+        .and_then(|half| Some((half, flush_dir_of(folders.first()?).to_path_buf())));
+    let (written, early_flush_at) = (&written, &early_flush_at);
     let results: Vec<Result<Vec<(usize, PathBuf, Meta)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = by_dir
-            .into_iter()
+            .into_values()
+            .zip(folders)
             .enumerate()
-            .map(|(writer, (dir, part))| {
+            .map(|(writer, (part, stage))| {
                 s.spawn(move || -> Result<Vec<(usize, PathBuf, Meta)>> {
                     let mut out = Vec::with_capacity(part.len());
-                    let mut stage = |i: usize| -> Result<()> {
-                        let (_, bytes) = &files[i];
-                        let (tmp, mut f) = create_temp(dir, writer, i)?;
+                    let mut write_one = |i: usize| -> Result<()> {
+                        let (dest, bytes) = &files[i];
+                        let (tmp, mut f) = match stage {
+                            Stage::Beside(dir) => create_temp(dir, writer, i)?,
+                            Stage::FreshFolder { stage, .. } => {
+                                let name = dest.file_name().ok_or_else(|| {
+                                    Error::Input(format!("{}: no file name", dest.display()))
+                                })?;
+                                let p = stage.join(name);
+                                let f = create_new(&p)?;
+                                (p, f)
+                            }
+                        };
                         // Recorded before anything can fail, so a failure cleans it up.
                         out.push((i, tmp, Meta::default()));
                         let tmp = &out[out.len() - 1].1;
@@ -142,10 +196,24 @@ pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
                         if let Some(last) = out.last_mut() {
                             last.2 = Meta::from_std(&m);
                         }
+                        let n = written.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if let Some((at, dir)) = early_flush_at.as_ref().filter(|(at, _)| n == *at)
+                        {
+                            let dir = dir.clone();
+                            tracing::debug!("early flush after {at} files");
+                            // Detached: only a head start; the real flush comes later.
+                            drop(
+                                std::thread::Builder::new()
+                                    .name("ctxsync-flush".into())
+                                    .spawn(move || {
+                                        let _ = sync_filesystem_of(&dir);
+                                    }),
+                            );
+                        }
                         Ok(())
                     };
                     for i in part {
-                        if let Err(e) = stage(i) {
+                        if let Err(e) = write_one(i) {
                             remove_temps(out.iter().map(|(_, p, _)| p));
                             return Err(e);
                         }
@@ -165,27 +233,43 @@ pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
     let mut first_error = None;
     for r in results {
         match r {
-            Ok(v) => staged.0.extend(v),
+            Ok(v) => staged.files.extend(v),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
     if let Some(e) = first_error {
-        return Err(e); // `staged` removes its temp files as it drops
+        return Err(e); // `staged` removes what it holds as it drops
     }
     let mut metas = vec![Meta::default(); files.len()];
-    for (i, _, m) in &staged.0 {
+    for (i, _, m) in &staged.files {
         metas[*i] = *m;
     }
+    let flush_dirs = staged
+        .folders
+        .iter()
+        .map(|s| flush_dir_of(s).to_path_buf())
+        .collect();
     Ok(Batch {
         files,
-        dirs: dirs.into_iter().map(Path::to_path_buf).collect(),
+        flush_dirs,
         batch_sync,
         staged,
         metas,
     })
 }
+
+/// The folder a stage's files are written in.
+fn flush_dir_of(stage: &Stage) -> &Path {
+    match stage {
+        Stage::Beside(d) => d,
+        Stage::FreshFolder { stage, .. } => stage,
+    }
+}
+
+/// From this many files on, a flush starts half-way through staging.
+const EARLY_FLUSH_FROM_FILES: usize = 2048;
 
 impl Batch<'_> {
     /// Size and mtime of each file as written (renaming keeps both), in order.
@@ -193,13 +277,13 @@ impl Batch<'_> {
         &self.metas
     }
 
-    /// Makes the temp files durable. A large batch is flushed with one `syncfs` of the
-    /// file system instead of one `fsync` per file (20,000 fsyncs cost seconds; one
+    /// Makes the staged files durable. A large batch is flushed with one `syncfs` of
+    /// the file system instead of one `fsync` per file (20,000 fsyncs cost seconds; one
     /// `syncfs` flushes the same data once). It only waits on the disk, so a caller may
     /// run it on another thread (see [`Batch::flusher`]) and go on working.
     pub fn flush(&self) -> Result<()> {
         if self.batch_sync {
-            flush_dirs(&self.dirs)?;
+            flush_dirs(&self.flush_dirs)?;
         }
         Ok(())
     }
@@ -207,32 +291,78 @@ impl Batch<'_> {
     /// What [`Batch::flush`] does, as a closure that owns what it needs.
     pub fn flusher(&self) -> impl FnOnce() -> Result<()> + Send + 'static {
         let dirs = if self.batch_sync {
-            self.dirs.clone()
+            self.flush_dirs.clone()
         } else {
             Vec::new()
         };
         move || flush_dirs(&dirs)
     }
 
-    /// Renames every temp file into place (after a flush: every file is on disk before
+    /// Moves everything staged into place (after a flush: every file is on disk before
     /// any rename makes it visible) and fsyncs each touched folder once. On an error,
-    /// what is already renamed stays in place and the rest is removed.
+    /// what is already in place stays and the rest is removed.
     pub fn commit(mut self) -> Result<()> {
         let started = std::time::Instant::now();
-        for (i, tmp, _) in std::mem::take(&mut self.staged.0) {
+        let folders = std::mem::take(&mut self.staged.folders);
+        let mut files = std::mem::take(&mut self.staged.files);
+        // Staging folders whose rename failed (their destination appeared meanwhile):
+        // their files are moved one by one like the others.
+        let mut moved_whole = Vec::new();
+        let mut to_sync = BTreeSet::new();
+        for stage in &folders {
+            match stage {
+                Stage::Beside(d) => {
+                    to_sync.insert(d.clone());
+                }
+                Stage::FreshFolder { stage, dest } => {
+                    if !self.batch_sync {
+                        // The staged names must be durable before they are published.
+                        sync_dir(stage)?;
+                    }
+                    match std::fs::rename(stage, dest) {
+                        Ok(()) => moved_whole.push(stage.as_path()),
+                        Err(e) => {
+                            tracing::debug!(
+                                "{}: appeared while staging ({e}); moving files one by one",
+                                dest.display()
+                            );
+                            to_sync.insert(dest.clone());
+                        }
+                    }
+                    if let Some(parent) = dest.parent() {
+                        to_sync.insert(parent.to_path_buf());
+                    }
+                }
+            }
+        }
+        files.retain(|(_, tmp, _)| !moved_whole.iter().any(|s| tmp.parent() == Some(*s)));
+        let mut files = files.into_iter();
+        while let Some((i, tmp, _)) = files.next() {
             let dest = &self.files[i].0;
             if let Err(e) = std::fs::rename(&tmp, dest) {
                 let _ = std::fs::remove_file(&tmp);
+                // What is left is removed as `staged` drops.
+                self.staged.files.extend(files);
+                self.staged.folders = folders;
                 return Err(Error::io(dest, e));
             }
         }
+        // Staging folders emptied one by one are removed (those renamed are gone).
+        for stage in &folders {
+            if let Stage::FreshFolder { stage, .. } = stage {
+                if !moved_whole.contains(&stage.as_path()) {
+                    let _ = std::fs::remove_dir(stage);
+                }
+            }
+        }
         let renamed = std::time::Instant::now();
-        for d in &self.dirs {
+        for d in &to_sync {
             sync_dir(d)?;
         }
         tracing::debug!(
-            "{} files: renames {:.1}ms, folder syncs {:.1}ms",
+            "{} files: {} folders moved whole, renames {:.1}ms, folder syncs {:.1}ms",
             self.files.len(),
+            moved_whole.len(),
             (renamed - started).as_secs_f64() * 1000.0,
             renamed.elapsed().as_secs_f64() * 1000.0
         );
@@ -247,13 +377,21 @@ fn flush_dirs(dirs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Temp files not yet renamed into place; removed if dropped with any left.
+/// What is staged and not yet in place; removed if dropped with anything left.
 #[derive(Default)]
-struct Staged(Vec<(usize, PathBuf, Meta)>);
+struct Staged {
+    files: Vec<(usize, PathBuf, Meta)>,
+    folders: Vec<Stage>,
+}
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        remove_temps(self.0.iter().map(|(_, p, _)| p));
+        remove_temps(self.files.iter().map(|(_, p, _)| p));
+        for stage in &self.folders {
+            if let Stage::FreshFolder { stage, .. } = stage {
+                let _ = std::fs::remove_dir(stage);
+            }
+        }
     }
 }
 
@@ -263,27 +401,58 @@ fn remove_temps<'a>(paths: impl Iterator<Item = &'a PathBuf>) {
     }
 }
 
-/// Creates a new temp file in `dir` with the permissions of a new file (0666 less the
-/// umask, as an editor would leave it; a random-named temp file would be 0600). The
-/// name is unique to this process, writer and file; a stale file of that name (from a
-/// crashed run of a process with the same id) makes it try another.
+/// The temp names' process part, read once (each name would cost a `getpid`).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// Creates `path`, which must not exist, with the permissions of a new file (0666 less
+/// the umask, as an editor would leave it; a random-named temp file would be 0600).
+fn create_new(path: &Path) -> Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
+    o.open(path).map_err(|e| Error::io(path, e))
+}
+
+/// Creates a new temp file in `dir`. The name is unique to this process, writer and
+/// file; a stale file of that name (from a crashed run of a process with the same id)
+/// makes it try another.
 fn create_temp(dir: &Path, writer: usize, i: usize) -> Result<(PathBuf, std::fs::File)> {
-    let pid = std::process::id();
+    let pid = pid();
     for attempt in 0..16u32 {
         let p = dir.join(format!("{TEMP_PREFIX}-{pid}-{writer}-{i}-{attempt}"));
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
-        match o.open(&p) {
+        match create_new(&p) {
             Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&p, e)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                continue
+            }
+            Err(e) => return Err(e),
         }
     }
     Err(Error::Input(format!(
         "{}: cannot create a temp file (too many stale {TEMP_PREFIX} files?)",
         dir.display()
+    )))
+}
+
+/// Creates a new, empty staging folder in `parent` (hidden, and named like temp files
+/// so that discovery and the watcher skip it).
+fn create_stage_dir(parent: &Path, writer: usize) -> Result<PathBuf> {
+    let pid = pid();
+    for attempt in 0..16u32 {
+        let p = parent.join(format!("{TEMP_PREFIX}-{pid}-dir{writer}-{attempt}"));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    Err(Error::Input(format!(
+        "{}: cannot create a staging folder (too many stale {TEMP_PREFIX} folders?)",
+        parent.display()
     )))
 }
 
@@ -368,5 +537,68 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2);
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_new_folder_is_staged_beside_and_moved_in_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join(".github/agents");
+        let files: Vec<(PathBuf, &[u8])> = (0..70)
+            .map(|i| (out.join(format!("a{i:02}.md")), &b"x"[..]))
+            .collect();
+        let batch = stage_many(&files).unwrap();
+        // Staged, not visible: the destination does not exist until the commit.
+        assert!(!out.exists());
+        let staging = names(&d.path().join(".github"));
+        assert_eq!(staging.len(), 1);
+        assert!(staging[0].starts_with(TEMP_PREFIX), "{staging:?}");
+        batch.flush().unwrap();
+        let metas = batch.metas().to_vec();
+        batch.commit().unwrap();
+        assert_eq!(names(&d.path().join(".github")), vec!["agents"]);
+        assert_eq!(names(&out).len(), 70);
+        let m = std::fs::metadata(out.join("a05.md")).unwrap();
+        assert_eq!(Meta::from_std(&m).mtime_ns, metas[5].mtime_ns);
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_dropped_before_commit_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("old")).unwrap();
+        let files: Vec<(PathBuf, &[u8])> = vec![
+            (d.path().join("new/a.md"), &b"a"[..]),
+            (d.path().join("old/b.md"), &b"b"[..]),
+        ];
+        drop(stage_many(&files).unwrap());
+        assert_eq!(names(d.path()), vec!["old"]);
+        assert!(names(&d.path().join("old")).is_empty());
+    }
+
+    #[test]
+    fn a_folder_that_appears_while_staging_gets_the_files_one_by_one() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let files: Vec<(PathBuf, &[u8])> =
+            vec![(out.join("a.md"), &b"a"[..]), (out.join("b.md"), &b"b"[..])];
+        let batch = stage_many(&files).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("mine.md"), "someone else's").unwrap();
+        batch.commit().unwrap();
+        assert_eq!(names(&out), vec!["a.md", "b.md", "mine.md"]);
+        assert_eq!(
+            std::fs::read(out.join("mine.md")).unwrap(),
+            b"someone else's"
+        );
+        assert_eq!(names(d.path()), vec!["out"]);
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::config::AgentsConfig;
-use crate::dirfd::Dir;
+use crate::dirfd::{Dir, Kind, Meta};
 use crate::error::{Error, Result};
 use crate::glob::GlobSet;
 use crate::paths;
@@ -65,6 +65,18 @@ pub struct Library {
     /// [`ALWAYS_LIST`] for one whose listing must not be reused (it holds a symlink or
     /// a file refused for its size).
     pub dirs: BTreeMap<String, u64>,
+    /// Files read during the walk (when asked to: a first scan reads every file
+    /// anyway), by path.
+    pub read: Vec<(String, ReadFile)>,
+}
+
+/// A library file read during the walk.
+#[derive(Debug)]
+pub struct ReadFile {
+    /// BLAKE3 of its bytes.
+    pub hash: String,
+    /// Its text, when it is UTF-8.
+    pub text: Option<std::sync::Arc<str>>,
 }
 
 /// What the last scan saw, so folders unchanged since can be walked without listing
@@ -141,15 +153,18 @@ pub fn discover(
     cfg: &AgentsConfig,
     owned_outputs: &HashSet<String>,
 ) -> Result<Library> {
-    discover_cached(root, cfg, owned_outputs, None)
+    discover_cached(root, cfg, owned_outputs, None, false)
 }
 
-/// [`discover`], reusing the listings of folders unchanged since `cache` was taken.
+/// [`discover`], reusing the listings of folders unchanged since `cache` was taken;
+/// with `read_contents`, every file listed is also read and hashed
+/// ([`Library::read`]).
 pub fn discover_cached(
     root: &Path,
     cfg: &AgentsConfig,
     owned_outputs: &HashSet<String>,
     cache: Option<&DirCache<'_>>,
+    read_contents: bool,
 ) -> Result<Library> {
     let excludes = GlobSet::new(&cfg.excludes);
     let mut lib = Library::default();
@@ -182,6 +197,7 @@ pub fn discover_cached(
             owned: owned_outputs,
             canon_src: &canon_src,
             cache,
+            read_contents,
         };
         walk_source(&ctx, &abs, id, src, &mut lib, &mut seen_dirs)?;
     }
@@ -228,20 +244,10 @@ impl DirId {
     /// The identity of a real (not linked) sub-folder, from the folder listing itself:
     /// its inode on the parent's device (a mount point inside a library would only make
     /// the loop check stricter, never walk anything twice).
-    #[cfg(unix)]
-    fn child(&self, ent: &std::fs::DirEntry) -> DirId {
-        use std::os::unix::fs::DirEntryExt;
+    fn child(&self, ino: u64, name: &str) -> DirId {
         match self {
-            DirId::Inode(dev, _) => DirId::Inode(*dev, ent.ino()),
-            DirId::Path(p) => DirId::Path(p.join(ent.file_name())),
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn child(&self, ent: &std::fs::DirEntry) -> DirId {
-        match self {
-            DirId::Path(p) => DirId::Path(p.join(ent.file_name())),
-            other => other.clone(),
+            DirId::Inode(dev, _) => DirId::Inode(*dev, ino),
+            DirId::Path(p) => DirId::Path(p.join(name)),
         }
     }
 }
@@ -253,6 +259,8 @@ struct WalkCtx<'a> {
     owned: &'a HashSet<String>,
     canon_src: &'a Path,
     cache: Option<&'a DirCache<'a>>,
+    /// Read (and hash) each file listed.
+    read_contents: bool,
 }
 
 /// A folder still to walk: path, identity, relative path, depth, mtime if known.
@@ -306,6 +314,7 @@ fn walk_source(
         lib.files.append(&mut part.lib.files);
         lib.dirs.append(&mut part.lib.dirs);
         lib.warnings.append(&mut part.lib.warnings);
+        lib.read.append(&mut part.lib.read);
         seen_dirs.extend(part.seen_dirs.drain());
         deferred.append(&mut part.deferred);
     }
@@ -318,6 +327,7 @@ fn walk_source(
     lib.files.append(&mut linked.lib.files);
     lib.dirs.append(&mut linked.lib.dirs);
     lib.warnings.append(&mut linked.lib.warnings);
+    lib.read.append(&mut linked.lib.read);
     *seen_dirs = linked.seen_dirs;
     Ok(())
 }
@@ -394,19 +404,18 @@ impl<'a> Walker<'a> {
                 return self.walk_unchanged(handle, rel, depth, mtime, subdirs, files);
             }
         }
-        let mut saw_link = false;
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
+        let mut always_list = false;
+        let mut entries = match handle.list() {
+            Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(dir, e)),
         };
-        let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-        entries.sort_by_key(|e| e.file_name());
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         for ent in entries {
-            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+            let Some(name) = ent.name.to_str() else {
                 self.lib.warnings.push(format!(
                     "{rel}/{}: file name is not UTF-8, skipped",
-                    ent.file_name().to_string_lossy()
+                    ent.name.to_string_lossy()
                 ));
                 continue;
             };
@@ -414,97 +423,125 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let child_rel = format!("{rel}/{name}");
-            if self.ctx.excludes.matches_entry(&child_rel, &name)
+            if self.ctx.excludes.matches_entry(&child_rel, name)
                 || self.ctx.owned.contains(&child_rel)
             {
                 continue;
             }
-            let path = ent.path();
-            let Ok(mut ft) = ent.file_type() else {
-                continue;
-            };
-            let linked = ft.is_symlink();
-            saw_link |= linked;
+            let mut kind = ent.kind;
+            if kind == Kind::Unknown {
+                kind = match handle.stat(name) {
+                    Ok(m) if m.is_dir => Kind::Dir,
+                    Ok(m) if m.is_file => Kind::File,
+                    Ok(_) => match std::fs::symlink_metadata(dir.join(name)) {
+                        Ok(m) if m.file_type().is_symlink() => Kind::Symlink,
+                        _ => Kind::Other,
+                    },
+                    Err(_) => continue,
+                };
+            }
+            let linked = kind == Kind::Symlink;
+            always_list |= linked;
             if linked {
+                let path = dir.join(name);
                 match path.canonicalize() {
                     Ok(t) if t.starts_with(self.ctx.canon_src) => match std::fs::metadata(&path) {
-                        Ok(m) => ft = m.file_type(),
-                        Err(_) => continue,
+                        Ok(m) if m.is_dir() => {
+                            let job = (
+                                path.clone(),
+                                dir_identity(&path)?,
+                                child_rel,
+                                depth + 1,
+                                None,
+                            );
+                            match self.mode {
+                                WalkMode::FollowLinks => {
+                                    self.walk(&Dir::open(&job.0), job.1, &job.2, job.3)?
+                                }
+                                _ => self.deferred.push(job),
+                            }
+                        }
+                        Ok(m) if m.is_file() && name.ends_with(".md") => {
+                            self.add_file(child_rel, &Meta::from_std(&m), None);
+                        }
+                        _ => {}
                     },
                     _ => {
                         self.lib.warnings.push(format!(
                             "{child_rel}: symlink leads out of the library, not followed"
                         ));
-                        continue;
                     }
                 }
+                continue;
             }
-            if ft.is_dir() {
-                let child_id = if linked {
-                    dir_identity(&path)?
-                } else {
-                    id.child(&ent)
-                };
+            if kind == Kind::Dir {
+                let child_id = id.child(ent.ino, name);
                 // A real sub-folder's mtime comes from a stat relative to this open
                 // folder, so walking it needs no stat of its whole path.
-                let mtime = (!linked)
-                    .then(|| ent.metadata().ok().map(|m| mtime_of(&m)))
-                    .flatten();
-                let job = (path, child_id, child_rel, depth + 1, mtime);
+                let mtime = handle.stat(name).ok().map(|m| m.mtime_ns);
                 match self.mode {
-                    WalkMode::DeferLinks | WalkMode::CollectSubdirs if linked => {
-                        self.deferred.push(job)
+                    WalkMode::CollectSubdirs => {
+                        self.jobs
+                            .push((dir.join(name), child_id, child_rel, depth + 1, mtime))
                     }
-                    WalkMode::CollectSubdirs => self.jobs.push(job),
-                    _ if linked => self.walk(&Dir::open(&job.0), job.1, &job.2, job.3)?,
-                    _ => self.walk_at(&handle.child(&name), job.1, &job.2, job.3, job.4)?,
+                    _ => {
+                        self.walk_at(&handle.child(name), child_id, &child_rel, depth + 1, mtime)?
+                    }
                 }
-            } else if ft.is_file() && name.ends_with(".md") {
-                // The entry's own metadata is a `stat` relative to the open folder, cheaper
-                // than resolving the whole path again; a followed link needs the target's.
-                let meta = if linked {
-                    std::fs::metadata(&path)
-                } else {
-                    ent.metadata()
-                };
-                let Ok(meta) = meta else {
-                    continue;
-                };
-                let mtime_ns = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos() as u64);
-                if meta.len() > self.ctx.cfg.max_file_bytes {
-                    self.lib.warnings.push(format!(
-                        "{child_rel}: {} bytes is over max_file_bytes ({}), refused",
-                        meta.len(),
-                        self.ctx.cfg.max_file_bytes
-                    ));
-                    // Its size may drop without the folder changing: keep listing it.
-                    saw_link = true;
-                    continue;
+            } else if kind == Kind::File && name.ends_with(".md") {
+                // A first scan reads every file anyway: read it now, relative to the open
+                // folder, and take its metadata from the open file.
+                if self.ctx.read_contents {
+                    match handle.read_file(name, self.ctx.cfg.max_file_bytes) {
+                        Ok((meta, bytes)) if meta.is_file => {
+                            always_list |= !self.add_file(child_rel, &meta, bytes);
+                        }
+                        _ => {}
+                    }
+                } else if let Ok(meta) = handle.stat(name) {
+                    always_list |= !self.add_file(child_rel, &meta, None);
                 }
-                self.lib.files.insert(
-                    child_rel,
-                    FileStat {
-                        size: meta.len(),
-                        mtime_ns,
-                    },
-                );
             }
         }
         // A folder holding a link is always listed: the link's target can change
         // without the folder changing. It is still recorded, so that its parent's
         // reused listing leads to it.
         if self.mode != WalkMode::FollowLinks {
-            let mtime = match (mtime_ns, saw_link) {
+            let mtime = match (mtime_ns, always_list) {
                 (Some(m), false) => m,
                 _ => ALWAYS_LIST,
             };
             self.lib.dirs.insert(rel.to_owned(), mtime);
         }
         Ok(())
+    }
+
+    /// Records library file `rel` (and its bytes, when read); false when it is refused
+    /// for its size (with a warning), so its folder is listed on every scan: its size
+    /// may drop without the folder changing.
+    fn add_file(&mut self, rel: String, meta: &Meta, bytes: Option<Vec<u8>>) -> bool {
+        if meta.size > self.ctx.cfg.max_file_bytes {
+            self.lib.warnings.push(format!(
+                "{rel}: {} bytes is over max_file_bytes ({}), refused",
+                meta.size, self.ctx.cfg.max_file_bytes
+            ));
+            return false;
+        }
+        if let Some(bytes) = bytes {
+            let hash = crate::backup::hash(&bytes);
+            let text = String::from_utf8(bytes)
+                .ok()
+                .map(std::sync::Arc::<str>::from);
+            self.lib.read.push((rel.clone(), ReadFile { hash, text }));
+        }
+        self.lib.files.insert(
+            rel,
+            FileStat {
+                size: meta.size,
+                mtime_ns: meta.mtime_ns,
+            },
+        );
+        true
     }
 
     /// Walks a folder unchanged since the last scan from its recorded listing: no
@@ -533,21 +570,9 @@ impl<'a> Walker<'a> {
             if !meta.is_file {
                 continue;
             }
-            if meta.size > self.ctx.cfg.max_file_bytes {
-                self.lib.warnings.push(format!(
-                    "{child_rel}: {} bytes is over max_file_bytes ({}), refused",
-                    meta.size, self.ctx.cfg.max_file_bytes
-                ));
+            if !self.add_file(child_rel, &meta, None) {
                 self.lib.dirs.insert(rel.to_owned(), ALWAYS_LIST);
-                continue;
             }
-            self.lib.files.insert(
-                child_rel,
-                FileStat {
-                    size: meta.size,
-                    mtime_ns: meta.mtime_ns,
-                },
-            );
         }
         for name in subdirs {
             let child_rel = format!("{rel}/{name}");
@@ -712,7 +737,7 @@ mod tests {
             .collect();
         let later = u64::MAX / 2;
         let cache = DirCache::new(&first.dirs, files.iter(), later);
-        let cached = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        let cached = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache), false).unwrap();
         assert!(cached.files.contains_key("agents/a/a.md"));
         assert!(!cached.files.contains_key("agents/b/b.md"));
         // A folder that changed is listed again: its new and old files both appear, and
@@ -720,7 +745,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         write("agents/b/c.md");
         write("agents/new/new.md");
-        let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache), false).unwrap();
         for f in [
             "agents/a/a.md",
             "agents/b/b.md",
@@ -735,7 +760,7 @@ mod tests {
         }
         // A folder modified close to the scan is never trusted ("racy clean").
         let racy = DirCache::new(&first.dirs, files.iter(), 0);
-        let listed = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&racy)).unwrap();
+        let listed = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&racy), false).unwrap();
         assert!(listed.files.contains_key("agents/b/b.md"));
     }
 
@@ -757,14 +782,14 @@ mod tests {
         assert_eq!(first.dirs.get("agents/g"), Some(&ALWAYS_LIST));
         let later = u64::MAX / 2;
         let cache = DirCache::new(&first.dirs, first.files.keys(), later);
-        let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache), false).unwrap();
         assert_eq!(
             again.files.keys().collect::<Vec<_>>(),
             first.files.keys().collect::<Vec<_>>()
         );
         // A file added to the always-listed folder changes only that folder's mtime.
         write("agents/u/new.md");
-        let third = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache)).unwrap();
+        let third = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache), false).unwrap();
         assert!(
             third.files.contains_key("agents/u/new.md"),
             "{:?}",

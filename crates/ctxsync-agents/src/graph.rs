@@ -82,26 +82,40 @@ pub fn resolve(
 pub struct Texts<'a> {
     root: &'a Path,
     lib: &'a Library,
+    /// Texts read before rendering (while hashing): looked up without a lock, since
+    /// rendering threads look up every reference here.
+    preloaded: HashMap<String, Arc<str>>,
+    /// Texts read since.
     cache: Mutex<HashMap<String, Arc<str>>>,
 }
 
 impl<'a> Texts<'a> {
     /// The texts read so far, without the borrow of the library (to free them apart).
-    pub fn into_cache(self) -> HashMap<String, Arc<str>> {
-        self.cache.into_inner().unwrap_or_else(|e| e.into_inner())
+    pub fn into_cache(self) -> (HashMap<String, Arc<str>>, HashMap<String, Arc<str>>) {
+        let cache = self.cache.into_inner().unwrap_or_else(|e| e.into_inner());
+        (self.preloaded, cache)
     }
 
     /// A cache over `lib`.
     pub fn new(root: &'a Path, lib: &'a Library) -> Self {
+        Self::preloaded(root, lib, HashMap::new())
+    }
+
+    /// A cache over `lib` holding `texts` already (library-relative path -> text).
+    pub fn preloaded(root: &'a Path, lib: &'a Library, texts: HashMap<String, Arc<str>>) -> Self {
         Texts {
             root,
             lib,
+            preloaded: texts,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     /// The text of a library file. Only library files are read, never anything else.
     pub fn get(&self, rel: &str) -> Result<Arc<str>, String> {
+        if let Some(t) = self.preloaded.get(rel) {
+            return Ok(t.clone());
+        }
         if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(rel).cloned()) {
             return Ok(t);
         }
@@ -116,13 +130,6 @@ impl<'a> Texts<'a> {
             c.insert(rel.to_string(), text.clone());
         }
         Ok(text)
-    }
-
-    /// Seeds the cache with text already read (e.g. while hashing).
-    pub fn put(&self, rel: &str, text: Arc<str>) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(rel.to_string(), text);
-        }
     }
 
     /// The library.

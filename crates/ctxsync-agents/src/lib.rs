@@ -33,6 +33,7 @@ pub mod sync;
 pub mod synth;
 pub mod validate;
 pub mod watch;
+pub mod yaml;
 
 pub use config::{AgentsConfig, RefMode, Target};
 pub use error::{Error, Result};

@@ -7,13 +7,12 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use serde::Serialize;
-
 use crate::config::{AgentsConfig, RefMode, Target};
 use crate::graph::{resolve, RenameMap, Texts};
 use crate::parse::{split_frontmatter, AgentMeta};
 use crate::paths;
 use crate::refs::{self, atx_heading, FenceState, RefKind};
+use crate::yaml::{frontmatter, Field};
 
 /// One rendered file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,38 +48,6 @@ pub struct Rendered {
     pub deps: BTreeSet<String>,
 }
 
-#[derive(Serialize)]
-struct AgentFm<'a> {
-    name: &'a str,
-    description: &'a str,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    tools: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ClaudeFm<'a> {
-    name: &'a str,
-    description: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct PromptFm<'a> {
-    name: &'a str,
-    description: &'a str,
-    agent: &'a str,
-}
-
-fn frontmatter<T: Serialize>(fm: &T) -> Result<String, String> {
-    let y = serde_norway::to_string(fm).map_err(|e| format!("frontmatter: {e}"))?;
-    Ok(format!("---\n{y}---\n"))
-}
-
 /// Renders every enabled target of `agent`.
 pub fn render(
     cfg: &AgentsConfig,
@@ -102,12 +69,17 @@ pub fn render(
         let text = match t {
             Target::VscodeAgent => {
                 let body = render_body(cfg, texts, renames, agent, out_dir, &mut deps)?;
-                let fm = frontmatter(&AgentFm {
-                    name: &m.name,
-                    description: &m.description,
-                    tools: &m.tools,
-                    model: m.model.as_deref(),
-                })?;
+                let mut fields = vec![
+                    ("name", Field::Str(&m.name)),
+                    ("description", Field::Str(&m.description)),
+                ];
+                if !m.tools.is_empty() {
+                    fields.push(("tools", Field::List(&m.tools)));
+                }
+                if let Some(model) = &m.model {
+                    fields.push(("model", Field::Str(model)));
+                }
+                let fm = frontmatter(&fields)?;
                 format!("{fm}{banner}{body}")
             }
             Target::Claude => {
@@ -115,20 +87,26 @@ pub fn render(
                     continue;
                 }
                 let body = render_body(cfg, texts, renames, agent, out_dir, &mut deps)?;
-                let fm = frontmatter(&ClaudeFm {
-                    name: &m.name,
-                    description: &m.description,
-                    tools: (!m.tools.is_empty()).then(|| m.tools.join(", ")),
-                    model: m.model.as_deref(),
-                })?;
+                let tools = m.tools.join(", ");
+                let mut fields = vec![
+                    ("name", Field::Str(&m.name)),
+                    ("description", Field::Str(&m.description)),
+                ];
+                if !m.tools.is_empty() {
+                    fields.push(("tools", Field::Str(&tools)));
+                }
+                if let Some(model) = &m.model {
+                    fields.push(("model", Field::Str(model)));
+                }
+                let fm = frontmatter(&fields)?;
                 format!("{fm}{banner}{body}")
             }
             Target::VscodePrompt => {
-                let fm = frontmatter(&PromptFm {
-                    name: &m.name,
-                    description: &m.description,
-                    agent: &m.name,
-                })?;
+                let fm = frontmatter(&[
+                    ("name", Field::Str(&m.name)),
+                    ("description", Field::Str(&m.description)),
+                    ("agent", Field::Str(&m.name)),
+                ])?;
                 // Self-contained: no links into the library, only the agent it runs with.
                 let version = m
                     .version

@@ -252,7 +252,7 @@ pub fn run(
                 .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
                 .collect();
             let cache = discover::DirCache::new(&ix.dirs, ix.files.keys(), ix.scanned_at_ns);
-            let lib = discover::discover_cached(root, cfg, &owned, Some(&cache))?;
+            let lib = discover::discover_cached(root, cfg, &owned, Some(&cache), false)?;
             drop(cache);
             phases.mark("walk");
             if noop::nothing_to_do(root, cfg, &lib, ix) {
@@ -287,7 +287,10 @@ pub fn run(
                 .collect();
             let cache = (reg.dirs_key == dirs_key)
                 .then(|| discover::DirCache::new(&reg.dirs, reg.files.keys(), reg.scanned_at_ns));
-            let lib = discover::discover_cached(root, cfg, &owned, cache.as_ref())?;
+            // With nothing recorded, every file will be hashed: read each as it is
+            // listed, relative to its open folder.
+            let read_contents = reg.files.is_empty();
+            let lib = discover::discover_cached(root, cfg, &owned, cache.as_ref(), read_contents)?;
             drop(cache);
             phases.mark("walk");
             lib
@@ -298,8 +301,9 @@ pub fn run(
         warnings: lib.warnings.clone(),
         ..Default::default()
     };
-    let texts = Texts::new(root, &lib);
-    let (file_hashes, had_racy) = hash_files(root, &lib, &reg, &texts);
+    let read_in_walk = std::mem::take(&mut lib.read);
+    let (file_hashes, had_racy, read) = hash_files(root, &lib, &reg, read_in_walk);
+    let texts = Texts::preloaded(root, &lib, read);
     phases.mark("hash");
 
     // Renames: a file gone and another new with the same bytes, in this one batch.
@@ -492,12 +496,28 @@ pub fn run(
     let mut plan: Vec<Planned> = Vec::new();
     let mut keep_old_rec: HashMap<String, HashSet<String>> = HashMap::new();
     let mut recorded_now: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    // Output folders that do not exist hold no outputs: one `stat` per folder, not one
+    // per output (a first sync plans thousands of outputs into new folders).
+    let mut folder_exists: HashMap<String, bool> = HashMap::new();
     for r in &mut rendered {
         let rec = reg.agents.get(&r.name);
         let mut wanted = BTreeSet::new();
         for (o, oh) in r.outputs.iter_mut().zip(&r.hashes) {
             wanted.insert(o.path.clone());
-            let disk = read_opt(root, &o.path)?;
+            let folder = paths::parent(&o.path);
+            let exists = match folder_exists.get(folder) {
+                Some(e) => *e,
+                None => {
+                    let e = std::fs::symlink_metadata(paths::abs(root, folder)).is_ok();
+                    folder_exists.insert(folder.to_string(), e);
+                    e
+                }
+            };
+            let disk = if exists {
+                read_opt(root, &o.path)?
+            } else {
+                None
+            };
             let recorded = rec.and_then(|a| a.outputs.get(&o.path));
             match disk {
                 None => plan.push(Planned {
@@ -1124,12 +1144,22 @@ fn hash_files(
     root: &Path,
     lib: &Library,
     reg: &Registry,
-    texts: &Texts<'_>,
-) -> (HashMap<String, String>, bool) {
+    read_in_walk: Vec<(String, discover::ReadFile)>,
+) -> (HashMap<String, String>, bool, HashMap<String, Arc<str>>) {
     let mut out = HashMap::with_capacity(lib.files.len());
+    let mut texts = HashMap::with_capacity(read_in_walk.len());
+    for (p, read) in read_in_walk {
+        if let Some(t) = read.text {
+            texts.insert(p.clone(), t);
+        }
+        out.insert(p, read.hash);
+    }
     let mut todo = Vec::new();
     let mut racy = false;
     for (p, st) in &lib.files {
+        if out.contains_key(p) {
+            continue;
+        }
         match reg.files.get(p) {
             Some(r) if r.size == st.size && r.mtime_ns == st.mtime_ns => {
                 if st.mtime_ns.saturating_add(RACY_MARGIN_NS) < reg.scanned_at_ns {
@@ -1143,7 +1173,7 @@ fn hash_files(
         }
     }
     if todo.is_empty() {
-        return (out, racy);
+        return (out, racy, texts);
     }
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -1172,12 +1202,12 @@ fn hash_files(
     for part in results {
         for (p, h, t) in part {
             if let Some(t) = t {
-                texts.put(&p, t);
+                texts.insert(p.clone(), t);
             }
             out.insert(p, h);
         }
     }
-    (out, racy)
+    (out, racy, texts)
 }
 
 fn render_all(

@@ -33,7 +33,7 @@ pub fn validate(cfg: &AgentsConfig, out: &Output) -> Vec<String> {
         errs.push(format!("{p}: missing YAML frontmatter"));
         return errs;
     };
-    let fm: serde_norway::Value = match serde_norway::from_str(yaml) {
+    let fm = match crate::yaml::parse(yaml) {
         Ok(v) => v,
         Err(e) => {
             errs.push(format!("{p}: frontmatter does not parse: {e}"));

@@ -203,8 +203,8 @@ fn relevant(
         if rel.starts_with(".ctxsync/") || rel == ".ctxsync" || ignore.contains(&rel) {
             continue;
         }
-        let name = paths::file_name(&rel);
-        if name.starts_with(TEMP_PREFIX) {
+        // Our temp files, and files in our staging folders.
+        if rel.split('/').any(|part| part.starts_with(TEMP_PREFIX)) {
             continue;
         }
         let in_source = cfg.sources.iter().any(|s| {
