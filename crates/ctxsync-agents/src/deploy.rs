@@ -161,7 +161,7 @@ pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
     // and the flush before the commit waits only for the rest.
     let written = std::sync::atomic::AtomicUsize::new(0);
     let early_flush_at = (batch_sync && files.len() >= EARLY_FLUSH_FROM_FILES)
-        .then(|| files.len() / 2)
+        .then_some(files.len() / 2)
         .and_then(|half| Some((half, flush_dir_of(folders.first()?).to_path_buf())));
     let (written, early_flush_at) = (&written, &early_flush_at);
     let results: Vec<Result<Vec<(usize, PathBuf, Meta)>>> = std::thread::scope(|s| {

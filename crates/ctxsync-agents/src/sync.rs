@@ -122,9 +122,12 @@ impl SyncReport {
 
 /// Wall time of each phase of a run, logged at debug level (`CTXSYNC_LOG=ctxsync_agents=debug`)
 /// so a slow run can be explained without a profiler.
+/// With it, the resident memory at the end of each phase (where the peak comes from).
 struct Phases {
     last: Instant,
-    done: Vec<(&'static str, f64)>,
+    /// Phase, milliseconds, resident MB at its end (Linux).
+    done: Vec<(&'static str, f64, Option<f64>)>,
+    enabled: bool,
 }
 
 impl Phases {
@@ -132,23 +135,43 @@ impl Phases {
         Phases {
             last: Instant::now(),
             done: Vec::new(),
+            enabled: tracing::enabled!(tracing::Level::DEBUG),
         }
     }
 
     fn mark(&mut self, phase: &'static str) {
+        if !self.enabled {
+            return;
+        }
         let now = Instant::now();
-        self.done
-            .push((phase, (now - self.last).as_secs_f64() * 1000.0));
+        self.done.push((
+            phase,
+            (now - self.last).as_secs_f64() * 1000.0,
+            resident_mb(),
+        ));
         self.last = now;
     }
 }
 
+/// The process's resident memory in MB, from `/proc/self/statm` (4 KiB pages).
+fn resident_mb() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / 1e6)
+}
+
 impl Drop for Phases {
     fn drop(&mut self) {
+        if self.done.is_empty() {
+            return;
+        }
         let summary: Vec<String> = self
             .done
             .iter()
-            .map(|(p, ms)| format!("{p} {ms:.1}ms"))
+            .map(|(p, ms, rss)| match rss {
+                Some(mb) => format!("{p} {ms:.1}ms ({mb:.0}MB)"),
+                None => format!("{p} {ms:.1}ms"),
+            })
             .collect();
         tracing::debug!("agents sync phases: {}", summary.join(", "));
     }
