@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::dirfd::Meta;
+use crate::dirfd::{Dir, Meta};
 
 use crate::error::{Error, Result};
 
@@ -97,8 +97,9 @@ pub fn write_many(files: &[(PathBuf, &[u8])]) -> Result<Vec<Meta>> {
 
 /// Files written beside their destinations, not yet in place. Dropped before
 /// [`Batch::commit`], it removes what it staged: nothing was changed.
-pub struct Batch<'a> {
-    files: &'a [(PathBuf, &'a [u8])],
+pub struct Batch {
+    /// Each file's destination, in the order given (the bytes are written already).
+    dests: Vec<PathBuf>,
     /// Folders to flush: each existing destination folder and each staging folder.
     flush_dirs: Vec<PathBuf>,
     batch_sync: bool,
@@ -123,7 +124,7 @@ enum Stage {
 /// per folder: creating files in one folder from several threads contends on the
 /// folder's lock, measured 3x slower here. Small batches fsync each file; large ones
 /// leave that to [`Batch::flush`]. On an error, everything staged so far is removed.
-pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
+pub fn stage_many(files: &[(PathBuf, &[u8])]) -> Result<Batch> {
     let batch_sync = use_syncfs(files.len());
     let mut by_dir: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
     for (i, f) in files.iter().enumerate() {
@@ -172,16 +173,21 @@ pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
             .map(|(writer, (part, stage))| {
                 s.spawn(move || -> Result<Vec<(usize, PathBuf, Meta)>> {
                     let mut out = Vec::with_capacity(part.len());
+                    // Files are created relative to the open folder: one lookup each,
+                    // not one per component of the whole path.
+                    let dir = Dir::open(flush_dir_of(stage));
                     let mut write_one = |i: usize| -> Result<()> {
                         let (dest, bytes) = &files[i];
                         let (tmp, mut f) = match stage {
-                            Stage::Beside(dir) => create_temp(dir, writer, i)?,
-                            Stage::FreshFolder { stage, .. } => {
+                            Stage::Beside(_) => create_temp(&dir, writer, i)?,
+                            Stage::FreshFolder { .. } => {
                                 let name = dest.file_name().ok_or_else(|| {
                                     Error::Input(format!("{}: no file name", dest.display()))
                                 })?;
-                                let p = stage.join(name);
-                                let f = create_new(&p)?;
+                                let p = dir.path().join(name);
+                                let f = dir
+                                    .create_new(Path::new(name))
+                                    .map_err(|e| Error::io(&p, e))?;
                                 (p, f)
                             }
                         };
@@ -252,7 +258,7 @@ pub fn stage_many<'a>(files: &'a [(PathBuf, &'a [u8])]) -> Result<Batch<'a>> {
         .map(|s| flush_dir_of(s).to_path_buf())
         .collect();
     Ok(Batch {
-        files,
+        dests: files.iter().map(|(p, _)| p.clone()).collect(),
         flush_dirs,
         batch_sync,
         staged,
@@ -271,7 +277,7 @@ fn flush_dir_of(stage: &Stage) -> &Path {
 /// From this many files on, a flush starts half-way through staging.
 const EARLY_FLUSH_FROM_FILES: usize = 2048;
 
-impl Batch<'_> {
+impl Batch {
     /// Size and mtime of each file as written (renaming keeps both), in order.
     pub fn metas(&self) -> &[Meta] {
         &self.metas
@@ -338,7 +344,7 @@ impl Batch<'_> {
         files.retain(|(_, tmp, _)| !moved_whole.iter().any(|s| tmp.parent() == Some(*s)));
         let mut files = files.into_iter();
         while let Some((i, tmp, _)) = files.next() {
-            let dest = &self.files[i].0;
+            let dest = &self.dests[i];
             if let Err(e) = std::fs::rename(&tmp, dest) {
                 let _ = std::fs::remove_file(&tmp);
                 // What is left is removed as `staged` drops.
@@ -361,7 +367,7 @@ impl Batch<'_> {
         }
         tracing::debug!(
             "{} files: {} folders moved whole, renames {:.1}ms, folder syncs {:.1}ms",
-            self.files.len(),
+            self.dests.len(),
             moved_whole.len(),
             (renamed - started).as_secs_f64() * 1000.0,
             renamed.elapsed().as_secs_f64() * 1000.0
@@ -407,34 +413,23 @@ fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// Creates `path`, which must not exist, with the permissions of a new file (0666 less
-/// the umask, as an editor would leave it; a random-named temp file would be 0600).
-fn create_new(path: &Path) -> Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
-    o.open(path).map_err(|e| Error::io(path, e))
-}
-
-/// Creates a new temp file in `dir`. The name is unique to this process, writer and
-/// file; a stale file of that name (from a crashed run of a process with the same id)
-/// makes it try another.
-fn create_temp(dir: &Path, writer: usize, i: usize) -> Result<(PathBuf, std::fs::File)> {
+/// Creates a new temp file in `dir`, with the permissions of a new file (0666 less the
+/// umask, as an editor would leave it; a random-named temp file would be 0600). The
+/// name is unique to this process, writer and file; a stale file of that name (from a
+/// crashed run of a process with the same id) makes it try another.
+fn create_temp(dir: &Dir, writer: usize, i: usize) -> Result<(PathBuf, std::fs::File)> {
     let pid = pid();
     for attempt in 0..16u32 {
-        let p = dir.join(format!("{TEMP_PREFIX}-{pid}-{writer}-{i}-{attempt}"));
-        match create_new(&p) {
-            Ok(f) => return Ok((p, f)),
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                continue
-            }
-            Err(e) => return Err(e),
+        let name = format!("{TEMP_PREFIX}-{pid}-{writer}-{i}-{attempt}");
+        match dir.create_new(Path::new(&name)) {
+            Ok(f) => return Ok((dir.path().join(name), f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(dir.path().join(name), e)),
         }
     }
     Err(Error::Input(format!(
         "{}: cannot create a temp file (too many stale {TEMP_PREFIX} files?)",
-        dir.display()
+        dir.path().display()
     )))
 }
 

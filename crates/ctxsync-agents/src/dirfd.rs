@@ -133,6 +133,16 @@ mod imp {
         Ok(out)
     }
 
+    pub(super) fn create_new(parent: &OwnedFd, name: &Path) -> io::Result<std::fs::File> {
+        let fd = rustix::fs::openat(
+            parent.as_fd(),
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Opens a regular file `name` of the folder for reading: never through a symlink,
     /// and without blocking should it have been replaced by a FIFO since listed.
     pub(super) fn open_file(parent: &OwnedFd, name: &str) -> io::Result<std::fs::File> {
@@ -226,6 +236,20 @@ impl Dir {
                 })
             })
             .collect()
+    }
+
+    /// Creates file `name` (one path component) in this folder for writing; it must not
+    /// exist. Permissions are a new file's usual ones (0666 less the umask).
+    pub fn create_new(&self, name: &Path) -> io::Result<std::fs::File> {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.fd {
+            return imp::create_new(fd, name);
+        }
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
+        o.open(self.path.join(name))
     }
 
     /// Reads regular file `name` of this folder (not through a symlink): its metadata

@@ -491,15 +491,18 @@ impl<'a> Walker<'a> {
             } else if kind == Kind::File && name.ends_with(".md") {
                 // A first scan reads every file anyway: read it now, relative to the open
                 // folder, and take its metadata from the open file.
-                if self.ctx.read_contents {
-                    match handle.read_file(name, self.ctx.cfg.max_file_bytes) {
-                        Ok((meta, bytes)) if meta.is_file => {
-                            always_list |= !self.add_file(child_rel, &meta, bytes);
-                        }
-                        _ => {}
+                let read = if self.ctx.read_contents {
+                    handle.read_file(name, self.ctx.cfg.max_file_bytes)
+                } else {
+                    handle.stat(name).map(|meta| (meta, None))
+                };
+                // A file that cannot be read is still a library file: reading it again
+                // later reports why, where dropping it would remove its agent's outputs.
+                let read = read.or_else(|_| handle.stat(name).map(|meta| (meta, None)));
+                if let Ok((meta, bytes)) = read {
+                    if meta.is_file {
+                        always_list |= !self.add_file(child_rel, &meta, bytes);
                     }
-                } else if let Ok(meta) = handle.stat(name) {
-                    always_list |= !self.add_file(child_rel, &meta, None);
                 }
             }
         }
@@ -716,6 +719,40 @@ mod tests {
         let lib = discover(d.path(), &AgentsConfig::default(), &HashSet::new()).unwrap();
         assert!(lib.files.is_empty());
         assert!(lib.warnings.iter().any(|w| w.contains("not followed")));
+    }
+
+    #[test]
+    fn a_first_scan_reads_and_hashes_what_it_lists() {
+        let d = tempfile::tempdir().unwrap();
+        write_agent(d.path(), "agents/a/a.md");
+        std::fs::write(d.path().join("agents/a/latin1.md"), b"caf\xe9\n").unwrap();
+        std::fs::write(d.path().join("agents/big.md"), "x".repeat(100)).unwrap();
+        let cfg = AgentsConfig {
+            max_file_bytes: 50,
+            ..AgentsConfig::default()
+        };
+        let lib = discover_cached(d.path(), &cfg, &HashSet::new(), None, true).unwrap();
+        let read: BTreeMap<&str, &ReadFile> =
+            lib.read.iter().map(|(p, r)| (p.as_str(), r)).collect();
+        assert_eq!(
+            read.keys().copied().collect::<Vec<_>>(),
+            vec!["agents/a/a.md", "agents/a/latin1.md"]
+        );
+        let text = std::fs::read(d.path().join("agents/a/a.md")).unwrap();
+        assert_eq!(read["agents/a/a.md"].hash, crate::backup::hash(&text));
+        assert_eq!(
+            read["agents/a/a.md"].text.as_deref().map(str::as_bytes),
+            Some(&text[..])
+        );
+        assert!(read["agents/a/latin1.md"].text.is_none());
+        // Too large: refused with a warning, not read, and its folder listed every time.
+        assert!(!lib.files.contains_key("agents/big.md"));
+        assert!(lib.warnings.iter().any(|w| w.contains("agents/big.md")));
+        assert_eq!(lib.dirs["agents"], ALWAYS_LIST);
+        // The same files and stats as a scan that does not read.
+        let listed = discover(d.path(), &cfg, &HashSet::new()).unwrap();
+        assert_eq!(listed.files, lib.files);
+        assert!(listed.read.is_empty());
     }
 
     #[test]

@@ -117,6 +117,12 @@ impl Index {
     /// straight from the registry (a 10,000-agent library would otherwise hold its scan
     /// cache twice at the memory peak of a cold run).
     pub fn save_registry(reg: &Registry, registry: Stamp, path: &Path) -> Result<()> {
+        Self::write_encoded(Self::encode_registry(reg), registry, path)
+    }
+
+    /// The index of `reg` before the stamp of its `registry.json` is known, so it can be
+    /// built while the registry is being written: [`Index::write_encoded`] stamps it.
+    pub fn encode_registry(reg: &Registry) -> Vec<u8> {
         let agents = reg.agents.iter().map(|(name, a)| {
             (
                 name.as_str(),
@@ -130,9 +136,9 @@ impl Index {
                     .map(|(p, _)| p.as_str()),
             )
         });
-        let bytes = encode_parts(
+        encode_parts(
             &Header {
-                registry,
+                registry: Stamp::default(),
                 complete: reg.scan_complete,
                 scanned_at_ns: reg.scanned_at_ns,
                 config_fingerprint: &reg.config_fingerprint,
@@ -141,7 +147,27 @@ impl Index {
             &reg.files,
             &reg.dirs,
             agents,
-        );
+        )
+    }
+
+    /// Writes an index from [`Index::encode_registry`], stamped with `registry`.
+    pub fn write_encoded(mut bytes: Vec<u8>, registry: Stamp, path: &Path) -> Result<()> {
+        let body_len = bytes.len().saturating_sub(32);
+        if body_len < STAMP_AT + 32 {
+            return Err(Error::Input("index: encoded bytes too short".into()));
+        }
+        let stamp = [
+            registry.ino,
+            registry.size,
+            registry.mtime_ns,
+            registry.ctime_ns,
+        ];
+        for (i, v) in stamp.iter().enumerate() {
+            let at = STAMP_AT + 8 * i;
+            bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let sum = blake3::hash(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(sum.as_bytes());
         crate::deploy::write_atomic(path, &bytes, false)
     }
 
@@ -250,6 +276,10 @@ fn encode(ix: &Index) -> Vec<u8> {
     )
 }
 
+/// Where the registry's stamp starts in an encoded index (right after the magic): four
+/// little-endian u64s (inode, size, mtime, ctime).
+const STAMP_AT: usize = 8;
+
 fn encode_parts<'a, O, M>(
     h: &Header<'_>,
     files: &BTreeMap<String, FileRec>,
@@ -265,6 +295,7 @@ where
         prev: String::new(),
     };
     w.out.extend_from_slice(MAGIC);
+    debug_assert_eq!(w.out.len(), STAMP_AT);
     let s = h.registry;
     for v in [
         s.ino,

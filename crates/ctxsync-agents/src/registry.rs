@@ -315,11 +315,27 @@ impl Registry {
         // The index names the registry it belongs to by its stamp, but an index must never
         // outlive a registry it no longer matches in case the stamp repeats.
         Index::remove(&ip)?;
-        write_atomic_streamed(path, |out| {
-            serde_json::to_writer(out, self).map_err(std::io::Error::other)
-        })?;
-        self.save_index(path);
-        Ok(())
+        let this = &*self;
+        // The index is encoded on another thread while the registry is written; it
+        // only needs the registry's stamp, filled in once the registry is in place.
+        std::thread::scope(|s| {
+            let index = s.spawn(|| Index::encode_registry(this));
+            write_atomic_streamed(path, |out| {
+                serde_json::to_writer(out, this).map_err(std::io::Error::other)
+            })?;
+            let written = index
+                .join()
+                .map_err(|_| Error::Input("index encoder panicked".into()))
+                .and_then(|bytes| {
+                    let stamp = Stamp::of(path)
+                        .ok_or_else(|| Error::Input("registry vanished after saving".into()))?;
+                    Index::write_encoded(bytes, stamp, &ip)
+                });
+            if let Err(e) = written {
+                tracing::warn!("{e}; the next run will rescan the library");
+            }
+            Ok(())
+        })
     }
 
     /// Rewrites only the index (the scan cache changed, `registry.json` did not). A

@@ -715,35 +715,51 @@ pub fn run(
         });
     }
     // (plan entry, hash) of each write, and what to write where.
-    let mut write_keys: Vec<(&str, &str)> = Vec::new();
+    let mut write_keys: Vec<(String, &str)> = Vec::new();
     let mut writes: Vec<(std::path::PathBuf, &[u8])> = Vec::new();
     for (p, h) in plan.iter().zip(&after_hashes) {
         if let (Action::Write { bytes, .. }, Some(h)) = (&p.action, h) {
-            write_keys.push((p.path.as_str(), h.as_str()));
+            write_keys.push((p.path.clone(), h.as_str()));
             writes.push((paths::abs(root, &p.path), bytes.as_slice()));
         }
     }
     phases.mark("hashes");
     let batch = deploy::stage_many(&writes)?;
+    drop(writes);
     phases.mark("stage");
     // The disk flush only waits on the device: the records, the merge-base pack and
     // the registry's new contents are prepared meanwhile. Nothing is renamed into place
     // (and so nothing is recorded on disk) before it is done.
     let flushing = std::thread::spawn(batch.flusher());
-    // Bytes we wrote are the base of a later three-way merge; a lost one only disables merge.
-    blobs.put_many_fast(
-        &write_keys
-            .iter()
-            .zip(&writes)
-            .map(|((_, h), (_, b))| (*h, *b))
-            .collect::<Vec<_>>(),
-    );
+    // Bytes we wrote are the base of a later three-way merge, packed on another thread
+    // while the records are built (and freed there); a lost one only disables merge.
+    let pack: Vec<(String, Vec<u8>)> = plan
+        .iter_mut()
+        .zip(&after_hashes)
+        .filter_map(|(p, h)| match (&mut p.action, h) {
+            (Action::Write { bytes, .. }, Some(h)) => Some((h.clone(), std::mem::take(bytes))),
+            _ => None,
+        })
+        .collect();
+    let pack_store = BlobStore::new(state.backups());
+    let packing = std::thread::Builder::new()
+        .name("ctxsync-pack".into())
+        .spawn(move || {
+            let refs: Vec<(&str, &[u8])> = pack
+                .iter()
+                .map(|(h, b)| (h.as_str(), b.as_slice()))
+                .collect();
+            pack_store.put_many_fast(&refs);
+        });
+    if let Err(e) = &packing {
+        tracing::warn!("merge bases not kept this run (no thread: {e})");
+    }
     phases.mark("backup");
     // Path -> (hash, size, mtime) of every output just written, from the written file.
     let written: HashMap<&str, (&str, Meta)> = write_keys
         .iter()
         .zip(batch.metas())
-        .map(|((p, h), m)| (*p, (*h, *m)))
+        .map(|((p, h), m)| (p.as_str(), (*h, *m)))
         .collect();
     // Registry.
     let generation = if plan.is_empty() {
@@ -933,7 +949,6 @@ pub fn run(
     }
     phases.mark("flush");
     batch.commit()?;
-    drop(writes);
     let mut dirs = BTreeSet::new();
     for p in &plan {
         if let Action::Remove { .. } = p.action {
@@ -1005,6 +1020,10 @@ pub fn run(
         e.duration_ms = report.duration_ms;
     }
     events::append(&state.events(), &evs)?;
+    if let Ok(packing) = packing {
+        // Waited for so that the process does not end in the middle of the pack.
+        let _ = packing.join();
+    }
     phases.mark("events");
     drop(evs);
     drop_in_background((lib, reg, rendered, plan, file_hashes));
