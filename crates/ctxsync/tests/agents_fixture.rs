@@ -69,6 +69,13 @@ fn fixture_every_agent_gets_valid_outputs_and_second_run_writes_nothing() {
         FIXTURE_AGENTS.len(),
         "backup agents must not be rendered"
     );
+    // The new output folders were staged beside and moved in whole: nothing else is left.
+    let mut github: Vec<String> = std::fs::read_dir(root.join(".github"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    github.sort();
+    assert_eq!(github, ["agents", "prompts"]);
 
     // References became links that resolve from the output folder.
     let orch = read(root, ".github/agents/orchestrator.agent.md");
