@@ -434,8 +434,10 @@ fn create_temp(dir: &Dir, writer: usize, i: usize) -> Result<(PathBuf, std::fs::
 }
 
 /// Creates a new, empty staging folder in `parent` (hidden, and named like temp files
-/// so that discovery and the watcher skip it).
+/// so that discovery and the watcher skip it). Staging folders that a crashed run left
+/// there are removed first: a first sync of a large library stages thousands of files.
 fn create_stage_dir(parent: &Path, writer: usize) -> Result<PathBuf> {
+    remove_stale_stages(parent);
     let pid = pid();
     for attempt in 0..16u32 {
         let p = parent.join(format!("{TEMP_PREFIX}-{pid}-dir{writer}-{attempt}"));
@@ -449,6 +451,60 @@ fn create_stage_dir(parent: &Path, writer: usize) -> Result<PathBuf> {
         "{}: cannot create a staging folder (too many stale {TEMP_PREFIX} folders?)",
         parent.display()
     )))
+}
+
+/// A staging folder this old is stale even where it cannot be told whether the process
+/// that made it still runs.
+const STALE_STAGE_SECS: u64 = 3600;
+
+/// Removes the staging folders in `parent` left by runs that ended without committing
+/// them: made by a process that no longer runs (Linux: no `/proc/<pid>`), or an hour
+/// old. Best effort; what cannot be removed stays.
+fn remove_stale_stages(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!("{TEMP_PREFIX}-");
+    for ent in entries.flatten() {
+        let name = ent.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        // `<pid>-dir<writer>-<attempt>`
+        let Some((pid, tail)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), true) = (pid.parse::<u32>(), tail.starts_with("dir")) else {
+            continue;
+        };
+        if pid == self::pid() || !ent.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let gone = if cfg!(target_os = "linux") {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        } else {
+            false
+        };
+        let old = ent
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() >= STALE_STAGE_SECS);
+        if gone || old {
+            let path = ent.path();
+            // Only our own staged files are in there: its files, then the folder.
+            if let Ok(files) = std::fs::read_dir(&path) {
+                for f in files.flatten() {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+            match std::fs::remove_dir(&path) {
+                Ok(()) => tracing::info!("removed a stale staging folder {}", path.display()),
+                Err(e) => tracing::debug!("{}: not removed: {e}", path.display()),
+            }
+        }
+    }
 }
 
 /// From this many files on, one `syncfs` replaces the per-file fsyncs.
@@ -564,6 +620,29 @@ mod tests {
         let m = std::fs::metadata(out.join("a05.md")).unwrap();
         assert_eq!(Meta::from_std(&m).mtime_ns, metas[5].mtime_ns);
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn stale_staging_folders_are_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let parent = d.path().join(".github");
+        // Left by a process that has ended (no such pid) and by this one (live).
+        let stale = parent.join(format!("{TEMP_PREFIX}-4294967295-dir0-0"));
+        let live = parent.join(format!("{TEMP_PREFIX}-{}-dir7-0", pid()));
+        let other = parent.join(format!("{TEMP_PREFIX}-4294967295-0-3-0"));
+        for dir in [&stale, &live] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("a.agent.md"), "x").unwrap();
+        }
+        std::fs::write(&other, "a temp file, not a staging folder").unwrap();
+        write_many(&[(parent.join("agents/b.agent.md"), &b"b"[..])]).unwrap();
+        assert!(!stale.exists());
+        assert!(live.join("a.agent.md").exists());
+        assert!(other.exists());
+        assert_eq!(
+            std::fs::read(parent.join("agents/b.agent.md")).unwrap(),
+            b"b"
+        );
     }
 
     #[test]
