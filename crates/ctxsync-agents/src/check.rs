@@ -67,8 +67,10 @@ pub fn check(root: &Path, cfg: &AgentsConfig) -> Result<CheckReport> {
         .values()
         .flat_map(|a| a.outputs.keys().cloned())
         .collect();
-    let lib = discover::discover(root, cfg, &owned)?;
-    let texts = Texts::new(root, &lib);
+    // Every file is read: read each as it is listed.
+    let mut lib = discover::discover_cached(root, cfg, &owned, None, true)?;
+    let read = lib.take_texts();
+    let texts = Texts::preloaded(root, &lib, read);
     let renames = reg.rename_map();
     let mut report = CheckReport {
         files_checked: lib.files.len(),

@@ -138,6 +138,15 @@ impl<'a> DirCache<'a> {
 }
 
 impl Library {
+    /// The texts of the files read during the walk (see [`Library::read`]), by path;
+    /// `read` is left empty.
+    pub fn take_texts(&mut self) -> HashMap<String, std::sync::Arc<str>> {
+        std::mem::take(&mut self.read)
+            .into_iter()
+            .filter_map(|(p, r)| Some((p, r.text?)))
+            .collect()
+    }
+
     /// The agent root that `@` references in `file` resolve against.
     pub fn root_of<'a>(&'a self, file: &'a str) -> &'a str {
         self.roots

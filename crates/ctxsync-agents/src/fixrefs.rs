@@ -59,8 +59,10 @@ pub fn fix_refs(root: &Path, cfg: &AgentsConfig, apply: bool) -> Result<FixRepor
         .values()
         .flat_map(|a| a.outputs.keys().cloned())
         .collect();
-    let lib = discover::discover(root, cfg, &owned)?;
-    let texts = Texts::new(root, &lib);
+    // Every file is read: read each as it is listed.
+    let mut lib = discover::discover_cached(root, cfg, &owned, None, true)?;
+    let read = lib.take_texts();
+    let texts = Texts::preloaded(root, &lib, read);
     let renames = reg.rename_map();
     let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for f in lib.files.keys() {
