@@ -364,6 +364,21 @@ mod tests {
         assert!(dir.read_file("absent.md", 100).is_err());
     }
 
+    /// A file longer than `fstat` said (here: a `/proc` file, whose size reads as 0) is
+    /// read to its end, and refused past the limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_stat_is_read_whole() {
+        let dir = Dir::open(Path::new("/proc/self"));
+        let want = std::fs::read("/proc/self/cmdline").unwrap();
+        assert!(want.len() > 1);
+        let (meta, bytes) = dir.read_file("cmdline", 1 << 20).unwrap();
+        assert_eq!(meta.size, 0);
+        assert_eq!(bytes.as_deref(), Some(&want[..]));
+        let (_, bytes) = dir.read_file("cmdline", want.len() as u64 - 1).unwrap();
+        assert_eq!(bytes, None);
+    }
+
     #[cfg(unix)]
     #[test]
     fn symlinks_are_not_followed() {
