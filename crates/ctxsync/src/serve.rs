@@ -1,8 +1,9 @@
 //! `ctxsync serve`: the HTTP server over the embedded store, until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -28,6 +29,11 @@ pub struct ServeArgs {
     /// Repository root holding ctxsync.toml and .ctxsync/ (default: found by walking up).
     #[arg(long, short = 'C', value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Also keep the repository's agent outputs in sync with its agent library while
+    /// serving, as `ctxsync agents watch` does; each run that writes is recorded in the
+    /// shared context.
+    #[arg(long)]
+    pub watch_agents: bool,
 }
 
 /// The SQLite file named by `--db` (a path or `sqlite://path`), or the config's.
@@ -71,6 +77,11 @@ pub fn open_store(db: Option<&str>, root: Option<&std::path::Path>) -> Result<Sq
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let store = open_store(args.db.as_deref(), args.root.as_deref())?;
+    let agents = if args.watch_agents {
+        Some(start_agents_watch(args.root.as_deref())?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,8 +102,68 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             .await
             .context("the server failed")
     })?;
+    if let Some(agents) = agents {
+        agents.stop();
+    }
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent watcher running beside the server.
+struct AgentsWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AgentsWatch {
+    /// Asks the watcher to stop and waits for the run in flight, if any, to finish.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts `agents watch` on its own thread for the repository at `root`. Bad `[agents]`
+/// settings are refused here, before serving, rather than found later in a log.
+fn start_agents_watch(root: Option<&Path>) -> Result<AgentsWatch> {
+    let root = Config::load(root)?.root;
+    ctxsync_agents::config::AgentsConfig::load(&root).map_err(|e| InputError(e.to_string()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name("agents-watch".into())
+        .spawn({
+            let stop = stop.clone();
+            move || {
+                let opts = ctxsync_agents::sync::SyncOptions::default();
+                let watched = ctxsync_agents::watch::watch(&root, &opts, &stop, &mut |o| {
+                    match &o.result {
+                        Ok(r) => {
+                            if r.generation.is_some()
+                                || !r.conflicts.is_empty()
+                                || !r.validation_errors.is_empty()
+                            {
+                                eprintln!(
+                                    "agents: run {}: {} written, {} deleted, {} conflicts, {} validation errors",
+                                    o.run,
+                                    r.written.len(),
+                                    r.deleted.len(),
+                                    r.conflicts.len(),
+                                    r.validation_errors.len()
+                                );
+                            }
+                            crate::context::record_agent_run(&root, r);
+                        }
+                        Err(e) => eprintln!("agents: run {}: error: {e}", o.run),
+                    }
+                });
+                if let Err(e) = watched {
+                    eprintln!("agents watch stopped: {e}");
+                }
+            }
+        })
+        .context("cannot start the agents watcher")?;
+    eprintln!("watching the agent library");
+    Ok(AgentsWatch { stop, thread })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

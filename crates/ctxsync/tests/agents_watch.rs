@@ -1,5 +1,6 @@
 //! `agents watch` as a real process: a saved change reaches the outputs, a burst of 100
-//! saves gives at most two runs, and the source folder can be deleted and recreated.
+//! saves gives at most two runs, and the source folder can be deleted and recreated;
+//! `serve --watch-agents` does the same beside the server and records its runs.
 //! Bounded waits with polling; no timing assertions.
 
 #[path = "agents_common.rs"]
@@ -126,4 +127,121 @@ fn watch_applies_saves_coalesces_bursts_and_survives_source_recreation() {
             .all(|n| root.join(format!(".github/agents/{n}.agent.md")).exists())
     });
     assert!(w.child.id() > 0);
+}
+
+/// `ctxsync serve --watch-agents`: the server keeps the outputs in sync as `agents watch`
+/// does, and each run that writes is summarised in the shared context it serves.
+#[test]
+fn serve_with_watch_agents_keeps_outputs_in_sync_and_records_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    let init = std::process::Command::new(bin())
+        .args(["init", "-C"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1:0", "--watch-agents", "-C"])
+        .arg(root)
+        .env_remove("CTXSYNC_SERVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Killed however the test ends.
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(child);
+    let listening = rx
+        .recv_timeout(LONG)
+        .into_iter()
+        .chain(rx.iter().take(3))
+        .any(|l| l.starts_with("listening on "));
+    assert!(listening, "the server printed its address");
+
+    let output = root.join(".github/agents/alpha.agent.md");
+    wait_until("the first run's outputs", || output.exists());
+    let entry = root.join("agents/team/alpha/alpha.md");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    std::fs::write(&entry, format!("{text}\nserve-marker\n")).unwrap();
+    wait_until("the edit to reach the output", || {
+        std::fs::read_to_string(&output).is_ok_and(|s| s.contains("serve-marker"))
+    });
+    let summaries = || {
+        let out = std::process::Command::new(bin())
+            .args([
+                "get",
+                "technical_context.code_changes.significant_changes",
+                "--json",
+                "-C",
+            ])
+            .arg(root)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait_until("both runs summarised in the context", || {
+        summaries().len() == 2
+    });
+    let changes = summaries();
+    assert_eq!(
+        changes[0]["added"],
+        serde_json::json!(["alpha", "beta", "gamma"])
+    );
+    assert_eq!(changes[1]["updated"], serde_json::json!(["alpha"]));
+}
+
+#[test]
+fn serve_refuses_bad_agents_settings_before_serving() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::write(
+        root.join("ctxsync.toml"),
+        "[agents]\nreferences = \"sideways\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1:0", "--watch-agents", "-C"])
+        .arg(root)
+        .env_remove("CTXSYNC_SERVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that started anyway would serve until killed: bounded wait.
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > LONG {
+            let _ = child.kill();
+            panic!("serve started despite bad [agents] settings");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("references"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
 }
