@@ -197,6 +197,26 @@ impl Dir {
         }
     }
 
+    /// A handle of the folder at `path` that is not open: calls on it resolve the path
+    /// in full (see [`Dir::is_open`]). For folders that will most likely not be used.
+    pub fn unopened(path: &Path) -> Dir {
+        Dir {
+            path: path.to_path_buf(),
+            #[cfg(target_os = "linux")]
+            fd: None,
+            #[cfg(target_os = "linux")]
+            listed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether calls go through an open descriptor (else through the full path).
+    pub fn is_open(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.fd.is_some();
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
     /// Opens sub-folder `name` (a single path component; a symlink is not followed).
     pub fn child(&self, name: &str) -> Dir {
         Dir {

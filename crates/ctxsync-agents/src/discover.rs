@@ -85,8 +85,35 @@ pub struct ReadFile {
 pub struct DirCache<'a> {
     dirs: &'a BTreeMap<String, u64>,
     scanned_at_ns: u64,
-    /// Folder -> (sub-folder names, file names), from the last scan.
-    children: HashMap<&'a str, (Vec<&'a str>, Vec<&'a str>)>,
+    /// Folder -> (sub-folder names, file names and their stats), from the last scan.
+    children: HashMap<&'a str, Children<'a>>,
+    /// What a `stat` of every recorded folder and file found moved since the last scan
+    /// ([`DirCache::trusting`]): everything else is taken as recorded, without a call.
+    moved: Option<&'a Moved>,
+}
+
+/// A folder's recorded sub-folders and files.
+type Children<'a> = (Vec<&'a str>, Vec<RecordedFile<'a>>);
+
+/// A file's name in its folder and its stat, as recorded.
+type RecordedFile<'a> = (&'a str, FileStat);
+
+/// The folders and files of a scan index that no longer look as recorded (see
+/// [`crate::noop`]): a folder whose mtime moved (or is too close to the scan to trust),
+/// a file whose size or mtime did (or that is gone).
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// Folders, repository-relative.
+    pub dirs: HashSet<String>,
+    /// Files, repository-relative.
+    pub files: HashSet<String>,
+}
+
+impl Moved {
+    /// Nothing moved.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.files.is_empty()
+    }
 }
 
 /// The recorded "mtime" of a folder that is listed on every scan.
@@ -99,29 +126,39 @@ const RACY_MARGIN_NS: u64 = 50_000_000;
 impl<'a> DirCache<'a> {
     pub fn new(
         dirs: &'a BTreeMap<String, u64>,
-        files: impl Iterator<Item = &'a String>,
+        files: impl Iterator<Item = (&'a str, FileStat)>,
         scanned_at_ns: u64,
     ) -> Self {
-        let mut children: HashMap<&str, (Vec<&str>, Vec<&str>)> = HashMap::new();
+        let mut children: HashMap<&str, Children<'a>> = HashMap::new();
         for d in dirs.keys() {
             if let Some((parent, name)) = d.rsplit_once('/') {
                 children.entry(parent).or_default().0.push(name);
             }
         }
-        for f in files {
+        for (f, stat) in files {
             if let Some((parent, name)) = f.rsplit_once('/') {
-                children.entry(parent).or_default().1.push(name);
+                children.entry(parent).or_default().1.push((name, stat));
             }
         }
         DirCache {
             dirs,
             scanned_at_ns,
             children,
+            moved: None,
         }
     }
 
+    /// Trusts a `stat` of every recorded folder and file, taken just before the walk:
+    /// what is not in `moved` is as recorded, so the walk neither opens nor `stat`s it
+    /// again. Only for a scan without symlinks (a folder holding one is always listed,
+    /// and loops are told apart by inode, which a trusted folder is not asked for).
+    pub fn trusting(mut self, moved: &'a Moved) -> Self {
+        self.moved = Some(moved);
+        self
+    }
+
     /// The last scan's children of `rel`, if its listing is still good at `mtime_ns`.
-    fn unchanged(&self, rel: &str, mtime_ns: u64) -> Option<(&[&'a str], &[&'a str])> {
+    fn unchanged(&self, rel: &str, mtime_ns: u64) -> Option<(&[&'a str], &[RecordedFile<'a>])> {
         let recorded = *self.dirs.get(rel)?;
         if recorded == ALWAYS_LIST
             || recorded != mtime_ns
@@ -210,6 +247,19 @@ pub fn discover_cached(
         };
         walk_source(&ctx, &abs, id, src, &mut lib, &mut seen_dirs)?;
     }
+    // Trusted folders are told apart by path, not inode: a symlink that appeared since
+    // the last scan could lead to one of them twice. Such a scan is redone untrusted.
+    if let Some(cache) = cache.filter(|c| c.moved.is_some()) {
+        if lib.dirs.values().any(|m| *m == ALWAYS_LIST) {
+            let untrusted = DirCache {
+                dirs: cache.dirs,
+                scanned_at_ns: cache.scanned_at_ns,
+                children: cache.children.clone(),
+                moved: None,
+            };
+            return discover_cached(root, cfg, owned_outputs, Some(&untrusted), read_contents);
+        }
+    }
     classify(&mut lib);
     Ok(lib)
 }
@@ -245,7 +295,7 @@ fn dir_identity(dir: &Path) -> Result<DirId> {
 enum DirId {
     #[cfg_attr(not(unix), allow(dead_code))]
     Inode(u64, u64),
-    #[cfg_attr(unix, allow(dead_code))]
+    /// On Unix, a folder trusted as recorded (see [`DirCache::trusting`]).
     Path(PathBuf),
 }
 
@@ -414,6 +464,15 @@ impl<'a> Walker<'a> {
             }
         }
         let mut always_list = false;
+        // A folder reached without opening it (trusted as recorded) that must be
+        // listed after all.
+        let reopened;
+        let handle = if handle.is_open() {
+            handle
+        } else {
+            reopened = Dir::open(handle.path());
+            &reopened
+        };
         let mut entries = match handle.list() {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -558,7 +617,8 @@ impl<'a> Walker<'a> {
 
     /// Walks a folder unchanged since the last scan from its recorded listing: no
     /// `opendir`/`getdents`, one `stat` per entry (each file's own content may have
-    /// changed; each sub-folder's own listing may have).
+    /// changed; each sub-folder's own listing may have). With a trusted stat of the
+    /// index ([`DirCache::trusting`]), not even that for what did not move.
     fn walk_unchanged(
         &mut self,
         dir: &Dir,
@@ -566,14 +626,20 @@ impl<'a> Walker<'a> {
         depth: usize,
         mtime: u64,
         subdirs: &[&str],
-        files: &[&str],
+        files: &[RecordedFile<'_>],
     ) -> Result<()> {
+        let cache = self.ctx.cache;
+        let moved = cache.and_then(|c| c.moved);
         self.lib.dirs.insert(rel.to_owned(), mtime);
-        for name in files {
+        for (name, recorded) in files {
             let child_rel = format!("{rel}/{name}");
             if self.ctx.excludes.matches_entry(&child_rel, name)
                 || self.ctx.owned.contains(&child_rel)
             {
+                continue;
+            }
+            if moved.is_some_and(|m| !m.files.contains(&child_rel)) {
+                self.lib.files.insert(child_rel, recorded.clone());
                 continue;
             }
             let Ok(meta) = dir.stat(name) else {
@@ -588,26 +654,30 @@ impl<'a> Walker<'a> {
         }
         for name in subdirs {
             let child_rel = format!("{rel}/{name}");
-            let Ok(meta) = dir.stat(name) else {
-                continue;
-            };
-            if !meta.is_dir {
-                continue; // replaced by something else: its folder's mtime would show it
-            }
             let path = dir.path().join(name);
-            let id = meta_identity(&meta, &path);
+            let trusted = moved
+                .filter(|m| !m.dirs.contains(&child_rel))
+                .and(cache)
+                .and_then(|c| c.dirs.get(&child_rel));
+            let (id, child_mtime, handle) = match trusted {
+                // As recorded: no handle opened unless it must be listed after all.
+                Some(m) => (DirId::Path(path.clone()), *m, Dir::unopened(&path)),
+                None => {
+                    let Ok(meta) = dir.stat(name) else {
+                        continue;
+                    };
+                    if !meta.is_dir {
+                        continue; // replaced by something else: its folder's mtime would show it
+                    }
+                    (meta_identity(&meta, &path), meta.mtime_ns, dir.child(name))
+                }
+            };
             match self.mode {
                 WalkMode::CollectSubdirs => {
                     self.jobs
-                        .push((path, id, child_rel, depth + 1, Some(meta.mtime_ns)))
+                        .push((path, id, child_rel, depth + 1, Some(child_mtime)))
                 }
-                _ => self.walk_at(
-                    &dir.child(name),
-                    id,
-                    &child_rel,
-                    depth + 1,
-                    Some(meta.mtime_ns),
-                )?,
+                _ => self.walk_at(&handle, id, &child_rel, depth + 1, Some(child_mtime))?,
             }
         }
         Ok(())
@@ -675,6 +745,113 @@ fn ancestor_root<'a>(roots: &'a BTreeSet<String>, file: &str) -> Option<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(lib: &Library) -> impl Iterator<Item = (&str, FileStat)> {
+        lib.files.iter().map(|(p, st)| (p.as_str(), st.clone()))
+    }
+
+    /// Compares two scans: the files with their stats, the folders, the agents.
+    fn assert_same(got: &Library, want: &Library, what: &str) {
+        assert_eq!(got.files, want.files, "{what}: files");
+        assert_eq!(got.dirs, want.dirs, "{what}: folders");
+        assert_eq!(got.agents, want.agents, "{what}: agents");
+        assert_eq!(got.warnings, want.warnings, "{what}: warnings");
+    }
+
+    /// A walk that trusts a stat of the index for what did not move finds exactly what
+    /// a full walk finds, after each kind of change.
+    #[test]
+    fn a_trusting_walk_finds_what_a_full_walk_finds() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let cfg = AgentsConfig::default();
+        let put = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        for g in ["g1", "g2"] {
+            for a in ["a", "b"] {
+                put(&format!("agents/{g}/{a}/{a}.md"), "# A\n");
+                put(&format!("agents/{g}/{a}/modules/m.md"), "# M\n");
+            }
+            put(&format!("agents/{g}/single.md"), "# S\n");
+        }
+        type Change<'a> = Box<dyn Fn() + 'a>;
+        let changes: Vec<(&str, Change<'_>)> = vec![
+            ("nothing", Box::new(|| {})),
+            (
+                "a file rewritten",
+                Box::new(|| put("agents/g1/a/modules/m.md", "# M changed\n")),
+            ),
+            (
+                "a file added",
+                Box::new(|| put("agents/g1/b/modules/new.md", "# N\n")),
+            ),
+            (
+                "a file removed",
+                Box::new(|| std::fs::remove_file(root.join("agents/g2/single.md")).unwrap()),
+            ),
+            (
+                "a folder added",
+                Box::new(|| put("agents/g3/c/c.md", "# C\n")),
+            ),
+            (
+                "a folder removed",
+                Box::new(|| std::fs::remove_dir_all(root.join("agents/g2/b")).unwrap()),
+            ),
+            (
+                "a folder renamed",
+                Box::new(|| {
+                    std::fs::rename(root.join("agents/g1/a"), root.join("agents/g1/z")).unwrap()
+                }),
+            ),
+            #[cfg(unix)]
+            (
+                "a symlink added",
+                Box::new(|| {
+                    std::os::unix::fs::symlink("../g1/b", root.join("agents/g2/link")).unwrap()
+                }),
+            ),
+        ];
+        for (what, change) in changes {
+            // Entries must be older than the racy margin for the index to vouch for them.
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            let before = discover(root, &cfg, &HashSet::new()).unwrap();
+            let scanned_at = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            change();
+            let ix = crate::index::Index {
+                scanned_at_ns: scanned_at,
+                files: before
+                    .files
+                    .iter()
+                    .map(|(p, st)| {
+                        (
+                            p.clone(),
+                            crate::registry::FileRec {
+                                hash: String::new(),
+                                size: st.size,
+                                mtime_ns: st.mtime_ns,
+                            },
+                        )
+                    })
+                    .collect(),
+                dirs: before.dirs.clone(),
+                complete: true,
+                ..Default::default()
+            };
+            let moved = crate::noop::stat_index(root, &cfg, &ix).expect("the index can answer");
+            assert_eq!(moved.is_empty(), what == "nothing", "{what}: {moved:?}");
+            let cache = DirCache::new(&ix.dirs, stats(&before), scanned_at).trusting(&moved);
+            let trusted =
+                discover_cached(root, &cfg, &HashSet::new(), Some(&cache), false).unwrap();
+            let full = discover(root, &cfg, &HashSet::new()).unwrap();
+            assert_same(&trusted, &full, what);
+        }
+    }
 
     fn write_agent(root: &Path, rel: &str) {
         let p = root.join(rel);
@@ -775,14 +952,14 @@ mod tests {
         assert!(first.dirs.contains_key("agents/b"), "{:?}", first.dirs);
         // A cache that (wrongly) lacks b.md proves the listing of an unchanged folder is
         // reused rather than read again.
-        let files: Vec<String> = first
+        let files: Vec<(&str, FileStat)> = first
             .files
-            .keys()
-            .filter(|f| *f != "agents/b/b.md")
-            .cloned()
+            .iter()
+            .filter(|(f, _)| *f != "agents/b/b.md")
+            .map(|(f, st)| (f.as_str(), st.clone()))
             .collect();
         let later = u64::MAX / 2;
-        let cache = DirCache::new(&first.dirs, files.iter(), later);
+        let cache = DirCache::new(&first.dirs, files.iter().cloned(), later);
         let cached = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache), false).unwrap();
         assert!(cached.files.contains_key("agents/a/a.md"));
         assert!(!cached.files.contains_key("agents/b/b.md"));
@@ -805,7 +982,7 @@ mod tests {
             );
         }
         // A folder modified close to the scan is never trusted ("racy clean").
-        let racy = DirCache::new(&first.dirs, files.iter(), 0);
+        let racy = DirCache::new(&first.dirs, files.iter().cloned(), 0);
         let listed = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&racy), false).unwrap();
         assert!(listed.files.contains_key("agents/b/b.md"));
     }
@@ -827,7 +1004,7 @@ mod tests {
         let first = discover(d.path(), &cfg, &HashSet::new()).unwrap();
         assert_eq!(first.dirs.get("agents/g"), Some(&ALWAYS_LIST));
         let later = u64::MAX / 2;
-        let cache = DirCache::new(&first.dirs, first.files.keys(), later);
+        let cache = DirCache::new(&first.dirs, stats(&first), later);
         let again = discover_cached(d.path(), &cfg, &HashSet::new(), Some(&cache), false).unwrap();
         assert_eq!(
             again.files.keys().collect::<Vec<_>>(),

@@ -2,10 +2,11 @@
 //! would render, write and record nothing, without reading the registry.
 //!
 //! Two ways, the cheaper first:
-//! * [`index_still_true`]: every folder, file and output the index recorded is stat-ed
-//!   where it is, in parallel, with no listing and no map built. It needs an index
-//!   whose agents match the scan it was taken with and folders that may all be
-//!   trusted by mtime.
+//! * [`stat_index`] and [`agents_unchanged`]: every folder, file and output the index
+//!   recorded is stat-ed where it is, in parallel, with no listing and no map built.
+//!   It needs an index whose agents match the scan it was taken with and folders that
+//!   may all be trusted by mtime. What moved tells the walk that follows what it need
+//!   not look at again ([`crate::discover::DirCache::trusting`]).
 //! * [`nothing_to_do`]: given a fresh walk of the library (reusing unchanged folder
 //!   listings), compare it with the index.
 
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{AgentsConfig, Target};
 use crate::dirfd::Dir;
-use crate::discover::{Library, ALWAYS_LIST};
+use crate::discover::{Library, Moved, ALWAYS_LIST};
 use crate::index::{Index, IndexOutput};
 use crate::paths;
 use crate::sync::{check_target_dir, RACY_MARGIN_NS};
@@ -100,12 +101,14 @@ pub(crate) fn nothing_to_do(root: &Path, cfg: &AgentsConfig, lib: &Library, ix: 
     targets_safe(root, cfg) && agents_unchanged(root, cfg, ix, |p| lib.files.contains_key(p))
 }
 
-/// The library and the outputs, checked against the index without walking: true only
-/// when nothing a full run looks at has moved. `false` also when the index cannot
-/// answer this way (the caller then walks).
-pub(crate) fn index_still_true(root: &Path, cfg: &AgentsConfig, ix: &Index) -> bool {
+/// Every folder and file the index recorded, stat-ed where it is (in parallel, with no
+/// listing and no map built): what moved since, or is too close to the last scan to
+/// trust. `None` when the index cannot answer alone: its agents are not all those the
+/// scan found, a folder is listed on every scan (it holds a symlink), a source that was
+/// absent appeared, or a target folder is no longer safe.
+pub(crate) fn stat_index(root: &Path, cfg: &AgentsConfig, ix: &Index) -> Option<Moved> {
     if !ix.complete || ix.dirs.values().any(|m| *m == ALWAYS_LIST) {
-        return false;
+        return None;
     }
     // A source that was absent (or skipped) must still be absent.
     let sources_same = cfg.sources.iter().all(|src| {
@@ -113,7 +116,7 @@ pub(crate) fn index_still_true(root: &Path, cfg: &AgentsConfig, ix: &Index) -> b
         ix.dirs.contains_key(src) || std::fs::symlink_metadata(paths::abs(root, src)).is_err()
     });
     if !sources_same || !targets_safe(root, cfg) {
-        return false;
+        return None;
     }
     let top = Dir::open(root);
     let dirs: Vec<(&String, &u64)> = ix.dirs.iter().collect();
@@ -121,14 +124,53 @@ pub(crate) fn index_still_true(root: &Path, cfg: &AgentsConfig, ix: &Index) -> b
     let fresh = |mtime: u64| mtime.saturating_add(RACY_MARGIN_NS) < ix.scanned_at_ns;
     // A folder's mtime moves when an entry is added, removed or renamed in it; a file's
     // own size and mtime when it is written.
-    all_parallel(&dirs, |(rel, mtime)| {
+    let moved_dirs = failing_parallel(&dirs, |(rel, mtime)| {
         top.stat(rel)
             .is_ok_and(|m| m.is_dir && m.mtime_ns == **mtime && fresh(m.mtime_ns))
-    }) && all_parallel(&files, |(rel, rec)| {
+    });
+    let moved_files = failing_parallel(&files, |(rel, rec)| {
         top.stat(rel).is_ok_and(|m| {
             m.is_file && m.size == rec.size && m.mtime_ns == rec.mtime_ns && fresh(m.mtime_ns)
         })
-    }) && agents_unchanged(root, cfg, ix, |p| ix.files.contains_key(p))
+    });
+    Some(Moved {
+        dirs: moved_dirs.into_iter().map(|(d, _)| d.to_string()).collect(),
+        files: moved_files
+            .into_iter()
+            .map(|(f, _)| f.to_string())
+            .collect(),
+    })
+}
+
+/// The items for which `check` fails, checked on a few threads.
+fn failing_parallel<T: Sync + Copy + Send>(
+    items: &[T],
+    check: impl Fn(&T) -> bool + Sync,
+) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let check = &check;
+                s.spawn(move || {
+                    part.iter()
+                        .filter(|i| !check(i))
+                        .copied()
+                        .collect::<Vec<T>>()
+                })
+            })
+            .collect();
+        // A panicked checker counts its whole part as moved: looking again is safe.
+        handles
+            .into_iter()
+            .zip(items.chunks(chunk))
+            .flat_map(|(h, part)| h.join().unwrap_or_else(|_| part.to_vec()))
+            .collect()
+    })
 }
 
 fn targets_safe(root: &Path, cfg: &AgentsConfig) -> bool {
@@ -140,7 +182,7 @@ fn targets_safe(root: &Path, cfg: &AgentsConfig) -> bool {
 /// Every agent of the index still has the outputs it should have, with the sizes and
 /// mtimes recorded when they were written, and its missing dependencies are still
 /// missing (`in_library` says which paths are library files now).
-fn agents_unchanged(
+pub(crate) fn agents_unchanged(
     root: &Path,
     cfg: &AgentsConfig,
     ix: &Index,

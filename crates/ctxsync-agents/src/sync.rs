@@ -50,9 +50,6 @@ pub struct SyncOptions {
     pub force: bool,
     /// Three-way merge hand-edited outputs.
     pub merge: bool,
-    /// The caller saw library files change (the watcher does): skip the fast no-op
-    /// check, which would only find that out again.
-    pub known_changed: bool,
 }
 
 impl SyncOptions {
@@ -258,23 +255,31 @@ pub fn run(
     if let Some(ix) = index.as_ref().filter(|ix| {
         !opts.full
             && !opts.check
-            && !opts.known_changed
             && opts.agent.is_none()
             && ix.config_fingerprint == fingerprint
             && ix.dirs_key == dirs_key
     }) {
-        if noop::index_still_true(root, cfg, ix) {
+        let moved = noop::stat_index(root, cfg, ix);
+        if moved.as_ref().is_some_and(|m| m.is_empty())
+            && noop::agents_unchanged(root, cfg, ix, |p| ix.files.contains_key(p))
+        {
             answer = Some((ix.agents.len(), Vec::new()));
         } else {
             phases.mark("verify");
-            // The index could not answer alone (folders listed on every scan, agents
-            // not all registered) or something moved: walk, reusing unchanged listings.
+            // Something moved, or the index could not answer alone (folders listed on
+            // every scan, agents not all registered): walk, reusing unchanged listings
+            // and, when the index was stat-ed whole, trusting what did not move.
             let owned: HashSet<String> = ix
                 .agents
                 .iter()
                 .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
                 .collect();
-            let cache = discover::DirCache::new(&ix.dirs, ix.files.keys(), ix.scanned_at_ns);
+            let cache =
+                discover::DirCache::new(&ix.dirs, recorded_stats(&ix.files), ix.scanned_at_ns);
+            let cache = match &moved {
+                Some(m) => cache.trusting(m),
+                None => cache,
+            };
             let lib = discover::discover_cached(root, cfg, &owned, Some(&cache), false)?;
             drop(cache);
             phases.mark("walk");
@@ -308,8 +313,9 @@ pub fn run(
                 .values()
                 .flat_map(|a| a.outputs.keys().cloned())
                 .collect();
-            let cache = (reg.dirs_key == dirs_key)
-                .then(|| discover::DirCache::new(&reg.dirs, reg.files.keys(), reg.scanned_at_ns));
+            let cache = (reg.dirs_key == dirs_key).then(|| {
+                discover::DirCache::new(&reg.dirs, recorded_stats(&reg.files), reg.scanned_at_ns)
+            });
             // With nothing recorded, every file will be hashed: read each as it is
             // listed, relative to its open folder.
             let read_contents = reg.files.is_empty();
@@ -1028,6 +1034,21 @@ pub fn run(
     drop(evs);
     drop_in_background((lib, reg, rendered, plan, file_hashes));
     Ok(report)
+}
+
+/// The recorded size and mtime of each library file, for a [`discover::DirCache`].
+fn recorded_stats(
+    files: &BTreeMap<String, FileRec>,
+) -> impl Iterator<Item = (&str, discover::FileStat)> {
+    files.iter().map(|(p, r)| {
+        (
+            p.as_str(),
+            discover::FileStat {
+                size: r.size,
+                mtime_ns: r.mtime_ns,
+            },
+        )
+    })
 }
 
 /// Frees large structures on another thread: tens of thousands of small allocations

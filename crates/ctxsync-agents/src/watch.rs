@@ -54,11 +54,7 @@ pub fn watch(
     let mut ignore = owned_outputs(&root);
     let mut run = |trigger: Vec<String>, cfg: &AgentsConfig, runs: &mut u64| {
         *runs += 1;
-        let opts = SyncOptions {
-            known_changed: !trigger.is_empty(),
-            ..opts.clone()
-        };
-        let result = sync::run(&root, cfg, &opts, &|_, _| {});
+        let result = sync::run(&root, cfg, opts, &|_, _| {});
         on_run(&RunOutcome {
             run: *runs,
             trigger,

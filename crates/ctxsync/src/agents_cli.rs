@@ -163,7 +163,6 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
                 validate_only: s.validate_only,
                 force: s.force,
                 merge: s.merge,
-                known_changed: false,
             };
             let bar = ProgressOnTty::new(json);
             let report = sync::run(&root, &cfg, &opts, &|d, t| bar.tick(d, t))?;
