@@ -10,6 +10,8 @@
 //! `CTXSYNC_BENCH_AGENTS` overrides the library size (default 10000),
 //! `CTXSYNC_BENCH_ONLY=large,fixture,watch` picks benchmarks, and `CTXSYNC_BENCH_BIN`
 //! measures another `ctxsync` binary (to compare two builds on the same machine state).
+//! A run started within 5 minutes of another one's end first waits for the rest of
+//! them (see `settle_after_last_run`); `CTXSYNC_BENCH_NO_SETTLE=1` skips that.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -274,6 +276,7 @@ fn main() {
     // The large library first: the fixture runs below create and delete many small
     // folders, which would slow the large run's file creation (see bench_large).
     let large_libraries = if selected("large") {
+        settle_after_last_run();
         bench_large()
     } else {
         Vec::new()
@@ -284,5 +287,38 @@ fn main() {
     if selected("watch") {
         bench_watch();
     }
-    drop(large_libraries);
+    if !large_libraries.is_empty() {
+        drop(large_libraries);
+        let _ = std::fs::write(deleted_marker(), b"");
+    }
+}
+
+/// Written when a run deletes its large libraries (a quarter of a million files).
+fn deleted_marker() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agents-bench-deleted")
+}
+
+/// How long after a mass delete file creation stays slow: ext4 without a journal skips
+/// every inode freed in the last 60-300 s when it allocates one (see bench_large).
+const SETTLE: Duration = Duration::from_secs(300);
+
+/// Waits out the rest of [`SETTLE`] after the previous run deleted its libraries, so
+/// that a run right after another measures this code, not the last run's deletes.
+/// `CTXSYNC_BENCH_NO_SETTLE=1` skips the wait.
+fn settle_after_last_run() {
+    if std::env::var_os("CTXSYNC_BENCH_NO_SETTLE").is_some() {
+        return;
+    }
+    let age = std::fs::metadata(deleted_marker())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    if let Some(wait) = age.and_then(|age| SETTLE.checked_sub(age)) {
+        println!(
+            "waiting {:.0} s: the previous run deleted its libraries {:.0} s ago, and file creation stays slow for a while after a mass delete (CTXSYNC_BENCH_NO_SETTLE=1 skips this)",
+            wait.as_secs_f64(),
+            age.map_or(0.0, |a| a.as_secs_f64())
+        );
+        std::thread::sleep(wait);
+    }
 }
