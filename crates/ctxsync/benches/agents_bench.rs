@@ -10,7 +10,7 @@
 //! `CTXSYNC_BENCH_AGENTS` overrides the library size (default 10000),
 //! `CTXSYNC_BENCH_ONLY=large,fixture,watch` picks benchmarks, and `CTXSYNC_BENCH_BIN`
 //! measures another `ctxsync` binary (to compare two builds on the same machine state).
-//! A run started within 5 minutes of another one's end first waits for the rest of
+//! A run started within 6.5 minutes of another one's end first waits for the rest of
 //! them (see `settle_after_last_run`); `CTXSYNC_BENCH_NO_SETTLE=1` skips that.
 
 use std::io::BufRead;
@@ -298,9 +298,13 @@ fn deleted_marker() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agents-bench-deleted")
 }
 
-/// How long after a mass delete file creation stays slow: ext4 without a journal skips
-/// every inode freed in the last 60-300 s when it allocates one (see bench_large).
-const SETTLE: Duration = Duration::from_secs(300);
+/// How long after a mass delete file creation stays slow. On ext4 without a journal,
+/// allocating an inode skips, one by one, every free inode whose deletion time is
+/// within 60 s, or 360 s while its inode-table block is dirty (`recently_deleted()` in
+/// fs/ext4/ialloc.c) -- and creating files dirties those very blocks. Measured here: a
+/// cold run 6 minutes after the previous bench's deletes took 2.2 s, one 10 s later
+/// 0.86 s.
+const SETTLE: Duration = Duration::from_secs(390);
 
 /// Waits out the rest of [`SETTLE`] after the previous run deleted its libraries, so
 /// that a run right after another measures this code, not the last run's deletes.
