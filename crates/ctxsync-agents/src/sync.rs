@@ -248,58 +248,30 @@ pub fn run(
     let scan_start = now_ns();
     let fingerprint = cfg.render_fingerprint();
     let dirs_key = format!("{:?}|{:?}", cfg.sources, cfg.excludes);
-    // The fast path: from the index alone, walk the library and stat the outputs; when
+    // The fast path: from the index alone, stat the library and the outputs; when
     // nothing moved, the run is over without reading the registry.
     let mut walked = None;
-    let mut answer = None;
-    if let Some(ix) = index.as_ref().filter(|ix| {
-        !opts.full
-            && !opts.check
-            && opts.agent.is_none()
-            && ix.config_fingerprint == fingerprint
-            && ix.dirs_key == dirs_key
-    }) {
-        let moved = noop::stat_index(root, cfg, ix);
-        if moved.as_ref().is_some_and(|m| m.is_empty())
-            && noop::agents_unchanged(root, cfg, ix, |p| ix.files.contains_key(p))
-        {
-            answer = Some((ix.agents.len(), Vec::new()));
-        } else {
-            phases.mark("verify");
-            // Something moved, or the index could not answer alone (folders listed on
-            // every scan, agents not all registered): walk, reusing unchanged listings
-            // and, when the index was stat-ed whole, trusting what did not move.
-            let owned: HashSet<String> = ix
-                .agents
-                .iter()
-                .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
-                .collect();
-            let cache =
-                discover::DirCache::new(&ix.dirs, recorded_stats(&ix.files), ix.scanned_at_ns);
-            let cache = match &moved {
-                Some(m) => cache.trusting(m),
-                None => cache,
-            };
-            let lib = discover::discover_cached(root, cfg, &owned, Some(&cache), false)?;
-            drop(cache);
-            phases.mark("walk");
-            if noop::nothing_to_do(root, cfg, &lib, ix) {
-                answer = Some((lib.agents.len(), lib.warnings.clone()));
-                drop_in_background(lib);
-            } else {
-                walked = Some(lib);
-            }
+    match answer_from_index(
+        root,
+        cfg,
+        opts,
+        index.as_ref(),
+        &fingerprint,
+        &dirs_key,
+        &mut phases,
+    )? {
+        FromIndex::NoOp(agents, warnings) => {
+            phases.mark("no-op check");
+            drop_in_background(index);
+            return Ok(SyncReport {
+                agents,
+                warnings,
+                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                ..Default::default()
+            });
         }
-    }
-    if let Some((agents, warnings)) = answer {
-        phases.mark("no-op check");
-        drop_in_background(index);
-        return Ok(SyncReport {
-            agents,
-            warnings,
-            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            ..Default::default()
-        });
+        FromIndex::Walked(lib) => walked = Some(lib),
+        FromIndex::Unused => {}
     }
     let had_index = index.is_some();
     let mut reg = Registry::load_with_index(&reg_path, index)?;
@@ -335,50 +307,7 @@ pub fn run(
     let texts = Texts::preloaded(root, &lib, read);
     phases.mark("hash");
 
-    // Renames: a file gone and another new with the same bytes, in this one batch.
-    let mut new_renames = Vec::new();
-    if !reg.files.is_empty() {
-        // Both maps are sorted by path: one pass side by side finds what went and what
-        // came (lookups would compare long common path prefixes over and over).
-        let mut gone: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut fresh: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut before = reg.files.iter().peekable();
-        let mut now = lib.files.keys().peekable();
-        loop {
-            let order = match (before.peek(), now.peek()) {
-                (None, None) => break,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some((b, _)), Some(n)) => b.as_str().cmp(n.as_str()),
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    if let Some((p, r)) = before.next() {
-                        gone.entry(r.hash.as_str()).or_default().push(p);
-                    }
-                }
-                std::cmp::Ordering::Greater => {
-                    if let Some(p) = now.next() {
-                        if let Some(h) = file_hashes.get(p) {
-                            fresh.entry(h.as_str()).or_default().push(p);
-                        }
-                    }
-                }
-                std::cmp::Ordering::Equal => {
-                    before.next();
-                    now.next();
-                }
-            }
-        }
-        for (h, olds) in &gone {
-            if let (1, Some(news)) = (olds.len(), fresh.get(h)) {
-                if news.len() == 1 {
-                    new_renames.push((olds[0].to_string(), news[0].to_string()));
-                }
-            }
-        }
-        new_renames.sort();
-    }
+    let new_renames = detect_renames(&reg.files, &lib.files, &file_hashes);
     let mut renames: RenameMap = reg.rename_map();
     for (a, b) in &new_renames {
         renames.insert(a.clone(), b.clone());
@@ -522,172 +451,20 @@ pub fn run(
 
     // Plan.
     let blobs = BlobStore::new(state.backups());
-    let mut plan: Vec<Planned> = Vec::new();
-    let mut keep_old_rec: HashMap<String, HashSet<String>> = HashMap::new();
-    let mut recorded_now: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-    // Output folders that do not exist hold no outputs: one `stat` per folder, not one
-    // per output (a first sync plans thousands of outputs into new folders).
-    let mut folder_exists: HashMap<String, bool> = HashMap::new();
-    for r in &mut rendered {
-        let rec = reg.agents.get(&r.name);
-        let mut wanted = BTreeSet::new();
-        for (o, oh) in r.outputs.iter_mut().zip(&r.hashes) {
-            wanted.insert(o.path.clone());
-            let folder = paths::parent(&o.path);
-            let exists = match folder_exists.get(folder) {
-                Some(e) => *e,
-                None => {
-                    let e = std::fs::symlink_metadata(paths::abs(root, folder)).is_ok();
-                    folder_exists.insert(folder.to_string(), e);
-                    e
-                }
-            };
-            let disk = if exists {
-                read_opt(root, &o.path)?
-            } else {
-                None
-            };
-            let recorded = rec.and_then(|a| a.outputs.get(&o.path));
-            match disk {
-                None => plan.push(Planned {
-                    agent: r.name.clone(),
-                    path: o.path.clone(),
-                    action: Action::Write {
-                        bytes: std::mem::take(&mut o.bytes),
-                        hash: oh.clone(),
-                        before: None,
-                    },
-                }),
-                Some(d) if d == o.bytes => {
-                    recorded_now
-                        .entry(r.name.clone())
-                        .or_default()
-                        .insert(o.path.clone(), oh.clone());
-                }
-                Some(d) => {
-                    let dh = hash(&d);
-                    if recorded.is_some_and(|x| x.hash == dh) {
-                        plan.push(Planned {
-                            agent: r.name.clone(),
-                            path: o.path.clone(),
-                            action: Action::Write {
-                                bytes: std::mem::take(&mut o.bytes),
-                                hash: oh.clone(),
-                                before: Some(d),
-                            },
-                        });
-                    } else {
-                        let reason = if recorded.is_some() {
-                            "edited by hand since ctxsync wrote it"
-                        } else {
-                            "exists and is not owned by ctxsync"
-                        };
-                        let merged = if opts.merge {
-                            recorded
-                                .and_then(|x| blobs.get(&x.hash).ok().flatten())
-                                .and_then(|base| {
-                                    let (b, ours, theirs) = (
-                                        String::from_utf8_lossy(&base).into_owned(),
-                                        String::from_utf8_lossy(&o.bytes).into_owned(),
-                                        String::from_utf8_lossy(&d).into_owned(),
-                                    );
-                                    merge3::merge(&b, &ours, &theirs).ok()
-                                })
-                        } else {
-                            None
-                        };
-                        let resolution = if let Some(m) = merged {
-                            let m = m.into_bytes();
-                            if m == d {
-                                recorded_now
-                                    .entry(r.name.clone())
-                                    .or_default()
-                                    .insert(o.path.clone(), dh);
-                            } else {
-                                plan.push(Planned {
-                                    agent: r.name.clone(),
-                                    path: o.path.clone(),
-                                    action: Action::Write {
-                                        hash: hash(&m),
-                                        bytes: m,
-                                        before: Some(d),
-                                    },
-                                });
-                            }
-                            "merged"
-                        } else if opts.force {
-                            plan.push(Planned {
-                                agent: r.name.clone(),
-                                path: o.path.clone(),
-                                action: Action::Write {
-                                    bytes: std::mem::take(&mut o.bytes),
-                                    hash: oh.clone(),
-                                    before: Some(d),
-                                },
-                            });
-                            "forced"
-                        } else {
-                            keep_old_rec
-                                .entry(r.name.clone())
-                                .or_default()
-                                .insert(o.path.clone());
-                            "left_alone"
-                        };
-                        report.conflicts.push(ConflictInfo {
-                            path: o.path.clone(),
-                            agent: r.name.clone(),
-                            reason: reason.into(),
-                            resolution: resolution.into(),
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(rec) = rec {
-            for p in rec.outputs.keys().filter(|p| !wanted.contains(*p)) {
-                plan_removal(
-                    root,
-                    &r.name,
-                    p,
-                    rec,
-                    opts,
-                    &mut plan,
-                    &mut report,
-                    &mut keep_old_rec,
-                )?;
-            }
-        }
-    }
-    let present: HashSet<&str> = clean_names
-        .keys()
-        .map(String::as_str)
-        .chain(rendered.iter().map(|r| r.name.as_str()))
-        .collect();
-    let mut gone_agents = Vec::new();
-    for (name, rec) in &reg.agents {
-        if present.contains(name.as_str()) || opts.agent.as_ref().is_some_and(|a| a != name) {
-            continue;
-        }
-        gone_agents.push(name.clone());
-        for p in rec.outputs.keys() {
-            plan_removal(
-                root,
-                name,
-                p,
-                rec,
-                opts,
-                &mut plan,
-                &mut report,
-                &mut keep_old_rec,
-            )?;
-        }
-    }
-    for p in &plan {
-        match p.action {
-            Action::Write { .. } => report.written.push(p.path.clone()),
-            Action::Remove { .. } => report.deleted.push(p.path.clone()),
-        }
-    }
+    let Plan {
+        actions: mut plan,
+        keep_old_rec,
+        recorded_now,
+        gone_agents,
+    } = plan_changes(
+        root,
+        opts,
+        &reg,
+        &mut rendered,
+        &clean_names,
+        &blobs,
+        &mut report,
+    )?;
 
     phases.mark("plan");
     if opts.read_only() {
@@ -1049,6 +826,323 @@ fn recorded_stats(
             },
         )
     })
+}
+
+/// What the scan index alone says of a run.
+enum FromIndex {
+    /// Nothing to do: the library's agent count and the walk's warnings.
+    NoOp(usize, Vec<String>),
+    /// Something moved; the library as walked on the way (under the owned outputs and
+    /// the folder cache the registry would give), for the run to go on with.
+    Walked(Library),
+    /// Not asked (a full, check or one-agent run), or no index for these settings.
+    Unused,
+}
+
+/// Stats every folder, file and output the index lists. When nothing moved, the run
+/// needs neither a walk nor the registry; otherwise the walk trusts what did not move.
+fn answer_from_index(
+    root: &Path,
+    cfg: &AgentsConfig,
+    opts: &SyncOptions,
+    index: Option<&Index>,
+    fingerprint: &str,
+    dirs_key: &str,
+    phases: &mut Phases,
+) -> Result<FromIndex> {
+    let Some(ix) = index.filter(|ix| {
+        !opts.full
+            && !opts.check
+            && opts.agent.is_none()
+            && ix.config_fingerprint == fingerprint
+            && ix.dirs_key == dirs_key
+    }) else {
+        return Ok(FromIndex::Unused);
+    };
+    let moved = noop::stat_index(root, cfg, ix);
+    if moved.as_ref().is_some_and(|m| m.is_empty())
+        && noop::agents_unchanged(root, cfg, ix, |p| ix.files.contains_key(p))
+    {
+        return Ok(FromIndex::NoOp(ix.agents.len(), Vec::new()));
+    }
+    phases.mark("verify");
+    // Something moved, or the index could not answer alone (folders listed on every
+    // scan, agents not all registered): walk, reusing unchanged listings and, when the
+    // index was stat-ed whole, trusting what did not move.
+    let owned: HashSet<String> = ix
+        .agents
+        .iter()
+        .flat_map(|a| a.outputs.iter().map(|o| o.path.clone()))
+        .collect();
+    let cache = discover::DirCache::new(&ix.dirs, recorded_stats(&ix.files), ix.scanned_at_ns);
+    let cache = match &moved {
+        Some(m) => cache.trusting(m),
+        None => cache,
+    };
+    let lib = discover::discover_cached(root, cfg, &owned, Some(&cache), false)?;
+    drop(cache);
+    phases.mark("walk");
+    if noop::nothing_to_do(root, cfg, &lib, ix) {
+        let answer = FromIndex::NoOp(lib.agents.len(), lib.warnings.clone());
+        drop_in_background(lib);
+        Ok(answer)
+    } else {
+        Ok(FromIndex::Walked(lib))
+    }
+}
+
+/// What a run will change on disk, and what it leaves alone.
+struct Plan {
+    /// Writes and removals, in order.
+    actions: Vec<Planned>,
+    /// Per agent, outputs left alone (conflicts) whose registry record stays as it was.
+    keep_old_rec: HashMap<String, HashSet<String>>,
+    /// Per agent, outputs already right on disk, with their hashes.
+    recorded_now: HashMap<String, BTreeMap<String, String>>,
+    /// Agents the registry knows that the library no longer has.
+    gone_agents: Vec<String>,
+}
+
+/// Compares each rendered output with the disk and the registry: new and changed
+/// outputs are written, hand-edited ones are conflicts (forced or merged on request),
+/// outputs no agent wants any more are removed. Conflicts, and the files to write and
+/// delete, go into `report`.
+#[allow(clippy::too_many_arguments)]
+fn plan_changes(
+    root: &Path,
+    opts: &SyncOptions,
+    reg: &Registry,
+    rendered: &mut [Rendered],
+    clean_names: &BTreeMap<String, &AgentEntry>,
+    blobs: &BlobStore,
+    report: &mut SyncReport,
+) -> Result<Plan> {
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut keep_old_rec: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut recorded_now: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    // Output folders that do not exist hold no outputs: one `stat` per folder, not one
+    // per output (a first sync plans thousands of outputs into new folders).
+    let mut folder_exists: HashMap<String, bool> = HashMap::new();
+    for r in rendered.iter_mut() {
+        let rec = reg.agents.get(&r.name);
+        let mut wanted = BTreeSet::new();
+        for (o, oh) in r.outputs.iter_mut().zip(&r.hashes) {
+            wanted.insert(o.path.clone());
+            let folder = paths::parent(&o.path);
+            let exists = match folder_exists.get(folder) {
+                Some(e) => *e,
+                None => {
+                    let e = std::fs::symlink_metadata(paths::abs(root, folder)).is_ok();
+                    folder_exists.insert(folder.to_string(), e);
+                    e
+                }
+            };
+            let disk = if exists {
+                read_opt(root, &o.path)?
+            } else {
+                None
+            };
+            let recorded = rec.and_then(|a| a.outputs.get(&o.path));
+            match disk {
+                None => plan.push(Planned {
+                    agent: r.name.clone(),
+                    path: o.path.clone(),
+                    action: Action::Write {
+                        bytes: std::mem::take(&mut o.bytes),
+                        hash: oh.clone(),
+                        before: None,
+                    },
+                }),
+                Some(d) if d == o.bytes => {
+                    recorded_now
+                        .entry(r.name.clone())
+                        .or_default()
+                        .insert(o.path.clone(), oh.clone());
+                }
+                Some(d) => {
+                    let dh = hash(&d);
+                    if recorded.is_some_and(|x| x.hash == dh) {
+                        plan.push(Planned {
+                            agent: r.name.clone(),
+                            path: o.path.clone(),
+                            action: Action::Write {
+                                bytes: std::mem::take(&mut o.bytes),
+                                hash: oh.clone(),
+                                before: Some(d),
+                            },
+                        });
+                    } else {
+                        let reason = if recorded.is_some() {
+                            "edited by hand since ctxsync wrote it"
+                        } else {
+                            "exists and is not owned by ctxsync"
+                        };
+                        let merged = if opts.merge {
+                            recorded
+                                .and_then(|x| blobs.get(&x.hash).ok().flatten())
+                                .and_then(|base| {
+                                    let (b, ours, theirs) = (
+                                        String::from_utf8_lossy(&base).into_owned(),
+                                        String::from_utf8_lossy(&o.bytes).into_owned(),
+                                        String::from_utf8_lossy(&d).into_owned(),
+                                    );
+                                    merge3::merge(&b, &ours, &theirs).ok()
+                                })
+                        } else {
+                            None
+                        };
+                        let resolution = if let Some(m) = merged {
+                            let m = m.into_bytes();
+                            if m == d {
+                                recorded_now
+                                    .entry(r.name.clone())
+                                    .or_default()
+                                    .insert(o.path.clone(), dh);
+                            } else {
+                                plan.push(Planned {
+                                    agent: r.name.clone(),
+                                    path: o.path.clone(),
+                                    action: Action::Write {
+                                        hash: hash(&m),
+                                        bytes: m,
+                                        before: Some(d),
+                                    },
+                                });
+                            }
+                            "merged"
+                        } else if opts.force {
+                            plan.push(Planned {
+                                agent: r.name.clone(),
+                                path: o.path.clone(),
+                                action: Action::Write {
+                                    bytes: std::mem::take(&mut o.bytes),
+                                    hash: oh.clone(),
+                                    before: Some(d),
+                                },
+                            });
+                            "forced"
+                        } else {
+                            keep_old_rec
+                                .entry(r.name.clone())
+                                .or_default()
+                                .insert(o.path.clone());
+                            "left_alone"
+                        };
+                        report.conflicts.push(ConflictInfo {
+                            path: o.path.clone(),
+                            agent: r.name.clone(),
+                            reason: reason.into(),
+                            resolution: resolution.into(),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(rec) = rec {
+            for p in rec.outputs.keys().filter(|p| !wanted.contains(*p)) {
+                plan_removal(
+                    root,
+                    &r.name,
+                    p,
+                    rec,
+                    opts,
+                    &mut plan,
+                    report,
+                    &mut keep_old_rec,
+                )?;
+            }
+        }
+    }
+    let present: HashSet<&str> = clean_names
+        .keys()
+        .map(String::as_str)
+        .chain(rendered.iter().map(|r| r.name.as_str()))
+        .collect();
+    let mut gone_agents = Vec::new();
+    for (name, rec) in &reg.agents {
+        if present.contains(name.as_str()) || opts.agent.as_ref().is_some_and(|a| a != name) {
+            continue;
+        }
+        gone_agents.push(name.clone());
+        for p in rec.outputs.keys() {
+            plan_removal(
+                root,
+                name,
+                p,
+                rec,
+                opts,
+                &mut plan,
+                report,
+                &mut keep_old_rec,
+            )?;
+        }
+    }
+    for p in &plan {
+        match p.action {
+            Action::Write { .. } => report.written.push(p.path.clone()),
+            Action::Remove { .. } => report.deleted.push(p.path.clone()),
+        }
+    }
+    Ok(Plan {
+        actions: plan,
+        keep_old_rec,
+        recorded_now,
+        gone_agents,
+    })
+}
+
+/// Renames in this batch: a file that went and another that came with the same bytes,
+/// each the only one of its hash to go or come.
+fn detect_renames(
+    recorded: &BTreeMap<String, FileRec>,
+    now: &BTreeMap<String, discover::FileStat>,
+    file_hashes: &HashMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut new_renames = Vec::new();
+    if recorded.is_empty() {
+        return new_renames;
+    }
+    // Both maps are sorted by path: one pass side by side finds what went and what
+    // came (lookups would compare long common path prefixes over and over).
+    let mut gone: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut fresh: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut before = recorded.iter().peekable();
+    let mut after = now.keys().peekable();
+    loop {
+        let order = match (before.peek(), after.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((b, _)), Some(n)) => b.as_str().cmp(n.as_str()),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some((p, r)) = before.next() {
+                    gone.entry(r.hash.as_str()).or_default().push(p);
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some(p) = after.next() {
+                    if let Some(h) = file_hashes.get(p) {
+                        fresh.entry(h.as_str()).or_default().push(p);
+                    }
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                before.next();
+                after.next();
+            }
+        }
+    }
+    for (h, olds) in &gone {
+        if let (1, Some(news)) = (olds.len(), fresh.get(h)) {
+            if news.len() == 1 {
+                new_renames.push((olds[0].to_string(), news[0].to_string()));
+            }
+        }
+    }
+    new_renames.sort();
+    new_renames
 }
 
 /// Frees large structures on another thread: tens of thousands of small allocations
