@@ -944,15 +944,13 @@ fn plan_changes(
             };
             let recorded = rec.and_then(|a| a.outputs.get(&o.path));
             match disk {
-                None => plan.push(Planned {
-                    agent: r.name.clone(),
-                    path: o.path.clone(),
-                    action: Action::Write {
-                        bytes: std::mem::take(&mut o.bytes),
-                        hash: oh.clone(),
-                        before: None,
-                    },
-                }),
+                None => plan.push(write_action(
+                    &r.name,
+                    &o.path,
+                    std::mem::take(&mut o.bytes),
+                    oh.clone(),
+                    None,
+                )),
                 Some(d) if d == o.bytes => {
                     recorded_now
                         .entry(r.name.clone())
@@ -962,15 +960,13 @@ fn plan_changes(
                 Some(d) => {
                     let dh = hash(&d);
                     if recorded.is_some_and(|x| x.hash == dh) {
-                        plan.push(Planned {
-                            agent: r.name.clone(),
-                            path: o.path.clone(),
-                            action: Action::Write {
-                                bytes: std::mem::take(&mut o.bytes),
-                                hash: oh.clone(),
-                                before: Some(d),
-                            },
-                        });
+                        plan.push(write_action(
+                            &r.name,
+                            &o.path,
+                            std::mem::take(&mut o.bytes),
+                            oh.clone(),
+                            Some(d),
+                        ));
                     } else {
                         let reason = if recorded.is_some() {
                             "edited by hand since ctxsync wrote it"
@@ -999,27 +995,18 @@ fn plan_changes(
                                     .or_default()
                                     .insert(o.path.clone(), dh);
                             } else {
-                                plan.push(Planned {
-                                    agent: r.name.clone(),
-                                    path: o.path.clone(),
-                                    action: Action::Write {
-                                        hash: hash(&m),
-                                        bytes: m,
-                                        before: Some(d),
-                                    },
-                                });
+                                let h = hash(&m);
+                                plan.push(write_action(&r.name, &o.path, m, h, Some(d)));
                             }
                             "merged"
                         } else if opts.force {
-                            plan.push(Planned {
-                                agent: r.name.clone(),
-                                path: o.path.clone(),
-                                action: Action::Write {
-                                    bytes: std::mem::take(&mut o.bytes),
-                                    hash: oh.clone(),
-                                    before: Some(d),
-                                },
-                            });
+                            plan.push(write_action(
+                                &r.name,
+                                &o.path,
+                                std::mem::take(&mut o.bytes),
+                                oh.clone(),
+                                Some(d),
+                            ));
                             "forced"
                         } else {
                             keep_old_rec
@@ -1089,6 +1076,26 @@ fn plan_changes(
         recorded_now,
         gone_agents,
     })
+}
+
+/// A write of `bytes` (hashing to `hash`) to output `path` of `agent`, replacing
+/// `before` (what is on disk now, if anything).
+fn write_action(
+    agent: &str,
+    path: &str,
+    bytes: Vec<u8>,
+    hash: String,
+    before: Option<Vec<u8>>,
+) -> Planned {
+    Planned {
+        agent: agent.to_string(),
+        path: path.to_string(),
+        action: Action::Write {
+            bytes,
+            hash,
+            before,
+        },
+    }
 }
 
 /// Renames in this batch: a file that went and another that came with the same bytes,

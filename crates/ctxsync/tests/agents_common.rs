@@ -110,6 +110,49 @@ pub fn mtimes(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     out
 }
 
+/// Creates the project's context store (`ctxsync init`), so that agent-sync runs are
+/// recorded in it.
+pub fn init_context(root: &Path) {
+    let init = std::process::Command::new(bin())
+        .args(["init", "-C"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+}
+
+/// The run summaries in the shared context (`technical_context.code_changes`).
+pub fn code_changes(root: &Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(bin())
+        .args([
+            "get",
+            "technical_context.code_changes.significant_changes",
+            "--json",
+            "-C",
+        ])
+        .arg(root)
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The lines `from` (a child's stdout or stderr) prints, as they come.
+pub fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A small modular library: two agents share module `shared.md` through a task; a third
 /// does not reach it.
 pub fn small_library(root: &Path) {

@@ -420,31 +420,12 @@ fn runs_that_write_are_summarised_in_the_shared_context() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     small_library(root);
-    let init = std::process::Command::new(bin())
-        .args(["init", "-C"])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let get = || {
-        let out = std::process::Command::new(bin())
-            .args([
-                "get",
-                "technical_context.code_changes.significant_changes",
-                "--json",
-                "-C",
-            ])
-            .arg(root)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    init_context(root);
     let (code, _) = agents_json(root, &["sync"]);
     assert_eq!(code, 0);
     let (code, _) = agents_json(root, &["sync"]);
     assert_eq!(code, 0);
-    let changes = get();
-    let changes = changes.as_array().unwrap();
+    let changes = code_changes(root);
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0]["kind"], "agent_sync");
     assert_eq!(changes[0]["generation"], 1);

@@ -6,7 +6,6 @@
 #[path = "agents_common.rs"]
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -35,10 +34,10 @@ fn start(root: &Path) -> Watcher {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = child.stdout.take().unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        for line in lines {
             if let Ok(v) = serde_json::from_str(&line) {
                 if tx.send(v).is_err() {
                     break;
@@ -129,6 +128,19 @@ fn watch_applies_saves_coalesces_bursts_and_survives_source_recreation() {
     assert!(w.child.id() > 0);
 }
 
+/// `ctxsync serve --watch-agents` for the project at `root`, on a free port; its stderr
+/// is piped.
+fn serve_watching_agents(root: &Path) -> Child {
+    std::process::Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1:0", "--watch-agents", "-C"])
+        .arg(root)
+        .env_remove("CTXSYNC_SERVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `ctxsync serve --watch-agents`: the server keeps the outputs in sync as `agents watch`
 /// does, and each run that writes is summarised in the shared context it serves.
 #[test]
@@ -136,32 +148,9 @@ fn serve_with_watch_agents_keeps_outputs_in_sync_and_records_runs() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     small_library(root);
-    let init = std::process::Command::new(bin())
-        .args(["init", "-C"])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let mut child = std::process::Command::new(bin())
-        .args(["serve", "--bind", "127.0.0.1:0", "--watch-agents", "-C"])
-        .arg(root)
-        .env_remove("CTXSYNC_SERVER")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    init_context(root);
+    let mut child = serve_watching_agents(root);
+    let rx = lines_of(child.stderr.take().unwrap());
     // Killed however the test ends.
     struct Kill(Child);
     impl Drop for Kill {
@@ -186,26 +175,10 @@ fn serve_with_watch_agents_keeps_outputs_in_sync_and_records_runs() {
     wait_until("the edit to reach the output", || {
         std::fs::read_to_string(&output).is_ok_and(|s| s.contains("serve-marker"))
     });
-    let summaries = || {
-        let out = std::process::Command::new(bin())
-            .args([
-                "get",
-                "technical_context.code_changes.significant_changes",
-                "--json",
-                "-C",
-            ])
-            .arg(root)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    };
     wait_until("both runs summarised in the context", || {
-        summaries().len() == 2
+        code_changes(root).len() == 2
     });
-    let changes = summaries();
+    let changes = code_changes(root);
     assert_eq!(
         changes[0]["added"],
         serde_json::json!(["alpha", "beta", "gamma"])
@@ -222,14 +195,7 @@ fn serve_refuses_bad_agents_settings_before_serving() {
         "[agents]\nreferences = \"sideways\"\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(bin())
-        .args(["serve", "--bind", "127.0.0.1:0", "--watch-agents", "-C"])
-        .arg(root)
-        .env_remove("CTXSYNC_SERVER")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_watching_agents(root);
     // A server that started anyway would serve until killed: bounded wait.
     let t = Instant::now();
     while child.try_wait().unwrap().is_none() {
