@@ -498,14 +498,13 @@ pub fn run(
         });
     }
     // (plan entry, hash) of each write, and what to write where.
-    let mut write_keys: Vec<(String, &str)> = Vec::new();
-    let mut writes: Vec<(std::path::PathBuf, &[u8])> = Vec::new();
-    for (p, h) in plan.iter().zip(&after_hashes) {
-        if let (Action::Write { bytes, .. }, Some(h)) = (&p.action, h) {
-            write_keys.push((p.path.clone(), h.as_str()));
-            writes.push((paths::abs(root, &p.path), bytes.as_slice()));
-        }
-    }
+    let writes: Vec<(std::path::PathBuf, &[u8])> = plan
+        .iter()
+        .filter_map(|p| match &p.action {
+            Action::Write { bytes, .. } => Some((paths::abs(root, &p.path), bytes.as_slice())),
+            Action::Remove { .. } => None,
+        })
+        .collect();
     phases.mark("hashes");
     let batch = deploy::stage_many(&writes)?;
     drop(writes);
@@ -538,11 +537,17 @@ pub fn run(
         tracing::warn!("merge bases not kept this run (no thread: {e})");
     }
     phases.mark("backup");
-    // Path -> (hash, size, mtime) of every output just written, from the written file.
-    let written: HashMap<&str, (&str, Meta)> = write_keys
+    // Path -> (hash, size, mtime) of every output just written, from the written file
+    // (the batch's metadata is in the order of the writes).
+    let written: HashMap<&str, (&str, Meta)> = plan
         .iter()
+        .zip(&after_hashes)
+        .filter_map(|(p, h)| match (&p.action, h) {
+            (Action::Write { .. }, Some(h)) => Some((p.path.as_str(), h.as_str())),
+            _ => None,
+        })
         .zip(batch.metas())
-        .map(|((p, h), m)| (p.as_str(), (*h, *m)))
+        .map(|((p, h), m)| (p, (h, *m)))
         .collect();
     // Registry.
     let generation = if plan.is_empty() {
@@ -959,66 +964,63 @@ fn plan_changes(
                 }
                 Some(d) => {
                     let dh = hash(&d);
-                    if recorded.is_some_and(|x| x.hash == dh) {
-                        plan.push(write_action(
-                            &r.name,
-                            &o.path,
-                            std::mem::take(&mut o.bytes),
-                            oh.clone(),
-                            Some(d),
-                        ));
+                    // Bytes ctxsync wrote and nobody touched since are simply replaced;
+                    // anything else is a conflict, resolved as asked.
+                    let untouched = recorded.is_some_and(|x| x.hash == dh);
+                    let merged = if !untouched && opts.merge {
+                        recorded
+                            .and_then(|x| blobs.get(&x.hash).ok().flatten())
+                            .and_then(|base| {
+                                let (b, ours, theirs) = (
+                                    String::from_utf8_lossy(&base).into_owned(),
+                                    String::from_utf8_lossy(&o.bytes).into_owned(),
+                                    String::from_utf8_lossy(&d).into_owned(),
+                                );
+                                merge3::merge(&b, &ours, &theirs).ok()
+                            })
                     } else {
-                        let reason = if recorded.is_some() {
-                            "edited by hand since ctxsync wrote it"
-                        } else {
-                            "exists and is not owned by ctxsync"
-                        };
-                        let merged = if opts.merge {
-                            recorded
-                                .and_then(|x| blobs.get(&x.hash).ok().flatten())
-                                .and_then(|base| {
-                                    let (b, ours, theirs) = (
-                                        String::from_utf8_lossy(&base).into_owned(),
-                                        String::from_utf8_lossy(&o.bytes).into_owned(),
-                                        String::from_utf8_lossy(&d).into_owned(),
-                                    );
-                                    merge3::merge(&b, &ours, &theirs).ok()
-                                })
-                        } else {
-                            None
-                        };
-                        let resolution = if let Some(m) = merged {
-                            let m = m.into_bytes();
-                            if m == d {
-                                recorded_now
-                                    .entry(r.name.clone())
-                                    .or_default()
-                                    .insert(o.path.clone(), dh);
-                            } else {
-                                let h = hash(&m);
-                                plan.push(write_action(&r.name, &o.path, m, h, Some(d)));
-                            }
-                            "merged"
-                        } else if opts.force {
-                            plan.push(write_action(
-                                &r.name,
-                                &o.path,
-                                std::mem::take(&mut o.bytes),
-                                oh.clone(),
-                                Some(d),
-                            ));
-                            "forced"
-                        } else {
-                            keep_old_rec
+                        None
+                    };
+                    // What replaces the file on disk, if anything: ours, or the merge.
+                    let mut replacement = None;
+                    let resolution = if untouched {
+                        None
+                    } else if let Some(m) = merged {
+                        let m = m.into_bytes();
+                        if m == d {
+                            recorded_now
                                 .entry(r.name.clone())
                                 .or_default()
-                                .insert(o.path.clone());
-                            "left_alone"
-                        };
+                                .insert(o.path.clone(), dh);
+                        } else {
+                            replacement = Some((hash(&m), m));
+                        }
+                        Some("merged")
+                    } else if opts.force {
+                        Some("forced")
+                    } else {
+                        keep_old_rec
+                            .entry(r.name.clone())
+                            .or_default()
+                            .insert(o.path.clone());
+                        Some("left_alone")
+                    };
+                    if untouched || resolution == Some("forced") {
+                        replacement = Some((oh.clone(), std::mem::take(&mut o.bytes)));
+                    }
+                    if let Some((h, bytes)) = replacement {
+                        plan.push(write_action(&r.name, &o.path, bytes, h, Some(d)));
+                    }
+                    if let Some(resolution) = resolution {
                         report.conflicts.push(ConflictInfo {
                             path: o.path.clone(),
                             agent: r.name.clone(),
-                            reason: reason.into(),
+                            reason: if recorded.is_some() {
+                                "edited by hand since ctxsync wrote it"
+                            } else {
+                                "exists and is not owned by ctxsync"
+                            }
+                            .into(),
                             resolution: resolution.into(),
                         });
                     }

@@ -52,12 +52,18 @@ fn sync_ok(root: &Path, args: &[&str]) -> serde_json::Value {
     v
 }
 
+/// The small library in a new folder, synced once.
+fn synced_small_library() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    small_library(d.path());
+    sync_ok(d.path(), &[]);
+    d
+}
+
 #[test]
 fn a_no_op_is_answered_from_the_index_and_a_changed_file_is_still_seen() {
-    let d = tempfile::tempdir().unwrap();
+    let d = synced_small_library();
     let root = d.path();
-    small_library(root);
-    sync_ok(root, &[]);
     assert!(root.join(STATE).join("index").is_file());
     assert!(root.join(STATE).join("generations.jsonl").is_file());
     settle();
@@ -109,10 +115,8 @@ fn a_no_op_is_answered_from_the_index_and_a_changed_file_is_still_seen() {
 
 #[test]
 fn a_damaged_stale_or_missing_index_is_rebuilt_and_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
+    let d = synced_small_library();
     let root = d.path();
-    small_library(root);
-    sync_ok(root, &[]);
     settle();
     let index = root.join(STATE).join("index");
     let outputs = mtimes(&root.join(".github"));
@@ -140,10 +144,8 @@ fn a_damaged_stale_or_missing_index_is_rebuilt_and_changes_nothing() {
 
 #[test]
 fn an_agent_left_out_by_dash_dash_agent_is_written_by_the_next_plain_run() {
-    let d = tempfile::tempdir().unwrap();
+    let d = synced_small_library();
     let root = d.path();
-    small_library(root);
-    sync_ok(root, &[]);
     add_delta(root);
     let v = sync_ok(root, &["--agent", "alpha"]);
     assert!(v["added"].as_array().unwrap().is_empty(), "{v}");
@@ -189,10 +191,8 @@ fn agents_beside_a_symlink_survive_repeated_runs() {
 /// is kept for rollback, and the next save writes format 2.
 #[test]
 fn a_format_1_registry_is_migrated() {
-    let d = tempfile::tempdir().unwrap();
+    let d = synced_small_library();
     let root = d.path();
-    small_library(root);
-    sync_ok(root, &[]);
     settle();
     edit_beta(root);
     sync_ok(root, &[]);
