@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::change::{type_name, Change, Expect, Op};
+use crate::limits::{self, Budget, LimitError, MAX_DEPTH};
 use crate::path::{element_id, selector_matches, Path, Segment};
 
 /// A primitive edit, as stored in the op log.
@@ -31,9 +32,19 @@ pub struct Edit {
     pub path: Path,
     /// Concrete RFC 6901 pointer at the time of applying.
     pub pointer: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `None` when there was nothing (an add); `Some(Value::Null)` when the value was
+    /// `null`. Stored as a missing field and `null` respectively, so the two never mix.
+    #[serde(
+        default,
+        deserialize_with = "crate::change::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub old: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::change::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub new: Option<Value>,
 }
 
@@ -74,6 +85,9 @@ pub enum ApplyError {
     DuplicateId { path: String, id: String },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    /// The change would take the document past a bound (depth, size, work per push).
+    #[error("{0}")]
+    Limit(LimitError),
 }
 
 fn show(v: &Option<Value>) -> String {
@@ -526,7 +540,61 @@ fn check_expect(doc: &Value, change: &Change) -> Result<(), ApplyError> {
 
 /// Applies one change. On error the document is unchanged.
 pub fn apply_change(doc: &mut Value, change: &Change) -> Result<Vec<Edit>, ApplyError> {
+    apply_change_within(doc, change, &mut Budget::unlimited())
+}
+
+/// Applies one change within `budget`: the document may not nest deeper than
+/// [`MAX_DEPTH`], grow past the budget's size, or take more written bytes than it has
+/// left. Every bound is checked *before* the value is copied into the document, so a
+/// change that would blow up is refused at the cost of measuring it, never of building
+/// it. On error the document (and the budget) are unchanged.
+pub fn apply_change_within(
+    doc: &mut Value,
+    change: &Change,
+    budget: &mut Budget,
+) -> Result<Vec<Edit>, ApplyError> {
     check_expect(doc, change)?;
+    let incoming = match &change.op {
+        Op::Set(v) | Op::Add(v) | Op::Replace(v) => Some(v),
+        Op::Copy { from } | Op::Move { from } => get(doc, from),
+        Op::Remove | Op::Test(_) => None,
+    };
+    let mut next = budget.clone();
+    if let Some(value) = incoming {
+        if change.path.len() + limits::depth(value) > MAX_DEPTH {
+            return Err(ApplyError::Limit(LimitError::TooDeep { limit: MAX_DEPTH }));
+        }
+        let bytes = limits::json_size(value);
+        next.write(bytes).map_err(ApplyError::Limit)?;
+        // A key (or list separator) beside the value; an upper estimate is enough, the
+        // exact size is the store's to check after.
+        let overhead = change.path.segments().last().map_or(0, |s| match s {
+            Segment::Key(k) => k.len() as u64 + 4,
+            _ => 1,
+        });
+        let replaced = match change.op {
+            // RFC add inserts into a list, and replaces an object member.
+            Op::Add(_) | Op::Copy { .. } | Op::Move { .. } => change
+                .path
+                .split_last()
+                .filter(|(parent, _)| get(doc, parent).is_some_and(Value::is_object))
+                .and_then(|_| get(doc, &change.path)),
+            _ => get(doc, &change.path),
+        };
+        let moved = matches!(change.op, Op::Move { .. }).then_some(bytes);
+        let removed = replaced.map(limits::json_size).or(moved).unwrap_or(0);
+        next.resize(bytes + overhead, removed)
+            .map_err(ApplyError::Limit)?;
+    } else if matches!(change.op, Op::Remove) {
+        let removed = get(doc, &change.path).map_or(0, limits::json_size);
+        next.resize(0, removed).map_err(ApplyError::Limit)?;
+    }
+    let edits = apply_unbounded(doc, change)?;
+    *budget = next;
+    Ok(edits)
+}
+
+fn apply_unbounded(doc: &mut Value, change: &Change) -> Result<Vec<Edit>, ApplyError> {
     let path = &change.path;
     if path.is_root() && !matches!(change.op, Op::Test(_)) {
         return match &change.op {

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::limits::{check_depth, StrictValue, MAX_PATH_BYTES};
 use crate::path::Path;
 
 /// A field-level test that guards a change.
@@ -133,8 +134,39 @@ struct WireChange {
     value: Option<Value>,
 }
 
+impl WireChange {
+    /// Bounds that make whatever is accepted readable back: path text length, and the
+    /// nesting of every value the change carries.
+    fn check_limits(&self) -> Result<(), String> {
+        if self.path.len() > MAX_PATH_BYTES {
+            return Err(format!(
+                "the path is {} bytes long, over the limit of {MAX_PATH_BYTES}",
+                self.path.len()
+            ));
+        }
+        if let Some(Value::String(from)) = &self.from {
+            if from.len() > MAX_PATH_BYTES && self.op.is_some() {
+                return Err(format!(
+                    "the `from` path is {} bytes long, over the limit of {MAX_PATH_BYTES}",
+                    from.len()
+                ));
+            }
+        }
+        for (name, value) in [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("value", &self.value),
+        ] {
+            if let Some(v) = value {
+                check_depth(v).map_err(|e| format!("`{name}` is {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Tells `from: null` (present, null) apart from a missing `from`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
@@ -149,6 +181,7 @@ impl Change {
             )));
         }
         let mut wire = WireChange::deserialize(value).map_err(|e| invalid(e.to_string()))?;
+        wire.check_limits().map_err(invalid)?;
         let path = Path::parse(&wire.path).map_err(|e| invalid(e.to_string()))?;
         match wire.op.take() {
             None => seed_form(wire, path).map_err(invalid),
@@ -237,7 +270,8 @@ impl Serialize for Change {
 
 impl<'de> Deserialize<'de> for Change {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
+        // Strict: `.nan` and `.inf` are refused here rather than read as `null`.
+        let value = StrictValue::deserialize(d)?.0;
         Change::from_json(0, &value).map_err(serde::de::Error::custom)
     }
 }

@@ -12,10 +12,14 @@
 pub mod apply;
 pub mod change;
 pub mod checksum;
+pub mod limits;
 pub mod ownership;
 pub mod path;
 
-pub use apply::{apply_all, apply_change, canonicalize, get, ApplyError, Edit, EditOp};
+pub use apply::{
+    apply_all, apply_change, apply_change_within, apply_edit, canonicalize, get, ApplyError, Edit,
+    EditOp,
+};
 pub use change::{Change, ChangeError, Expect, Op};
 pub use checksum::{canonical_json, checksum, checksum_and_size};
 pub use ownership::{NotOwner, Ownership, OwnershipRule};

@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::path::{Path, Segment};
+use serde_json::Value;
+
+use crate::path::{element_id, Path, Segment};
 
 /// One rule as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,52 @@ fn matches(globs: &[Glob], path: &[Segment]) -> bool {
     }
 }
 
+/// True when some path strictly below `path` can match `globs`: the globs consume all of
+/// `path` and still have something left to match.
+fn can_match_below(globs: &[Glob], path: &[Segment]) -> bool {
+    let Some((glob, _)) = globs.split_first() else {
+        return false;
+    };
+    if path.is_empty() {
+        return true;
+    }
+    match glob {
+        // `**` can take in the rest of `path` and one more segment (and whatever `rest`
+        // needs after it).
+        Glob::Any => true,
+        Glob::One => can_match_below(&globs[1..], &path[1..]),
+        Glob::Literal(l) => {
+            literal_matches(l, &path[0]) && can_match_below(&globs[1..], &path[1..])
+        }
+    }
+}
+
+/// The children of a container, named as canonical paths name them (list elements with
+/// an `id` by it, the others by position).
+fn children(value: Option<&Value>) -> Vec<(Segment, &Value)> {
+    match value {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| (Segment::Key(k.clone()), v))
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let segment = match element_id(e) {
+                    Some(id) => Segment::Select {
+                        field: "id".into(),
+                        value: id,
+                    },
+                    None => Segment::Index(i),
+                };
+                (segment, e)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Ownership {
     pub fn new(rules: Vec<OwnershipRule>) -> Result<Self, RuleError> {
         let mut compiled = Vec::with_capacity(rules.len());
@@ -119,6 +167,120 @@ impl Ownership {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Checks a write that replaces the value at `path` (canonical) by `new`, where `old`
+    /// was: the path itself, and every path below it whose value differs between the two
+    /// (a write to the root, or to any parent, touches everything under it, so it needs
+    /// the ownership of every owned path it changes there; unchanged owned paths below
+    /// are no one's concern). Only subtrees some rule can reach are walked.
+    pub fn check_write(
+        &self,
+        agent: &str,
+        path: &Path,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<(), NotOwner> {
+        self.check(agent, path)?;
+        if self.rules.is_empty() || old == new {
+            return Ok(());
+        }
+        let mut below = path.segments().to_vec();
+        self.check_changed_below(agent, &mut below, old, new)
+    }
+
+    fn reaches_below(&self, path: &[Segment]) -> bool {
+        self.rules.iter().any(|r| can_match_below(&r.globs, path))
+    }
+
+    /// Checks the children of `at` whose values differ between `old` and `new`. Where both
+    /// sides are containers of one kind the write passes through (it changes something
+    /// further down, not the child as a whole); elsewhere the child is replaced, added or
+    /// removed, so it and everything inside it on either side is written.
+    fn check_changed_below(
+        &self,
+        agent: &str,
+        at: &mut Vec<Segment>,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<(), NotOwner> {
+        if !self.reaches_below(at) {
+            return Ok(());
+        }
+        let same_kind = matches!(
+            (old, new),
+            (Some(Value::Object(_)), Some(Value::Object(_)))
+                | (Some(Value::Array(_)), Some(Value::Array(_)))
+        );
+        if !same_kind {
+            for side in [old, new].into_iter().flatten() {
+                self.check_everything_below(agent, at, side)?;
+            }
+            return Ok(());
+        }
+        let old_children = children(old);
+        let new_children: std::collections::HashMap<Segment, &Value> =
+            children(new).into_iter().collect();
+        let old_names: std::collections::HashSet<&Segment> =
+            old_children.iter().map(|(s, _)| s).collect();
+        for (segment, a) in &old_children {
+            let b = new_children.get(segment).copied();
+            self.check_child(agent, at, segment, Some(a), b)?;
+        }
+        for (segment, b) in &new_children {
+            if !old_names.contains(segment) {
+                self.check_child(agent, at, segment, None, Some(b))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_child(
+        &self,
+        agent: &str,
+        at: &mut Vec<Segment>,
+        segment: &Segment,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<(), NotOwner> {
+        if old == new {
+            return Ok(());
+        }
+        at.push(segment.clone());
+        let passes_through = matches!(
+            (old, new),
+            (Some(Value::Object(_)), Some(Value::Object(_)))
+                | (Some(Value::Array(_)), Some(Value::Array(_)))
+        );
+        let result = if passes_through {
+            self.check_changed_below(agent, at, old, new)
+        } else {
+            self.check(agent, &Path::from_segments(at.clone()))
+                .and_then(|()| self.check_changed_below(agent, at, old, new))
+        };
+        at.pop();
+        result
+    }
+
+    /// Checks every path inside `value` (which sits at `at` and is written whole).
+    fn check_everything_below(
+        &self,
+        agent: &str,
+        at: &mut Vec<Segment>,
+        value: &Value,
+    ) -> Result<(), NotOwner> {
+        if !self.reaches_below(at) {
+            return Ok(());
+        }
+        for (segment, child) in children(Some(value)) {
+            at.push(segment);
+            let result = self
+                .check(agent, &Path::from_segments(at.clone()))
+                .and_then(|()| self.check_everything_below(agent, at, child));
+            at.pop();
+            result?;
+        }
+        Ok(())
     }
 
     /// Checks that `agent` may write `path` (a canonical path).
@@ -184,6 +346,39 @@ mod tests {
             o.check("anyone", &p("communication.notes")).is_ok(),
             "no rule = anyone"
         );
+    }
+
+    #[test]
+    fn a_write_above_owned_paths_needs_their_owners() {
+        use serde_json::json;
+        let o = rules();
+        let old = json!({"project_state": {"active_tasks": [{"id": "t1", "status": "a", "owner": "x"}]}, "notes": 1});
+        // The root, rewritten by someone who owns nothing under project_state.
+        let mut new = old.clone();
+        new["project_state"]["active_tasks"][0]["owner"] = json!("y");
+        let e = o
+            .check_write("builder", &Path::root(), Some(&old), Some(&new))
+            .unwrap_err();
+        assert_eq!(e.rule, "project_state.**");
+        // Only what changes counts: the same rewrite that leaves project_state alone is fine.
+        let mut same = old.clone();
+        same["notes"] = json!(2);
+        assert!(o
+            .check_write("builder", &Path::root(), Some(&old), Some(&same))
+            .is_ok());
+        // A status change below the root is the builder's to make.
+        let mut status = old.clone();
+        status["project_state"]["active_tasks"][0]["status"] = json!("done");
+        assert!(o
+            .check_write("builder", &Path::root(), Some(&old), Some(&status))
+            .is_ok());
+        // Removing the root's contents wipes owned paths.
+        assert!(o
+            .check_write("builder", &Path::root(), Some(&old), Some(&json!({})))
+            .is_err());
+        assert!(o
+            .check_write("planner", &Path::root(), Some(&old), Some(&json!({})))
+            .is_ok());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::limits::MAX_PATH_SEGMENTS;
+
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Segment {
@@ -34,13 +36,30 @@ pub struct Path {
     segments: Vec<Segment>,
 }
 
-/// Why a path could not be parsed; `at` is the byte offset where it went wrong.
+/// Why a path could not be parsed; `at` is the byte offset where it went wrong. `input`
+/// is the path as given, shortened to its first 200 characters so an error about a huge
+/// path stays readable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad path {input:?} at byte {at}: {reason}")]
 pub struct PathError {
     pub input: String,
     pub at: usize,
     pub reason: String,
+}
+
+impl PathError {
+    pub fn new(input: &str, at: usize, reason: impl Into<String>) -> Self {
+        const SHOWN: usize = 200;
+        let input = match input.char_indices().nth(SHOWN) {
+            Some((cut, _)) => format!("{}... ({} bytes)", &input[..cut], input.len()),
+            None => input.to_owned(),
+        };
+        Self {
+            input,
+            at,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl Path {
@@ -103,12 +122,30 @@ impl Path {
     }
 
     /// Parses either spelling: a leading `/` (or the empty string) means JSON Pointer.
+    /// At most [`MAX_PATH_SEGMENTS`] segments (a canonical path has as many as the path it
+    /// came from, so whatever was accepted also reads back).
     pub fn parse(input: &str) -> Result<Self, PathError> {
-        if input.is_empty() || input.starts_with('/') {
+        let path = if input.is_empty() || input.starts_with('/') {
             Self::parse_pointer(input)
         } else {
             Self::parse_dotted(input)
+        }?;
+        if path.segments.len() > MAX_PATH_SEGMENTS {
+            return Err(PathError::new(
+                input,
+                0,
+                format!(
+                    "{} segments, over the limit of {MAX_PATH_SEGMENTS}",
+                    path.segments.len()
+                ),
+            ));
         }
+        Ok(path)
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segments.len()
     }
 
     /// RFC 6901: `/a/b~1c/0`; `""` is the root.
@@ -116,11 +153,7 @@ impl Path {
         if input.is_empty() {
             return Ok(Self::root());
         }
-        let err = |at: usize, reason: &str| PathError {
-            input: input.to_owned(),
-            at,
-            reason: reason.to_owned(),
-        };
+        let err = |at: usize, reason: &str| PathError::new(input, at, reason);
         let Some(rest) = input.strip_prefix('/') else {
             return Err(err(0, "a JSON Pointer starts with '/'"));
         };
@@ -269,11 +302,7 @@ struct DottedParser<'a> {
 
 impl DottedParser<'_> {
     fn err(&self, reason: impl Into<String>) -> PathError {
-        PathError {
-            input: self.input.to_owned(),
-            at: self.pos,
-            reason: reason.into(),
-        }
+        PathError::new(self.input, self.pos, reason)
     }
 
     fn peek(&self) -> Option<u8> {

@@ -9,9 +9,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::apply::{apply_change, canonicalize, get, undo, ApplyError, Edit};
+use crate::apply::{apply_change_within, canonicalize, get, undo, ApplyError, Edit};
 use crate::change::{Change, Expect, Op};
 use crate::level::Level;
+use crate::limits::{Budget, LimitError};
 use crate::ownership::Ownership;
 use crate::path::{element_id, Path, Segment};
 
@@ -94,9 +95,20 @@ pub struct Conflict {
     pub index: usize,
     pub path: String,
     pub reason: ConflictReason,
-    /// What the agent wanted (absent for a removal).
+    /// What the agent wanted (absent for a removal). A missing field means absent,
+    /// `null` means the value `null`.
+    #[serde(
+        default,
+        deserialize_with = "crate::change::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub yours: Option<Value>,
     /// What is there now (absent when the path does not exist).
+    #[serde(
+        default,
+        deserialize_with = "crate::change::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current: Option<Value>,
     pub modified_by: Option<String>,
     pub modified_at_revision: Option<u64>,
@@ -182,6 +194,9 @@ pub struct Evaluation {
 pub struct InvalidPush {
     pub index: usize,
     pub message: String,
+    /// Set when the push was refused for a bound (size, depth, work), not for a mistake
+    /// in a change: a store answers it as "too large".
+    pub limit: Option<LimitError>,
 }
 
 /// Applies `request` to `doc` (in place) and says what happened. On `Err` and under a
@@ -196,6 +211,28 @@ pub fn evaluate(
     since_base: &[PriorWrite],
     ownership: &Ownership,
 ) -> Result<Evaluation, InvalidPush> {
+    evaluate_within(
+        doc,
+        request,
+        current_revision,
+        since_base,
+        ownership,
+        Budget::unlimited(),
+    )
+}
+
+/// [`evaluate`] within a [`Budget`]: the changes may not grow the document past its
+/// quota, nest it past [`crate::limits::MAX_DEPTH`] or write more than the budget's bytes
+/// *while they apply* (a push over any bound is an [`InvalidPush`] with `limit` set, and
+/// nothing is applied).
+pub fn evaluate_within(
+    doc: &mut Value,
+    request: &PushRequest,
+    current_revision: u64,
+    since_base: &[PriorWrite],
+    ownership: &Ownership,
+    mut budget: Budget,
+) -> Result<Evaluation, InvalidPush> {
     let moved_on = match request.base_revision {
         Some(base) if base > current_revision => {
             return Err(InvalidPush {
@@ -203,6 +240,7 @@ pub fn evaluate(
                 message: format!(
                     "base_revision {base} is ahead of the current revision {current_revision}"
                 ),
+                limit: None,
             })
         }
         Some(base) => base < current_revision,
@@ -217,8 +255,8 @@ pub fn evaluate(
             .into_iter()
             .map(|p| canonicalize(doc, p))
             .collect();
-        for path in &written {
-            if let Err(not_owner) = ownership.check(&request.agent, path) {
+        for (path, old, new) in touched(doc, change, &written) {
+            if let Err(not_owner) = ownership.check_write(&request.agent, &path, old, new) {
                 out.rejected.push(Rejection {
                     index,
                     path: path.to_string(),
@@ -257,7 +295,7 @@ pub fn evaluate(
         } else {
             change
         };
-        match apply_change(doc, to_apply) {
+        match apply_change_within(doc, to_apply, &mut budget) {
             Ok(edits) => {
                 let path = edits
                     .first()
@@ -289,12 +327,31 @@ pub fn evaluate(
                     ApplyError::Invalid { .. } => {
                         return Err(invalid(doc, &mut out, index, &err));
                     }
+                    ApplyError::Limit(limit) => {
+                        let mut e = invalid(doc, &mut out, index, &err);
+                        e.limit = Some(limit.clone());
+                        return Err(e);
+                    }
                 };
                 let prior = written
                     .iter()
                     .find_map(|p| latest_overlap(since_base, p, change));
-                out.conflicts
-                    .push(conflict(doc, index, change, reason, prior));
+                let mut c = conflict(doc, index, change, reason, prior);
+                if let ApplyError::DuplicateId { id, .. } = &err {
+                    // "Current" is the element that already has the id, not the `[-]` slot.
+                    c.current = change
+                        .path
+                        .split_last()
+                        .and_then(|(list, _)| get(doc, &list))
+                        .and_then(Value::as_array)
+                        .and_then(|items| {
+                            items
+                                .iter()
+                                .find(|e| element_id(e).as_deref() == Some(id.as_str()))
+                        })
+                        .cloned();
+                }
+                out.conflicts.push(c);
             }
         }
     }
@@ -305,6 +362,7 @@ pub fn evaluate(
         undo(doc, &out.edits).map_err(|e| InvalidPush {
             index: 0,
             message: e.to_string(),
+            limit: None,
         })?;
         out.edits.clear();
         out.applied.clear();
@@ -318,7 +376,50 @@ fn invalid(doc: &mut Value, out: &mut Evaluation, index: usize, err: &ApplyError
         Ok(()) => err.to_string(),
         Err(undo_err) => format!("{err} (and undo failed: {undo_err})"),
     };
-    InvalidPush { index, message }
+    InvalidPush {
+        index,
+        message,
+        limit: None,
+    }
+}
+
+/// What a change writes, for the ownership check: each written path (canonical) with its
+/// value before and after.
+fn touched<'a>(
+    doc: &'a Value,
+    change: &'a Change,
+    written: &[Path],
+) -> Vec<(Path, Option<&'a Value>, Option<&'a Value>)> {
+    let moved = match &change.op {
+        Op::Move { from } | Op::Copy { from } => get(doc, from),
+        _ => None,
+    };
+    let new = change.proposed_value().or(moved);
+    match &change.op {
+        Op::Move { .. } => vec![
+            (written[0].clone(), moved, None),
+            (written[1].clone(), get(doc, &change.path), new),
+        ],
+        Op::Remove => vec![(written[0].clone(), get(doc, &change.path), None)],
+        Op::Add(_) | Op::Copy { .. } => {
+            // An add into a list inserts; into an object it replaces what is there.
+            let old = match change.path.segments().last() {
+                Some(Segment::Key(_)) => get(doc, &change.path).filter(|_| {
+                    change
+                        .path
+                        .split_last()
+                        .and_then(|(parent, _)| get(doc, &parent))
+                        .is_some_and(Value::is_object)
+                }),
+                _ => None,
+            };
+            written.iter().map(|p| (p.clone(), old, new)).collect()
+        }
+        _ => written
+            .iter()
+            .map(|p| (p.clone(), get(doc, &change.path), new))
+            .collect(),
+    }
 }
 
 fn conflict(
@@ -555,5 +656,13 @@ mod tests {
         );
         let e = evaluate(&mut doc, &r, 0, &[], &Ownership::default()).unwrap();
         assert_eq!(e.conflicts[0].reason, ConflictReason::DuplicateId);
+        assert_eq!(
+            e.conflicts[0]
+                .current
+                .as_ref()
+                .and_then(|c| c.get("status")),
+            Some(&json!("in_progress")),
+            "current is the element that has the id"
+        );
     }
 }
