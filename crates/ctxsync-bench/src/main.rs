@@ -135,7 +135,8 @@ impl Running {
 
     fn token(&self, agent: &str) -> Result<String> {
         let secret = format!("bench-token-{agent}-0123456789abcdef");
-        self.store.create_token(agent, &secret, "bench")?;
+        self.store
+            .create_token(agent, &secret, "bench", ctxsync_store::Role::Agent)?;
         Ok(secret)
     }
 }

@@ -42,9 +42,9 @@ pub enum LimitError {
     #[error("{what} is not a number JSON can hold; write it as a string")]
     NotFinite { what: &'static str },
     #[error(
-        "the changes would grow the document to over {limit} bytes while applying; nothing was applied"
+        "the changes would grow the document to about {size} bytes while applying, over the quota of {limit}; nothing was applied"
     )]
-    TooLarge { limit: u64 },
+    TooLarge { size: u64, limit: u64 },
     #[error(
         "the changes write over {limit} bytes of values in one push; split it; nothing was applied"
     )]
@@ -345,6 +345,7 @@ impl Budget {
         let size = self.size.saturating_add(added).saturating_sub(removed);
         if size > self.max_size {
             return Err(LimitError::TooLarge {
+                size,
                 limit: self.max_size,
             });
         }

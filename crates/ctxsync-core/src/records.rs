@@ -155,4 +155,61 @@ pub struct TokenInfo {
     pub created_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_ms: Option<u64>,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What a token (or a local caller) may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads, and writes as its agent under the ownership rules (the default).
+    #[default]
+    Agent,
+    /// Also reverts and settles conflicts whatever the ownership rules say.
+    Admin,
+    /// Reads only.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agent" => Ok(Self::Agent),
+            "admin" => Ok(Self::Admin),
+            "viewer" => Ok(Self::Viewer),
+            other => Err(format!(
+                "unknown role {other:?} (expected agent, admin or viewer)"
+            )),
+        }
+    }
+}
+
+/// Who asks for a write that is not a plain push (revert, conflict resolution): an agent
+/// and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub agent: String,
+    pub role: Role,
+}
+
+impl Actor {
+    /// An agent with the ordinary role.
+    pub fn agent(name: impl Into<String>) -> Self {
+        Self {
+            agent: name.into(),
+            role: Role::Agent,
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use ctxsync_store::{Store, TokenInfo};
+use ctxsync_store::{Actor, Role, Store, TokenInfo};
 
 use crate::errors::ApiError;
 
@@ -91,7 +91,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
 }
 
 /// Refuses acting as another agent than the token's.
+/// Refuses a write by a read-only (viewer) token.
+pub fn may_write(token: &TokenInfo) -> Result<(), ApiError> {
+    if token.role == Role::Viewer {
+        Err(ApiError::forbidden(format!(
+            "token {} is a viewer's (read-only); writes need an agent or admin token",
+            token.id
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The caller of a revert or a conflict resolution, as the store checks it.
+pub fn actor(token: &TokenInfo) -> Actor {
+    Actor {
+        agent: token.agent.clone(),
+        role: token.role,
+    }
+}
+
 pub fn same_agent(token: &TokenInfo, claimed: &str, what: &str) -> Result<(), ApiError> {
+    may_write(token)?;
     if token.agent == claimed {
         Ok(())
     } else {

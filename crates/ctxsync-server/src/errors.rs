@@ -83,8 +83,16 @@ impl From<StoreError> for ApiError {
             StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, "exists", message),
             StoreError::Gone { .. } => Self::gone(message),
             StoreError::Future { .. } | StoreError::Invalid(_) => Self::bad_request(message),
-            StoreError::TooLarge { .. } => Self::payload_too_large(message),
-            StoreError::Unavailable(_)
+            StoreError::TooLarge { .. } | StoreError::OverLimit(_) => {
+                Self::payload_too_large(message)
+            }
+            StoreError::RequestIdReused(_) => {
+                Self::new(StatusCode::CONFLICT, "request_id_reused", message)
+            }
+            StoreError::Forbidden(_) => Self::forbidden(message),
+            StoreError::ReadOnly(_) => Self::unavailable(message),
+            StoreError::Io(_)
+            | StoreError::Unavailable(_)
             | StoreError::Sqlite(_)
             | StoreError::Corrupt(_)
             | StoreError::CommitFailed(_)

@@ -7,10 +7,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ctxsync_core::limits::{self, StrictValue};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::errors::ApiError;
 use crate::AppState;
@@ -104,13 +104,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Answer {
 
 /// Parses a request body in `format` into `T`. Any failure (malformed text, wrong
 /// shape, unknown field, bad path, unknown op) is a 400 that says why.
+///
+/// Before any parser runs, a leading byte-order mark is dropped and bracket nesting is
+/// bounded ([`ctxsync_core::limits::check_text_nesting`]: YAML's scanner is quadratic in
+/// it). YAML goes through a [`StrictValue`], so `.nan`/`.inf` are refused rather than
+/// read as `null`, and nesting past the document limit is refused while reading.
 pub fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = limits::strip_bom_bytes(bytes);
+    limits::check_text_nesting(bytes)
+        .map_err(|e| ApiError::bad_request(format!("body refused before parsing: {e}")))?;
     match format {
         Format::Json => serde_json::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}"))),
         Format::Yaml => {
             // Through a JSON value, so YAML and JSON bodies are read by the same rules.
-            let value: Value = serde_norway::from_slice(bytes)
+            let StrictValue(value) = serde_norway::from_slice(bytes)
                 .map_err(|e| ApiError::bad_request(format!("malformed YAML body: {e}")))?;
             serde_json::from_value(value)
                 .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
@@ -233,6 +241,7 @@ async fn drain_stream(mut stream: axum::body::BodyDataStream, cap: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn answer_format_from_accept_and_query() {

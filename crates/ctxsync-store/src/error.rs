@@ -18,12 +18,28 @@ pub enum StoreError {
         "document would be {size} bytes, over the quota of {limit} bytes; nothing was applied"
     )]
     TooLarge { size: u64, limit: u64 },
+    /// A push that would pass a bound while applying (size, nesting, work per push).
+    #[error("{0}")]
+    OverLimit(String),
+    #[error(
+        "request_id {0:?} was already used for a different push; use a new request_id for new changes"
+    )]
+    RequestIdReused(String),
+    /// The caller may not do this (a role, or another agent's conflict).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The store cannot take writes now (its WAL went missing, the disk is full); what
+    /// it acknowledged before is safe.
+    #[error("the store is not accepting writes: {0}")]
+    ReadOnly(String),
     #[error("conflict {0} does not exist or is already resolved")]
     NoSuchConflict(u64),
     #[error("token {0:?} does not exist (see `ctxsync token list`)")]
     NoSuchToken(String),
     #[error("the server could not be reached: {0}")]
     Unavailable(String),
+    #[error("cannot use the store's files: {0}")]
+    Io(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
@@ -45,6 +61,9 @@ impl StoreError {
                 | Self::Future { .. }
                 | Self::Invalid(_)
                 | Self::TooLarge { .. }
+                | Self::OverLimit(_)
+                | Self::RequestIdReused(_)
+                | Self::Forbidden(_)
                 | Self::NoSuchConflict(_)
                 | Self::NoSuchToken(_)
         )

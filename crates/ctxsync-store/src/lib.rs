@@ -47,27 +47,37 @@ pub trait Store: Send + Sync {
     fn history(&self, context: &str, filter: &HistoryFilter) -> Result<Vec<LogEntry>, StoreError>;
     fn open_conflicts(&self, context: &str) -> Result<Vec<StoredConflict>, StoreError>;
     /// Settles an open conflict: `Mine` applies the stored change (forced), `Theirs`
-    /// discards it. Returns the push made for `Mine`.
+    /// discards it. Returns the push made for `Mine`. Only the agent whose push
+    /// conflicted, or an admin, may settle it (`Forbidden` otherwise).
     fn resolve_conflict(
         &self,
         context: &str,
         id: u64,
         prefer: Prefer,
-        agent: &str,
+        actor: &Actor,
     ) -> Result<Option<PushResponse>, StoreError>;
     /// Replays the op log from the snapshots and compares every stored checksum.
     fn verify(&self, context: &str) -> Result<VerifyReport, StoreError>;
-    /// Makes a new revision equal to revision `to` (history is never rewritten).
-    fn revert(&self, context: &str, to: u64, agent: &str) -> Result<PushResponse, StoreError>;
+    /// Makes a new revision equal to revision `to` (history is never rewritten). It is
+    /// checked like the push it is: all or nothing, refused (`rejected`, nothing
+    /// applied) when it would change paths the actor does not own, unless the actor is an
+    /// admin.
+    fn revert(&self, context: &str, to: u64, actor: &Actor) -> Result<PushResponse, StoreError>;
     /// Records a sync that did not go through `push` (deferred, failed, pull, ...).
     fn record_sync(&self, context: &str, sample: &SyncSample) -> Result<(), StoreError>;
     /// The seed's `sync_metrics` and more, over the sync log.
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError>;
     /// Writes a snapshot of the current revision now (session end).
     fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
-    /// Stores a new bearer token acting as `agent` (only a hash of `secret` is kept).
-    fn create_token(&self, agent: &str, secret: &str, label: &str)
-        -> Result<TokenInfo, StoreError>;
+    /// Stores a new bearer token acting as `agent` with `role` (only a hash of `secret`
+    /// is kept).
+    fn create_token(
+        &self,
+        agent: &str,
+        secret: &str,
+        label: &str,
+        role: Role,
+    ) -> Result<TokenInfo, StoreError>;
     fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
     /// Revokes the token with public id `id`; revoking twice is not an error.
     fn revoke_token(&self, id: &str) -> Result<TokenInfo, StoreError>;
@@ -78,5 +88,10 @@ pub trait Store: Send + Sync {
     /// changes. `None`: no such signal, authenticate every time.
     fn token_epoch(&self) -> Option<u128> {
         None
+    }
+    /// Whether a write acknowledged now would be durable: `ReadOnly` with the reason when
+    /// the store's files went missing or its disk is full (readiness reports it).
+    fn writable(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ctxsync_core::{Change, Level, PushRequest, Strategy};
-use ctxsync_store::{HistoryFilter, Prefer, SqliteStore, Store, StoreError, StoreOptions};
+use ctxsync_store::{Actor, HistoryFilter, Prefer, SqliteStore, Store, StoreError, StoreOptions};
 use serde_json::{json, Value};
 
 fn store(dir: &tempfile::TempDir) -> SqliteStore {
@@ -180,13 +180,23 @@ fn deferred_conflicts_are_stored_and_resolved() {
     assert_eq!(open[0].conflict.yours, Some(json!("test")));
     assert_eq!(open[0].conflict.current, Some(json!("build")));
     let pushed = s
-        .resolve_conflict("default", open[0].id, Prefer::Mine, "builder")
+        .resolve_conflict(
+            "default",
+            open[0].id,
+            Prefer::Mine,
+            &Actor::agent("builder"),
+        )
         .unwrap();
     assert_eq!(pushed.unwrap().revision, 2);
     assert_eq!(s.read("default", None).unwrap().document["phase"], "test");
     assert!(s.open_conflicts("default").unwrap().is_empty());
     assert!(matches!(
-        s.resolve_conflict("default", open[0].id, Prefer::Theirs, "builder"),
+        s.resolve_conflict(
+            "default",
+            open[0].id,
+            Prefer::Theirs,
+            &Actor::agent("builder")
+        ),
         Err(StoreError::NoSuchConflict(_))
     ));
 }
@@ -265,7 +275,7 @@ fn revert_makes_a_new_revision_equal_to_an_old_one() {
         ),
     )
     .unwrap();
-    let r = s.revert("default", 0, "admin").unwrap();
+    let r = s.revert("default", 0, &Actor::agent("admin")).unwrap();
     assert_eq!(r.revision, 3);
     assert_eq!(r.checksum, s.read("default", Some(0)).unwrap().checksum);
     assert_eq!(

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Head, HistoryFilter, LogEntry, Metrics, Prefer, Snapshot, Store, StoreError, StoredConflict,
-    SyncSample, TokenInfo, VerifyReport,
+    Actor, Head, HistoryFilter, LogEntry, Metrics, Prefer, Role, Snapshot, Store, StoreError,
+    StoredConflict, SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -129,7 +129,7 @@ impl Store for RemoteStore {
         context: &str,
         id: u64,
         prefer: Prefer,
-        _agent: &str,
+        _actor: &Actor,
     ) -> Result<Option<PushResponse>, StoreError> {
         // The server acts as the token's agent.
         self.client
@@ -146,7 +146,7 @@ impl Store for RemoteStore {
             .map_err(|e| store_error(context, e))
     }
 
-    fn revert(&self, context: &str, to: u64, _agent: &str) -> Result<PushResponse, StoreError> {
+    fn revert(&self, context: &str, to: u64, _actor: &Actor) -> Result<PushResponse, StoreError> {
         self.client
             .revert(context, to)
             .map_err(|e| store_error(context, e))
@@ -170,7 +170,7 @@ impl Store for RemoteStore {
             .map_err(|e| store_error(context, e))
     }
 
-    fn create_token(&self, _: &str, _: &str, _: &str) -> Result<TokenInfo, StoreError> {
+    fn create_token(&self, _: &str, _: &str, _: &str, _: Role) -> Result<TokenInfo, StoreError> {
         Err(tokens_are_local())
     }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use ctxsync_store::Store;
+use ctxsync_store::{Role, Store};
 use serde_json::json;
 
 /// Which store the token commands act on.
@@ -33,8 +33,15 @@ pub struct TokenArgs {
 pub enum TokenCommand {
     /// Create a token acting as AGENT; prints the secret once.
     Create {
+        /// The agent this token acts as (1-64 of A-Z a-z 0-9 . _ -); a push naming
+        /// another agent is refused.
         #[arg(long)]
         agent: String,
+        /// What the token may do: `agent` reads and writes as its agent under the
+        /// ownership rules; `admin` may also revert and settle conflicts whatever the
+        /// rules say; `viewer` only reads.
+        #[arg(long, default_value = "agent", value_parser = ["agent", "admin", "viewer"])]
+        role: String,
         /// A note to tell tokens apart in `token list`.
         #[arg(long, default_value = "")]
         label: String,
@@ -77,21 +84,25 @@ pub fn run(args: &TokenArgs) -> Result<ExitCode> {
     match &args.command {
         TokenCommand::Create {
             agent,
+            role,
             label,
             store,
         } => {
+            let role: Role = role.parse().map_err(crate::InputError)?;
             let db = crate::serve::open_store(store.db.as_deref(), store.root.as_deref())?;
             let secret = new_secret()?;
             let info = db
-                .create_token(agent, &secret, label)
+                .create_token(agent, &secret, label, role)
                 .context("cannot create the token")?;
             if store.json {
                 print_json_value(&json!({"secret": secret, "token": info}));
             } else {
                 println!("{secret}");
                 eprintln!(
-                    "token {} acts as {}; the secret above is shown only once",
-                    info.id, info.agent
+                    "token {} acts as {} ({}); the secret above is shown only once",
+                    info.id,
+                    info.agent,
+                    info.role.as_str()
                 );
             }
         }
@@ -103,17 +114,29 @@ pub fn run(args: &TokenArgs) -> Result<ExitCode> {
             } else if tokens.is_empty() {
                 println!("no tokens (create one with `ctxsync token create --agent NAME`)");
             } else {
+                let agent_width = tokens
+                    .iter()
+                    .map(|t| t.agent.len())
+                    .max()
+                    .unwrap_or(5)
+                    .max(5);
+                println!(
+                    "{:<12}  {:<agent_width$}  {:<6}  {:<7}  {:<16}  {:<16}  LABEL",
+                    "ID", "AGENT", "ROLE", "STATE", "CREATED", "REVOKED"
+                );
                 for t in &tokens {
-                    let state = match t.revoked_ms {
-                        Some(ms) => format!("revoked at {}", when(ms)),
-                        None => "active".to_owned(),
+                    let (state, revoked) = match t.revoked_ms {
+                        Some(ms) => ("revoked", when(ms)),
+                        None => ("active", "-".to_owned()),
                     };
                     println!(
-                        "{}  {:<16} {:<10} created {}  {}",
+                        "{:<12}  {:<agent_width$}  {:<6}  {:<7}  {:<16}  {:<16}  {}",
                         t.id,
                         t.agent,
+                        t.role.as_str(),
                         state,
                         when(t.created_ms),
+                        revoked,
                         t.label
                     );
                 }

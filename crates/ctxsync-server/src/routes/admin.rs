@@ -174,6 +174,7 @@ struct ResolveAnswer {
     responses(
         (status = 200, description = "Resolved; `push` is the revision made for `mine`", body = schemas::ResolveAnswer),
         (status = 400, description = "Bad body, or the agent may not write the path", body = schemas::ErrorBody),
+        (status = 403, description = "Another agent's conflict (only it or an admin may settle it), or a viewer token", body = schemas::ErrorBody),
         (status = 404, description = "No such context or open conflict", body = schemas::ErrorBody),
     ),
     security(("bearer" = []))
@@ -190,8 +191,9 @@ pub async fn resolve(
     let context = ctx.clone();
     let push = state
         .authed(bearer, move |store, token| {
+            auth::may_write(&token)?;
             let body: ResolveBody = negotiate::parse(body.format, &body.bytes)?;
-            Ok(store.resolve_conflict(&context, id, body.prefer, &token.agent)?)
+            Ok(store.resolve_conflict(&context, id, body.prefer, &auth::actor(&token))?)
         })
         .await?;
     if push.as_ref().is_some_and(|p| !p.applied.is_empty()) {
@@ -234,7 +236,9 @@ struct RevertBody {
     to: u64,
 }
 
-/// Makes a new revision equal to revision `to`, as the token's agent.
+/// Makes a new revision equal to revision `to`, as the token's agent: checked like the
+/// push it is (all or nothing; 403 with the rejections when it would change paths the
+/// agent does not own), unless the token is an admin's.
 #[utoipa::path(
     post, path = "/v1/contexts/{ctx}/revert", tag = "admin",
     params(("ctx" = String, Path, description = "Context name")),
@@ -242,6 +246,7 @@ struct RevertBody {
     responses(
         (status = 200, description = "The revert's push", body = schemas::PushResponse),
         (status = 400, description = "Bad body or `to` in the future", body = schemas::ErrorBody),
+        (status = 403, description = "The revert would change paths the agent does not own (a PushResponse with `rejected`; nothing applied), or a viewer token (an ErrorBody)", body = schemas::PushResponse),
         (status = 404, description = "No such context", body = schemas::ErrorBody),
         (status = 410, description = "`to` below the horizon", body = schemas::ErrorBody),
     ),
@@ -259,14 +264,16 @@ pub async fn revert(
     let context = ctx.clone();
     let response = state
         .authed(bearer, move |store, token| {
+            auth::may_write(&token)?;
             let body: RevertBody = negotiate::parse(body.format, &body.bytes)?;
-            Ok(store.revert(&context, body.to, &token.agent)?)
+            Ok(store.revert(&context, body.to, &auth::actor(&token))?)
         })
         .await?;
     if !response.applied.is_empty() {
         state.hub().notify(&ctx);
     }
-    Ok(negotiate::reply(format, StatusCode::OK, &response))
+    let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
+    Ok(negotiate::reply(format, status, &response))
 }
 
 /// Records a sync that did not go through push (e.g. a deferred periodic sync).
@@ -317,7 +324,10 @@ pub async fn snapshot(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let head = state
-        .authed(bearer, move |store, _token| Ok(store.snapshot(&ctx)?))
+        .authed(bearer, move |store, token| {
+            auth::may_write(&token)?;
+            Ok(store.snapshot(&ctx)?)
+        })
         .await?;
     Ok(negotiate::reply(format, StatusCode::OK, &head))
 }

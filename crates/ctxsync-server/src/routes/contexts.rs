@@ -61,6 +61,7 @@ struct CreateBody {
     responses(
         (status = 201, description = "Created", body = schemas::Head),
         (status = 400, description = "Bad name, template or document", body = schemas::ErrorBody),
+        (status = 403, description = "A viewer (read-only) token", body = schemas::ErrorBody),
         (status = 409, description = "The context exists", body = schemas::ErrorBody),
         (status = 413, description = "Body or document too large", body = schemas::ErrorBody),
     ),
@@ -76,7 +77,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let format = Format::of_answer(&headers, q.format.as_deref())?;
     let head = state
-        .authed(bearer, move |store, _token| {
+        .authed(bearer, move |store, token| {
+            crate::auth::may_write(&token)?;
             let body: CreateBody =
                 negotiate::parse_optional(body.format, &body.bytes)?.unwrap_or_default();
             let document = match (body.document, body.template) {

@@ -19,12 +19,13 @@ pub async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready: the store answers.
+/// Ready: the store answers, and a push acknowledged now would be durable (its files are
+/// in place, its disk is not full).
 #[utoipa::path(
     get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "The store is reachable", body = schemas::Status),
-        (status = 503, description = "The store is not reachable", body = schemas::ErrorBody),
+        (status = 200, description = "The store is reachable and writable", body = schemas::Status),
+        (status = 503, description = "The store is not reachable, or cannot take durable writes (the reason says which)", body = schemas::ErrorBody),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -32,6 +33,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
         .blocking(|store| {
             store
                 .list_contexts()
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            store
+                .writable()
                 .map_err(|e| ApiError::unavailable(e.to_string()))
         })
         .await?;

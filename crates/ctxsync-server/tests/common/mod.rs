@@ -64,7 +64,9 @@ impl Server {
     /// A new token acting as `agent`.
     pub fn token(&self, agent: &str) -> String {
         let secret = format!("test-secret-{agent}-{}", ulid_like());
-        self.store.create_token(agent, &secret, "test").unwrap();
+        self.store
+            .create_token(agent, &secret, "test", ctxsync_store::Role::Agent)
+            .unwrap();
         secret
     }
 

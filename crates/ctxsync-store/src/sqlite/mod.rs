@@ -7,6 +7,7 @@
 //! checked against the database's revision, so several processes sharing one file stay
 //! correct: each transaction re-reads the head under SQLite's write lock.
 
+mod health;
 mod read;
 mod schema;
 mod tokens;
@@ -81,6 +82,7 @@ pub(crate) struct Cached {
 
 pub(crate) struct Shared {
     path: PathBuf,
+    health: health::Health,
     options: StoreOptions,
     cache: Mutex<HashMap<String, Arc<Cached>>>,
     readers: Mutex<Vec<Connection>>,
@@ -107,10 +109,13 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: impl AsRef<FsPath>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        health::create_private(&path)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", path.display())))?;
         let mut conn = Connection::open(&path)?;
         schema::configure(&conn, options.synchronous)?;
         schema::migrate(&mut conn)?;
         let shared = Arc::new(Shared {
+            health: health::Health::new(&path),
             path,
             options,
             cache: Mutex::new(HashMap::new()),
@@ -380,19 +385,19 @@ impl Store for SqliteStore {
         context: &str,
         id: u64,
         prefer: Prefer,
-        agent: &str,
+        actor: &Actor,
     ) -> Result<Option<PushResponse>, StoreError> {
-        let (context, agent) = (context.to_owned(), agent.to_owned());
-        self.exec(move |w| w.resolve_conflict(&context, id, prefer, &agent))
+        let (context, actor) = (context.to_owned(), actor.clone());
+        self.exec(move |w| w.resolve_conflict(&context, id, prefer, &actor))
     }
 
     fn verify(&self, context: &str) -> Result<VerifyReport, StoreError> {
         self.with_reader(|conn| read::verify(conn, context))
     }
 
-    fn revert(&self, context: &str, to: u64, agent: &str) -> Result<PushResponse, StoreError> {
-        let (context, agent) = (context.to_owned(), agent.to_owned());
-        self.exec(move |w| w.revert(&context, to, &agent))
+    fn revert(&self, context: &str, to: u64, actor: &Actor) -> Result<PushResponse, StoreError> {
+        let (context, actor) = (context.to_owned(), actor.clone());
+        self.exec(move |w| w.revert(&context, to, &actor))
     }
 
     fn record_sync(&self, context: &str, sample: &SyncSample) -> Result<(), StoreError> {
@@ -414,6 +419,7 @@ impl Store for SqliteStore {
         agent: &str,
         secret: &str,
         label: &str,
+        role: Role,
     ) -> Result<TokenInfo, StoreError> {
         validate_agent_name(agent)?;
         if secret.len() < 16 {
@@ -422,7 +428,8 @@ impl Store for SqliteStore {
             ));
         }
         let (agent, secret, label) = (agent.to_owned(), secret.to_owned(), label.to_owned());
-        let info = self.exec(move |w| tokens::create(w.connection(), &agent, &secret, &label))?;
+        let info =
+            self.exec(move |w| tokens::create(w.connection(), &agent, &secret, &label, role))?;
         tokens::bump_epoch(&self.shared.path);
         Ok(info)
     }
@@ -444,6 +451,10 @@ impl Store for SqliteStore {
 
     fn token_epoch(&self) -> Option<u128> {
         tokens::epoch(&self.shared.path)
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        self.shared.health.check(&self.shared.path)
     }
 }
 

@@ -47,27 +47,33 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<
     serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
 }
 
-/// The newest snapshot at or before `revision`.
+/// The newest snapshot at or before `revision` whose document matches its checksum. A
+/// snapshot that does not (tampered with, or damaged) is skipped with a warning, and the
+/// one before it is used instead: a read never starts from data it cannot vouch for.
 pub(crate) fn snapshot_before(
     conn: &Connection,
     context: &str,
     revision: u64,
 ) -> Result<(u64, Value, String), StoreError> {
-    let row: Option<(i64, String, String)> = conn
-        .prepare_cached(
-            "SELECT revision, doc, checksum FROM snapshots
-             WHERE context = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
-        )?
-        .query_row(params![context, revision as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    let (rev, doc, sum) = row.ok_or_else(|| {
-        corrupt(format!(
-            "no snapshot of {context:?} at or before {revision}"
-        ))
-    })?;
-    Ok((rev as u64, parse_json(&doc, "snapshot")?, sum))
+    let mut stmt = conn.prepare_cached(
+        "SELECT revision, doc, checksum FROM snapshots
+         WHERE context = ?1 AND revision <= ?2 ORDER BY revision DESC",
+    )?;
+    let mut rows = stmt.query(params![context, revision as i64])?;
+    while let Some(row) = rows.next()? {
+        let (rev, doc, sum): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        match serde_json::from_str::<Value>(&doc) {
+            Ok(doc) if checksum(&doc) == sum => return Ok((rev as u64, doc, sum)),
+            _ => tracing::warn!(
+                context,
+                revision = rev,
+                "snapshot does not match its checksum; reading from an older one (run `ctxsync verify`)"
+            ),
+        }
+    }
+    Err(corrupt(format!(
+        "no intact snapshot of {context:?} at or before revision {revision}"
+    )))
 }
 
 /// The document at `revision`: the snapshot before it plus the op log replayed.
@@ -146,7 +152,12 @@ pub(crate) fn history(
     let mut out = Vec::new();
     for row in rows {
         let (mut entry, edits) = row?;
-        entry.edits = parse_json(&edits, "op log edits")?;
+        match parse_json(&edits, "op log edits") {
+            Ok(edits) => entry.edits = edits,
+            // One unreadable row must not hide the rest of the history: it is listed,
+            // marked, without its edits (`verify` reports it in full).
+            Err(e) => entry.summary = format!("{} [unreadable: {e}]", entry.summary),
+        }
         out.push(entry);
     }
     Ok(out)
@@ -186,29 +197,43 @@ pub(crate) fn open_conflicts(
 }
 
 /// Replays the log from the oldest snapshot and checks every stored checksum: the op
-/// log's, the snapshots' and the head's.
+/// log's, the head's, and every snapshot's twice (its document against its own checksum,
+/// and its checksum against the replay), so a tampered snapshot is found even when its
+/// checksum column was left alone. An unreadable op-log row is reported and the check
+/// goes on.
 pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, StoreError> {
     let head = head(conn, context)?;
     let mut problems = Vec::new();
-    let (start, mut doc, snap_sum) = snapshot_before(conn, context, head.horizon)?;
-    if checksum(&doc) != snap_sum {
-        problems.push(format!("snapshot at revision {start}: checksum mismatch"));
-    }
     let mut snapshots: HashMap<u64, String> = HashMap::new();
     {
         let mut stmt =
-            conn.prepare("SELECT revision, checksum FROM snapshots WHERE context = ?1")?;
-        let rows = stmt.query_map([context], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (rev, sum) = row?;
+            conn.prepare("SELECT revision, checksum, doc FROM snapshots WHERE context = ?1")?;
+        let mut rows = stmt.query([context])?;
+        while let Some(row) = rows.next()? {
+            let (rev, sum, doc): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            match serde_json::from_str::<Value>(&doc) {
+                Ok(doc) if checksum(&doc) == sum => {}
+                Ok(_) => problems.push(format!(
+                    "snapshot at revision {rev}: its document does not match its checksum"
+                )),
+                Err(e) => problems.push(format!("snapshot at revision {rev}: unreadable: {e}")),
+            }
             snapshots.insert(rev as u64, sum);
         }
     }
+    let (start, mut doc, _) = snapshot_before(conn, context, head.horizon)?;
     let mut checked = 0;
     let mut expected_revision = start + 1;
-    for entry in log_range(conn, context, start, head.revision)? {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM oplog
+         WHERE context = ?1 AND revision > ?2 AND revision <= ?3 ORDER BY revision"
+    ))?;
+    let rows = stmt.query_map(
+        params![context, start as i64, head.revision as i64],
+        entry_from_row,
+    )?;
+    for row in rows {
+        let (entry, edits) = row?;
         if entry.revision != expected_revision {
             problems.push(format!(
                 "gap in the op log: expected revision {expected_revision}, found {}",
@@ -216,13 +241,18 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
             ));
         }
         expected_revision = entry.revision + 1;
-        for edit in &entry.edits {
-            if let Err(e) = apply_edit(&mut doc, edit) {
-                problems.push(format!(
-                    "revision {}: edit does not replay: {e}",
-                    entry.revision
-                ));
+        match parse_json::<Vec<Edit>>(&edits, "op log edits") {
+            Ok(edits) => {
+                for edit in &edits {
+                    if let Err(e) = apply_edit(&mut doc, edit) {
+                        problems.push(format!(
+                            "revision {}: edit does not replay: {e}",
+                            entry.revision
+                        ));
+                    }
+                }
             }
+            Err(e) => problems.push(format!("revision {}: unreadable: {e}", entry.revision)),
         }
         let sum = checksum(&doc);
         checked += 1;
@@ -232,7 +262,7 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
         if let Some(snap) = snapshots.get(&entry.revision) {
             if *snap != sum {
                 problems.push(format!(
-                    "snapshot at revision {}: checksum mismatch",
+                    "snapshot at revision {}: checksum does not match the replay",
                     entry.revision
                 ));
             }

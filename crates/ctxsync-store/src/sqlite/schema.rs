@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::Synchronous;
 
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS requests(
     request_id TEXT NOT NULL,
     response   TEXT NOT NULL,
     ts_ms      INTEGER NOT NULL,
+    -- checksum of the request without its key (schema 3): a reused key with other
+    -- changes is refused instead of answered with the first request's result
+    fingerprint TEXT,
     PRIMARY KEY(context, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_by_time ON requests(ts_ms);
@@ -86,9 +89,17 @@ CREATE TABLE IF NOT EXISTS tokens(
     agent      TEXT NOT NULL,
     label      TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    revoked_ms INTEGER
+    revoked_ms INTEGER,
+    -- agent | admin | viewer (schema 3)
+    role       TEXT NOT NULL DEFAULT 'agent'
 );
 ";
+
+/// Columns added after a table was first created: (table, column, definition).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("requests", "fingerprint", "TEXT"),
+    ("tokens", "role", "TEXT NOT NULL DEFAULT 'agent'"),
+];
 
 /// Settings for every connection: WAL so readers never block the writer, a generous busy
 /// timeout so several processes on one file wait for each other instead of failing.
@@ -115,8 +126,29 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::ToSqlConversionFailure(
+            format!(
+                "this store has schema version {version}, written by a newer ctxsync \
+                 (this one reads up to {SCHEMA_VERSION}); upgrade ctxsync"
+            )
+            .into(),
+        ));
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = tx
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
     tx.execute(
         "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
         [SCHEMA_VERSION.to_string()],

@@ -65,16 +65,22 @@ fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
         label: row.get(2)?,
         created_ms: row.get::<_, i64>(3)? as u64,
         revoked_ms: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        // An unknown role (a newer ctxsync's) reads as the least powerful one.
+        role: row
+            .get::<_, String>(5)?
+            .parse()
+            .unwrap_or(ctxsync_core::records::Role::Viewer),
     })
 }
 
-const COLUMNS: &str = "id, agent, label, created_ms, revoked_ms";
+const COLUMNS: &str = "id, agent, label, created_ms, revoked_ms, role";
 
 pub(crate) fn create(
     conn: &Connection,
     agent: &str,
     secret: &str,
     label: &str,
+    role: ctxsync_core::records::Role,
 ) -> Result<TokenInfo, StoreError> {
     let hash = hash_secret(secret);
     // The public id is a prefix of the hash: enough to name a token in `token revoke`,
@@ -82,8 +88,9 @@ pub(crate) fn create(
     let id = hash[..12].to_owned();
     let created_ms = now_ms();
     conn.execute(
-        "INSERT INTO tokens(id, hash, agent, label, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, hash, agent, label, created_ms as i64],
+        "INSERT INTO tokens(id, hash, agent, label, created_ms, role)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, hash, agent, label, created_ms as i64, role.as_str()],
     )?;
     Ok(TokenInfo {
         id,
@@ -91,6 +98,7 @@ pub(crate) fn create(
         label: label.to_owned(),
         created_ms,
         revoked_ms: None,
+        role,
     })
 }
 

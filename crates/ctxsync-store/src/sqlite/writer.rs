@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use ctxsync_core::push::{evaluate, PriorWrite, Strategy};
+use ctxsync_core::limits::{Budget, LimitError};
+use ctxsync_core::push::{evaluate_within, PriorWrite, Strategy};
 use ctxsync_core::{checksum_and_size, Change, Level, Ownership, Path, PushRequest, PushResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
@@ -164,6 +165,12 @@ impl Writer {
             replies.push(reply);
             requests.push((context, request, started));
         }
+        if let Err(e) = self.check_durable() {
+            for done in replies {
+                done(Err(StoreError::ReadOnly(e.clone())));
+            }
+            return;
+        }
         // Each context once: publishing copies its document for the readers.
         let touched: std::collections::BTreeSet<String> =
             requests.iter().map(|p| p.0.clone()).collect();
@@ -217,12 +224,45 @@ impl Writer {
         }
     }
 
+    /// Refuses to commit once the WAL has lost its name: what it holds is copied into the
+    /// database first (the handle still reads it), so every push acknowledged so far stays,
+    /// and nothing more is acknowledged that a crash would lose.
+    fn check_durable(&mut self) -> Result<(), String> {
+        if let Some(reason) = self.shared.health.stopped() {
+            return Err(reason);
+        }
+        if !self.shared.health.wal_missing() {
+            return Ok(());
+        }
+        let saved = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| e.to_string());
+        let wal = self.shared.health.wal_path().display().to_string();
+        let reason = match saved {
+            Ok(0) => format!(
+                "the write-ahead log {wal} was deleted while the store was open; every acknowledged \
+                 push was copied into the database; writes are refused until the store is reopened \
+                 (restart the server)"
+            ),
+            other => format!(
+                "the write-ahead log {wal} was deleted while the store was open and copying it into \
+                 the database did not finish ({other:?}); writes are refused; do not stop the process \
+                 before backing up the database"
+            ),
+        };
+        tracing::error!("{reason}");
+        self.shared.health.stop(reason.clone());
+        Err(reason)
+    }
+
     /// Runs `f` in its own immediate transaction; on failure forgets cached documents.
     fn transaction<T>(
         &mut self,
         context: &str,
         f: impl FnOnce(&Transaction<'_>, &mut HashMap<String, Cached>, &Shared) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.check_durable().map_err(StoreError::ReadOnly)?;
         let result = (|| {
             let tx = self
                 .conn
@@ -294,17 +334,26 @@ impl Writer {
         context: &str,
         id: u64,
         prefer: Prefer,
-        agent: &str,
+        actor: &Actor,
     ) -> Result<Option<PushResponse>, StoreError> {
+        let agent = actor.agent.as_str();
         self.transaction(context, |tx, docs, shared| {
-            let detail: Option<String> = tx
+            let row: Option<(String, String)> = tx
                 .query_row(
-                    "SELECT detail FROM conflicts WHERE id = ?1 AND context = ?2 AND status = 'open'",
+                    "SELECT detail, agent FROM conflicts WHERE id = ?1 AND context = ?2 AND status = 'open'",
                     params![id as i64, context],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let detail = detail.ok_or(StoreError::NoSuchConflict(id))?;
+            let (detail, owner) = row.ok_or(StoreError::NoSuchConflict(id))?;
+            if actor.role == Role::Viewer {
+                return Err(StoreError::Forbidden("a viewer cannot settle conflicts".into()));
+            }
+            if owner != agent && actor.role != Role::Admin {
+                return Err(StoreError::Forbidden(format!(
+                    "conflict {id} is {owner}'s to settle (or an admin's), not {agent}'s"
+                )));
+            }
             let conflict: ctxsync_core::Conflict =
                 serde_json::from_str(&detail).map_err(|e| corrupt(format!("conflict {id}: {e}")))?;
             let response = match prefer {
@@ -319,7 +368,13 @@ impl Writer {
                         summary: format!("resolve conflict {id} at {} (mine)", conflict.path),
                         changes: vec![ctxsync_core::push::force_change(&conflict)],
                     };
-                    let r = push_one(tx, docs, shared, context, request, Instant::now())?;
+                    let open = Ownership::default();
+                    let ownership = if actor.role == Role::Admin {
+                        &open
+                    } else {
+                        &shared.options.ownership
+                    };
+                    let r = push_with(tx, docs, shared, context, request, Instant::now(), ownership)?;
                     if let Some(rejected) = r.rejected.first() {
                         return Err(StoreError::Invalid(format!(
                             "{agent} may not write {} (owners: {})",
@@ -349,8 +404,12 @@ impl Writer {
         &mut self,
         context: &str,
         to: u64,
-        agent: &str,
+        actor: &Actor,
     ) -> Result<PushResponse, StoreError> {
+        if actor.role == Role::Viewer {
+            return Err(StoreError::Forbidden("a viewer cannot revert".into()));
+        }
+        let agent = actor.agent.as_str();
         self.transaction(context, |tx, docs, shared| {
             let current = load(tx, docs, context)?;
             if to > current.head.revision {
@@ -372,13 +431,28 @@ impl Writer {
                 level: Level::Checkpoint,
                 base_revision: None,
                 request_id: None,
-                strategy: Strategy::Force,
+                // All or nothing: half a revert is a state no revision ever had.
+                strategy: Strategy::Atomic,
                 summary: format!("revert to revision {to}"),
                 changes,
             };
-            // A revert restores history; ownership rules guard edits, not restores.
+            // A revert is a push like any other: it may not rewrite what others own,
+            // unless an admin asks for it.
             let open = Ownership::default();
-            push_with(tx, docs, shared, context, request, Instant::now(), &open)
+            let ownership = if actor.role == Role::Admin {
+                &open
+            } else {
+                &shared.options.ownership
+            };
+            push_with(
+                tx,
+                docs,
+                shared,
+                context,
+                request,
+                Instant::now(),
+                ownership,
+            )
         })
     }
 
@@ -474,12 +548,20 @@ fn push_with(
     if request.agent.trim().is_empty() {
         return Err(StoreError::Invalid("a push needs an `agent`".into()));
     }
+    super::validate_agent_name(&request.agent)?;
+    let fingerprint = request.request_id.as_ref().map(|_| fingerprint(&request));
     if let Some(id) = &request.request_id {
-        let stored: Option<String> = tx
-            .prepare_cached("SELECT response FROM requests WHERE context = ?1 AND request_id = ?2")?
-            .query_row(params![context, id], |r| r.get(0))
+        let stored: Option<(String, Option<String>)> = tx
+            .prepare_cached(
+                "SELECT response, fingerprint FROM requests WHERE context = ?1 AND request_id = ?2",
+            )?
+            .query_row(params![context, id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if let Some(stored) = stored {
+        if let Some((stored, stored_fingerprint)) = stored {
+            // Keys stored before fingerprints were kept replay as they always did.
+            if stored_fingerprint.is_some() && stored_fingerprint != fingerprint {
+                return Err(StoreError::RequestIdReused(id.clone()));
+            }
             let mut response: PushResponse = serde_json::from_str(&stored)
                 .map_err(|e| corrupt(format!("stored answer: {e}")))?;
             response.replayed = true;
@@ -509,14 +591,20 @@ fn push_with(
         }
         _ => Vec::new(),
     };
-    let evaluation = evaluate(
+    let budget = Budget::for_document(cached.head.size, shared.options.max_document_bytes);
+    let evaluation = evaluate_within(
         &mut cached.doc,
         &request,
         cached.head.revision,
         &since_base,
         ownership,
+        budget,
     )
-    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    .map_err(|e| match e.limit {
+        Some(LimitError::TooLarge { size, limit }) => StoreError::TooLarge { size, limit },
+        Some(_) => StoreError::OverLimit(e.to_string()),
+        None => StoreError::Invalid(e.to_string()),
+    })?;
 
     let now = now_ms();
     let mut response = PushResponse {
@@ -592,9 +680,10 @@ fn push_with(
     if let Some(id) = &request.request_id {
         let text = serde_json::to_string(&response).map_err(corrupt)?;
         tx.prepare_cached(
-            "INSERT INTO requests(context, request_id, response, ts_ms) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO requests(context, request_id, response, ts_ms, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![context, id, text, now as i64])?;
+        .execute(params![context, id, text, now as i64, fingerprint])?;
     }
     let outcome = if !response.conflicts.is_empty() {
         SyncOutcome::Conflict
@@ -616,6 +705,15 @@ fn push_with(
         },
     )?;
     Ok(response)
+}
+
+/// What a request asks for, apart from its key: a replay with the same key must ask for the
+/// same thing, or it is a different request that reused a key.
+fn fingerprint(request: &PushRequest) -> String {
+    let mut keyless = request.clone();
+    keyless.request_id = None;
+    let value = serde_json::to_value(&keyless).unwrap_or(Value::Null);
+    ctxsync_core::checksum(&value)
 }
 
 /// Writes a snapshot of the newest document, and drops idempotency keys past their time

@@ -10,7 +10,7 @@ use ctxsync_client::{local_changes, parse_document, pull_into, SyncOptions, Work
 use ctxsync_core::{
     get as get_value, Change, Expect, Level, Path, PushRequest, PushResponse, Strategy,
 };
-use ctxsync_store::{HistoryFilter, SqliteStore, Store};
+use ctxsync_store::{Actor, HistoryFilter, SqliteStore, Store};
 use serde_json::{json, Value};
 
 use ctxsync_client::{Outbox, RemoteClient};
@@ -502,9 +502,12 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             if explicit && open.agent != agent {
                 continue;
             }
-            let pushed =
-                env.store
-                    .resolve_conflict(&env.context, open.id, args.prefer, &open.agent)?;
+            let pushed = env.store.resolve_conflict(
+                &env.context,
+                open.id,
+                args.prefer,
+                &Actor::agent(&open.agent),
+            )?;
             resolved.push(json!({"id": open.id, "path": open.conflict.path, "prefer": args.prefer, "revision": pushed.map(|p| p.revision)}));
         }
         if !resolved.is_empty() && wc.exists() {
@@ -690,7 +693,7 @@ pub fn verify(common: &Common) -> Result<ExitCode> {
 pub fn revert(common: &Common, to: u64, agent: Option<&str>) -> Result<ExitCode> {
     let env = open(common)?;
     let agent = env.config.agent(agent);
-    let response = env.store.revert(&env.context, to, &agent)?;
+    let response = env.store.revert(&env.context, to, &Actor::agent(agent))?;
     if common.json {
         print_json(&response);
     } else {
