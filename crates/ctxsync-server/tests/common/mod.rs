@@ -63,9 +63,14 @@ impl Server {
 
     /// A new token acting as `agent`.
     pub fn token(&self, agent: &str) -> String {
+        self.token_with_role(agent, ctxsync_store::Role::Agent)
+    }
+
+    /// A new token acting as `agent` with `role`.
+    pub fn token_with_role(&self, agent: &str, role: ctxsync_store::Role) -> String {
         let secret = format!("test-secret-{agent}-{}", ulid_like());
         self.store
-            .create_token(agent, &secret, "test", ctxsync_store::Role::Agent)
+            .create_token(agent, &secret, "test", role)
             .unwrap();
         secret
     }
