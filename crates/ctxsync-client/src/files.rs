@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use ctxsync_core::limits::{self, StrictValue};
 use serde_json::Value;
 
 use crate::ClientError;
@@ -35,8 +36,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
 }
 
 /// Parses YAML (which includes JSON) into a JSON value. `what` names the input in errors.
+/// Under the same rules as the server's bodies: a leading byte-order mark is dropped,
+/// bracket nesting is bounded before the parser runs, `.nan`/`.inf` are refused (JSON
+/// cannot hold them) and so is nesting past the document limit.
 pub fn parse_document(text: &str, what: &str) -> Result<Value, ClientError> {
-    serde_norway::from_str::<Value>(text)
+    let text = limits::strip_bom(text);
+    limits::check_text_nesting(text.as_bytes())
+        .map_err(|e| ClientError::Input(format!("{what}: {e}")))?;
+    serde_norway::from_str::<StrictValue>(text)
+        .map(|v| v.0)
         .map_err(|e| ClientError::Input(format!("{what}: malformed YAML/JSON: {e}")))
 }
 

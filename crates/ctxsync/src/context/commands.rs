@@ -696,6 +696,10 @@ pub fn revert(common: &Common, to: u64, agent: Option<&str>) -> Result<ExitCode>
     let response = env.store.revert(&env.context, to, &Actor::agent(agent))?;
     if common.json {
         print_json(&response);
+    } else if response.is_partial() {
+        // A revert is all or nothing: refused, nothing changed.
+        println!("revert to revision {to} refused; nothing changed:");
+        output::print_push(&response);
     } else {
         println!(
             "reverted to revision {to}: new revision {} (checksum {})",
@@ -703,5 +707,5 @@ pub fn revert(common: &Common, to: u64, agent: Option<&str>) -> Result<ExitCode>
             output::short(&response.checksum)
         );
     }
-    exit(0)
+    exit(if response.is_partial() { CONFLICT } else { 0 })
 }
