@@ -320,7 +320,15 @@ fn real_conflict_atomic_defer_and_resolve(mode: Mode) {
     assert_eq!(open.as_array().unwrap().len(), 1);
     assert_eq!(p.run(&["conflicts"]).status.code(), Some(1));
 
-    p.ok(&["sync", "--resolve-conflicts", "--prefer", "theirs"]);
+    // Only the agent whose push conflicted (or an admin) may settle it.
+    p.ok(&[
+        "sync",
+        "--resolve-conflicts",
+        "--prefer",
+        "theirs",
+        "--agent",
+        "builder",
+    ]);
     assert_eq!(p.json(&["conflicts"]), json!([]));
     assert_eq!(
         p.ok(&["get", "project_state.current_phase"]).trim(),
