@@ -561,7 +561,7 @@ pub fn apply_change_within(
     };
     let mut next = budget.clone();
     if let Some(value) = incoming {
-        if change.path.len() + limits::depth(value) > MAX_DEPTH {
+        if change.path.segment_count() + limits::depth(value) > MAX_DEPTH {
             return Err(ApplyError::Limit(LimitError::TooDeep { limit: MAX_DEPTH }));
         }
         let bytes = limits::json_size(value);

@@ -144,7 +144,7 @@ impl Path {
     }
 
     /// Number of segments.
-    pub fn len(&self) -> usize {
+    pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
 
