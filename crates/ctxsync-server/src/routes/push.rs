@@ -16,6 +16,10 @@ use crate::negotiate::{self, Answer, RawBody};
 use crate::openapi::schemas;
 use crate::AppState;
 
+/// Bodies up to this size are parsed where the request runs (cheap: a few hundred
+/// microseconds at most); larger ones on the blocking pool.
+const PARSE_INLINE_MAX_BYTES: usize = 64 * 1024;
+
 /// Pushes changes; answers once the revision is durable.
 #[utoipa::path(
     post, path = "/v1/contexts/{ctx}/push", tag = "contexts",
@@ -46,21 +50,27 @@ pub async fn push(
     // The blocking hop only authenticates, parses and queues the push; the answer
     // comes back through a channel once the store's writer has committed it, so no
     // thread waits out the fsync.
-    let queued = state
-        .authed_write(bearer, move |store, token| {
-            let request: PushRequest = negotiate::parse(body.format, &body.bytes)?;
-            auth::same_agent(&token, &request.agent, "push")?;
-            let (answer, answered) = tokio::sync::oneshot::channel();
-            store.push_then(
-                &context,
-                request,
-                Box::new(move |result| {
-                    let _ = answer.send(result);
-                }),
-            );
-            Ok(answered)
-        })
-        .await;
+    let heavy = body.bytes.len() > PARSE_INLINE_MAX_BYTES;
+    let parse_and_queue = move |store: &dyn ctxsync_store::Store, token| {
+        let request: PushRequest = negotiate::parse(body.format, &body.bytes)?;
+        auth::same_agent(&token, &request.agent, "push")?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        store.push_then(
+            &context,
+            request,
+            Box::new(move |result| {
+                let _ = answer.send(result);
+            }),
+        );
+        Ok(answered)
+    };
+    // A large body is parsed on the blocking pool, never on an async worker, so a slow
+    // parse cannot stall other requests (health checks, event streams).
+    let queued = if heavy {
+        state.authed(bearer, parse_and_queue).await
+    } else {
+        state.authed_write(bearer, parse_and_queue).await
+    };
     let result = match queued {
         Ok(answered) => match answered.await {
             Ok(Ok(response)) => Ok(response),
