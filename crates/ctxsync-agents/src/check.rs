@@ -162,5 +162,10 @@ fn heading_slugs(
             std::fs::read_to_string(&canon).ok()?
         }
     };
-    Some(refs::headings(&text).into_iter().map(|h| h.slug).collect())
+    Some(
+        refs::headings(crate::parse::strip_bom(&text))
+            .into_iter()
+            .map(|h| h.slug)
+            .collect(),
+    )
 }
