@@ -130,11 +130,7 @@ pub fn check(root: &Path, cfg: &AgentsConfig) -> Result<CheckReport> {
     let graph = Graph::build(&texts, &renames);
     let referenced = graph.referenced();
     for f in lib.files.keys() {
-        let root_dir = lib.root_of(f);
-        let is_support = lib.modular_roots.contains(root_dir)
-            && paths::parent(f) != root_dir
-            && !paths::file_name(f).eq_ignore_ascii_case("readme.md");
-        if is_support && !referenced.contains(f.as_str()) {
+        if lib.is_support(f) && !referenced.contains(f.as_str()) {
             report.unreferenced.push(f.clone());
         }
     }
@@ -166,5 +162,10 @@ fn heading_slugs(
             std::fs::read_to_string(&canon).ok()?
         }
     };
-    Some(refs::headings(&text).into_iter().map(|h| h.slug).collect())
+    Some(
+        refs::headings(crate::parse::strip_bom(&text))
+            .into_iter()
+            .map(|h| h.slug)
+            .collect(),
+    )
 }

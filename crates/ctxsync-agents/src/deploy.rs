@@ -76,6 +76,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// The environment variable of [`test_crash_point`].
+pub const TEST_ABORT_AFTER_WRITES: &str = "CTXSYNC_TEST_ABORT_AFTER_WRITES";
+
+/// Test hook, unset in normal use: with `CTXSYNC_TEST_ABORT_AFTER_WRITES=N` in the
+/// environment the process aborts (as a crash would: no destructors, nothing more
+/// flushed or recorded) right after the N-th output is put in place or removed, so
+/// tests can stop a deploy half-way at a known point. Called by every writer of
+/// outputs after each rename into place and each removal.
+pub fn test_crash_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    let limit = LIMIT.get_or_init(|| std::env::var(TEST_ABORT_AFTER_WRITES).ok()?.parse().ok());
+    if let Some(limit) = *limit {
+        if DONE.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
+            std::process::abort();
+        }
+    }
+}
+
 /// Removes a file; absent is fine.
 pub fn remove_file(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
@@ -326,7 +346,10 @@ impl Batch {
                         sync_dir(stage)?;
                     }
                     match std::fs::rename(stage, dest) {
-                        Ok(()) => moved_whole.push(stage.as_path()),
+                        Ok(()) => {
+                            moved_whole.push(stage.as_path());
+                            test_crash_point();
+                        }
                         Err(e) => {
                             tracing::debug!(
                                 "{}: appeared while staging ({e}); moving files one by one",
@@ -352,6 +375,7 @@ impl Batch {
                 self.staged.folders = folders;
                 return Err(Error::io(dest, e));
             }
+            test_crash_point();
         }
         // Staging folders emptied one by one are removed (those renamed are gone).
         for stage in &folders {
@@ -461,6 +485,18 @@ const STALE_STAGE_SECS: u64 = 3600;
 /// them: made by a process that no longer runs (Linux: no `/proc/<pid>`), or an hour
 /// old. Best effort; what cannot be removed stays.
 fn remove_stale_stages(parent: &Path) {
+    remove_stale(parent, true);
+}
+
+/// Removes what runs that died left in output folder `dir`: temp files beside
+/// outputs and staging folders (see [`remove_stale_stages`]). Best effort.
+pub fn remove_stale_temps(dir: &Path) {
+    remove_stale(dir, false);
+}
+
+/// [`remove_stale_stages`], and with `!only_stages` stale temp files too
+/// (`<pid>-<writer>-<i>-<attempt>`).
+fn remove_stale(parent: &Path, only_stages: bool) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -474,10 +510,16 @@ fn remove_stale_stages(parent: &Path) {
         let Some((pid, tail)) = rest.split_once('-') else {
             continue;
         };
-        let (Ok(pid), true) = (pid.parse::<u32>(), tail.starts_with("dir")) else {
+        let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
-        if pid == self::pid() || !ent.file_type().is_ok_and(|t| t.is_dir()) {
+        let is_dir = ent.file_type().is_ok_and(|t| t.is_dir());
+        let is_stage = tail.starts_with("dir") && is_dir;
+        let is_temp = !only_stages
+            && !is_dir
+            && tail.split('-').count() == 3
+            && tail.split('-').all(|n| n.parse::<u64>().is_ok());
+        if pid == self::pid() || !(is_stage || is_temp) {
             continue;
         }
         let gone = if cfg!(target_os = "linux") {
@@ -491,7 +533,13 @@ fn remove_stale_stages(parent: &Path) {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age.as_secs() >= STALE_STAGE_SECS);
-        if gone || old {
+        if (gone || old) && is_temp {
+            let path = ent.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed a stale temp file {}", path.display()),
+                Err(e) => tracing::debug!("{}: not removed: {e}", path.display()),
+            }
+        } else if gone || old {
             let path = ent.path();
             // Only our own staged files are in there: its files, then the folder.
             if let Ok(files) = std::fs::read_dir(&path) {
@@ -643,6 +691,24 @@ mod tests {
             std::fs::read(parent.join("agents/b.agent.md")).unwrap(),
             b"b"
         );
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_live_or_foreign_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let stale = dir.join(format!("{TEMP_PREFIX}-4294967295-0-3-0"));
+        let live = dir.join(format!("{TEMP_PREFIX}-{}-0-3-0", pid()));
+        let random = dir.join(format!("{TEMP_PREFIX}AbC123"));
+        let output = dir.join("a.agent.md");
+        for f in [&stale, &live, &random, &output] {
+            std::fs::write(f, "x").unwrap();
+        }
+        let stage = dir.join(format!("{TEMP_PREFIX}-4294967295-dir0-0"));
+        std::fs::create_dir(&stage).unwrap();
+        remove_stale_temps(dir);
+        assert!(!stale.exists() && !stage.exists());
+        assert!(live.exists() && random.exists() && output.exists());
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //!
 //! * `D/<basename D>.md` is a modular OpenAgentBuilder agent whose root is `D`; every
 //!   other file below `D` (modules, tasks, checklists) is a support file of that agent.
+//! * A file inside a `modules/`, `tasks/` or `checklists/` folder (anywhere below a
+//!   source) is a support file too, never an agent: its root is the folder that holds
+//!   that folder. So a modular agent's folder renamed away from `<folder>.md` keeps its
+//!   main file as the agent (read as a single-file agent rooted at that folder: same
+//!   name, same references) and its modules stay modules. A folder holding such support
+//!   folders but no Markdown file of its own is reported: nothing in it is published.
 //! * Any other `.md` file is a single-file agent (OpenAgentBuilder or a Claude Code
 //!   subagent), whose root is its folder. `README.md` files are documentation.
 //!
@@ -59,6 +65,9 @@ pub struct Library {
     pub roots: BTreeMap<String, String>,
     /// Modular agent roots.
     pub modular_roots: BTreeSet<String>,
+    /// The source folders walked (repository-relative, no trailing `/`), for
+    /// [`Library::is_support`].
+    pub sources: Vec<String>,
     /// Things skipped that the user should know about.
     pub warnings: Vec<String>,
     /// Every folder walked by its real path -> its mtime (ns) when walked, or
@@ -191,6 +200,47 @@ impl Library {
             .map(String::as_str)
             .unwrap_or_else(|| paths::parent(file))
     }
+
+    /// Whether library file `file` supports an agent (a module, task or checklist)
+    /// rather than being one or documenting one.
+    pub fn is_support(&self, file: &str) -> bool {
+        if paths::file_name(file).eq_ignore_ascii_case("readme.md") {
+            return false;
+        }
+        if support_root(file, &self.sources).is_some() {
+            return true;
+        }
+        let root = self.root_of(file);
+        self.modular_roots.contains(root) && paths::parent(file) != root
+    }
+}
+
+/// Folders whose Markdown files support an agent and are never agents themselves.
+pub const SUPPORT_FOLDERS: [&str; 3] = ["modules", "tasks", "checklists"];
+
+/// The folder holding the outermost support folder (see [`SUPPORT_FOLDERS`]) that
+/// `file` is in, counting only folders below its source; `None` outside one.
+fn support_root<'a>(file: &'a str, sources: &[String]) -> Option<&'a str> {
+    // The longest source `file` is below: a support folder's name in the source's own
+    // path (say a source `docs/tasks`) says nothing about the file.
+    let below = sources
+        .iter()
+        .filter(|s| {
+            file.len() > s.len() && file.starts_with(s.as_str()) && file.as_bytes()[s.len()] == b'/'
+        })
+        .map(|s| s.len() + 1)
+        .max()
+        .unwrap_or(0);
+    let dir = paths::parent(file);
+    let mut start = below;
+    while start < dir.len() {
+        let end = dir[start..].find('/').map_or(dir.len(), |i| start + i);
+        if SUPPORT_FOLDERS.contains(&&dir[start..end]) {
+            return Some(dir[..start].trim_end_matches('/'));
+        }
+        start = end + 1;
+    }
+    None
 }
 
 /// Walks the sources of `cfg` under `root`; `owned_outputs` are skipped (our own files).
@@ -260,6 +310,11 @@ pub fn discover_cached(
             return discover_cached(root, cfg, owned_outputs, Some(&untrusted), read_contents);
         }
     }
+    lib.sources = cfg
+        .sources
+        .iter()
+        .map(|s| s.trim_end_matches('/').to_string())
+        .collect();
     classify(&mut lib);
     Ok(lib)
 }
@@ -695,18 +750,32 @@ fn classify(lib: &mut Library) {
     for f in lib.files.keys() {
         let dir = paths::parent(f);
         let stem = paths::file_name(f).trim_end_matches(".md");
-        if !dir.is_empty() && paths::file_name(dir) == stem {
+        if !dir.is_empty()
+            && paths::file_name(dir) == stem
+            && support_root(f, &lib.sources).is_none()
+        {
             lib.modular_roots.insert(dir.to_string());
         }
     }
     let mut agents = Vec::new();
     let mut roots = BTreeMap::new();
+    // Folders holding support folders outside any modular agent -> how many support
+    // files; and the folders that hold an agent file of their own.
+    let mut orphaned: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut with_agent: HashSet<&str> = HashSet::new();
     for f in lib.files.keys() {
         let modular = ancestor_root(&lib.modular_roots, f);
-        let root = modular.unwrap_or_else(|| paths::parent(f)).to_string();
+        let support = match modular {
+            Some(_) => None,
+            None => support_root(f, &lib.sources),
+        };
+        let root = modular
+            .or(support)
+            .unwrap_or_else(|| paths::parent(f))
+            .to_string();
         let is_readme = paths::file_name(f).eq_ignore_ascii_case("readme.md");
-        match modular {
-            Some(r)
+        match (modular, support) {
+            (Some(r), _)
                 if paths::parent(f) == r
                     && paths::file_name(f).trim_end_matches(".md") == paths::file_name(r) =>
             {
@@ -716,15 +785,35 @@ fn classify(lib: &mut Library) {
                     layout: Layout::Modular,
                 })
             }
-            Some(_) => {}
-            None if !is_readme => agents.push(AgentEntry {
-                entry: f.clone(),
-                root: root.clone(),
-                layout: Layout::Single,
-            }),
-            None => {}
+            (Some(_), _) => {}
+            (None, Some(s)) => {
+                if !is_readme {
+                    *orphaned.entry(s).or_default() += 1;
+                }
+            }
+            (None, None) if !is_readme => {
+                with_agent.insert(paths::parent(f));
+                agents.push(AgentEntry {
+                    entry: f.clone(),
+                    root: root.clone(),
+                    layout: Layout::Single,
+                })
+            }
+            (None, None) => {}
         }
         roots.insert(f.clone(), root);
+    }
+    for (folder, n) in orphaned {
+        if !with_agent.contains(folder) {
+            let (shown, name) = match paths::file_name(folder) {
+                "" => (".", "<name>"),
+                n => (folder, n),
+            };
+            lib.warnings.push(format!(
+                "{shown}: holds modules/, tasks/ or checklists/ but no agent file \
+                 (expected {folder}/{name}.md); its {n} support files are not published"
+            ));
+        }
     }
     lib.agents = agents;
     lib.roots = roots;
@@ -888,6 +977,72 @@ mod tests {
             "agents/core/orch"
         );
         assert!(!lib.files.contains_key("agents/core/orch/orch-backup.md"));
+    }
+
+    /// A modular agent's folder renamed away from `<folder>.md`: its main file stays the
+    /// one agent, rooted where it was; nothing in `modules/`, `tasks/` or `checklists/`
+    /// (anywhere below a source) becomes an agent; a support folder without an agent
+    /// file beside it is reported.
+    #[test]
+    fn support_folders_never_become_agents() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str| write_agent(d.path(), p);
+        w("agents/core/orch-v2/orch.md");
+        w("agents/core/orch-v2/modules/capabilities/c.md");
+        w("agents/core/orch-v2/modules/README.md");
+        w("agents/core/orch-v2/tasks/t.md");
+        w("agents/core/orch-v2/checklists/q.md");
+        // A file named like its folder inside a support folder is no modular agent.
+        w("agents/core/orch-v2/modules/modules.md");
+        // Main file gone: reported, nothing published.
+        w("agents/core/headless/tasks/t.md");
+        w("agents/core/headless/modules/m.md");
+        // Single-file agents sharing their group's tasks.
+        w("agents/dev/be.md");
+        w("agents/dev/fe.md");
+        w("agents/dev/tasks/shared.md");
+        // A source whose own path names a support folder.
+        w("docs/tasks/helper.md");
+        let cfg = AgentsConfig {
+            sources: vec!["agents".into(), "docs/tasks/".into()],
+            ..AgentsConfig::default()
+        };
+        let lib = discover(d.path(), &cfg, &HashSet::new()).unwrap();
+        let entries: Vec<(&str, &str)> = lib
+            .agents
+            .iter()
+            .map(|a| (a.entry.as_str(), a.root.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("agents/core/orch-v2/orch.md", "agents/core/orch-v2"),
+                ("agents/dev/be.md", "agents/dev"),
+                ("agents/dev/fe.md", "agents/dev"),
+                ("docs/tasks/helper.md", "docs/tasks"),
+            ]
+        );
+        for (f, root) in [
+            (
+                "agents/core/orch-v2/modules/capabilities/c.md",
+                "agents/core/orch-v2",
+            ),
+            ("agents/core/orch-v2/tasks/t.md", "agents/core/orch-v2"),
+            ("agents/dev/tasks/shared.md", "agents/dev"),
+        ] {
+            assert_eq!(lib.root_of(f), root, "{f}");
+            assert!(lib.is_support(f), "{f}");
+        }
+        assert!(!lib.is_support("agents/core/orch-v2/modules/README.md"));
+        assert!(!lib.is_support("agents/dev/be.md"));
+        assert!(lib.modular_roots.is_empty(), "{:?}", lib.modular_roots);
+        assert_eq!(
+            lib.warnings,
+            [
+                "agents/core/headless: holds modules/, tasks/ or checklists/ but no agent file \
+              (expected agents/core/headless/headless.md); its 2 support files are not published"
+            ]
+        );
     }
 
     #[cfg(unix)]

@@ -5,7 +5,9 @@
 //! parse agents ([`parse`]), resolve references ([`refs`], [`graph`]), render each
 //! target ([`render`]), validate everything ([`validate`]) and only then deploy
 //! atomically ([`deploy`]), remembering what was written in the [`registry`] and the
-//! content-addressed [`backup`] store, and recording [`events`].
+//! content-addressed [`backup`] store, and recording [`events`]. What a run is about to
+//! change is journaled first ([`journal`]), so a run that dies half-way is accounted
+//! for by the next.
 #![forbid(unsafe_code)]
 
 pub mod backup;
@@ -20,6 +22,7 @@ pub mod fixrefs;
 pub mod glob;
 pub mod graph;
 pub mod index;
+pub mod journal;
 pub mod merge3;
 pub mod noop;
 pub mod parse;

@@ -73,9 +73,16 @@ pub struct ParsedAgent {
     pub has_frontmatter: bool,
 }
 
+/// `text` without a leading UTF-8 byte order mark (editors on Windows write one; YAML
+/// and Markdown headings after it would not be recognised).
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// Splits `---\n yaml \n---\n body`; returns `(yaml, body)` or `None` without frontmatter.
+/// A leading byte order mark is skipped.
 pub fn split_frontmatter(text: &str) -> Option<(&str, &str)> {
-    let rest = text
+    let rest = strip_bom(text)
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))?;
     let mut pos = 0;
@@ -89,31 +96,104 @@ pub fn split_frontmatter(text: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// Frontmatter larger than this is refused before it reaches the YAML parser.
+pub const MAX_FRONTMATTER_BYTES: usize = 64 * 1024;
+
+/// Frontmatter nesting deeper than this (`[` and `{`, see [`flow_nesting_exceeds`]) is
+/// refused before it reaches the YAML parser: libyaml's scanner spends time quadratic
+/// in the nesting (measured: 20,000 `[` take 3 s, 60,000 take 16 s), block nesting
+/// is cheap and stopped by serde_norway's recursion limit.
+pub const MAX_FRONTMATTER_NESTING: usize = 64;
+
+/// Whether the flow nesting (`[`, `{`) libyaml could reach on `yaml` may exceed
+/// `limit`, found without parsing: every `[` and `{` opens a level, and a `]` or `}`
+/// closes the innermost one only when no quote, `#` or `!` came since it opened. A pair
+/// without those can only be a real pair or text inside a scalar that hides its opener
+/// too, so the count never falls below libyaml's level, however quotes are placed; a
+/// pair holding a quote counts as open to the end (a conservative bound: frontmatter
+/// needs dozens of quoted lists to meet it).
+pub fn flow_nesting_exceeds(yaml: &str, limit: usize) -> bool {
+    flow_nesting_bound(yaml, limit) > limit
+}
+
+/// The bound [`flow_nesting_exceeds`] compares, or the first value over `stop_above`.
+fn flow_nesting_bound(yaml: &str, stop_above: usize) -> usize {
+    // Levels open now; of those, the lowest `dirty` saw a quote, `#` or `!`; levels
+    // closed after seeing one, still counted.
+    let (mut open, mut dirty, mut kept) = (0usize, 0usize, 0usize);
+    let mut max = 0;
+    for b in yaml.bytes() {
+        match b {
+            b'[' | b'{' => {
+                open += 1;
+                max = max.max(kept + open);
+                if max > stop_above {
+                    return max;
+                }
+            }
+            b']' | b'}' if open > 0 => {
+                if open <= dirty {
+                    kept += 1;
+                }
+                open -= 1;
+                dirty = dirty.min(open);
+            }
+            b'\'' | b'"' | b'#' | b'!' => dirty = open,
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Refuses frontmatter too large or too deeply nested to hand to the YAML parser.
+fn check_frontmatter_bounds(rel_path: &str, yaml: &str) -> Result<(), String> {
+    if yaml.len() > MAX_FRONTMATTER_BYTES {
+        return Err(format!(
+            "{rel_path}: frontmatter is {} bytes, more than the {MAX_FRONTMATTER_BYTES} allowed",
+            yaml.len()
+        ));
+    }
+    if flow_nesting_exceeds(yaml, MAX_FRONTMATTER_NESTING) {
+        return Err(format!(
+            "{rel_path}: frontmatter nests '[' or '{{' more than {MAX_FRONTMATTER_NESTING} levels deep"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the frontmatter text of `rel_path` (between the `---` lines) into a YAML
+/// mapping (or null when empty), refusing what is too large or too deeply nested
+/// before any YAML parsing. Errors are messages meant for the user (they name the file).
+pub fn parse_frontmatter(rel_path: &str, yaml: &str) -> Result<serde_norway::Value, String> {
+    check_frontmatter_bounds(rel_path, yaml)?;
+    let v: serde_norway::Value = if yaml.trim().is_empty() {
+        serde_norway::Value::Null
+    } else {
+        match serde_norway::from_str(yaml) {
+            Ok(v) => v,
+            // Claude Code accepts `description: Reviews diffs: be strict.`; strict
+            // YAML does not. Retry once with such plain values quoted.
+            Err(e) => lenient_yaml(yaml)
+                .filter(|y| check_frontmatter_bounds(rel_path, y).is_ok())
+                .and_then(|y| serde_norway::from_str(&y).ok())
+                .ok_or_else(|| format!("{rel_path}: frontmatter is not valid YAML: {e}"))?,
+        }
+    };
+    if !(v.is_mapping() || v.is_null()) {
+        return Err(format!("{rel_path}: frontmatter must be a YAML mapping"));
+    }
+    Ok(v)
+}
+
 /// Parses `text` (the content of `rel_path`) into an agent.
 /// Errors are messages meant for the user (they name the file).
 pub fn parse_agent(rel_path: &str, text: &str) -> Result<ParsedAgent, String> {
     let stem = paths::file_name(rel_path)
         .trim_end_matches(".md")
         .trim_end_matches(".agent");
+    let text = strip_bom(text);
     let (fm, body, has_fm) = match split_frontmatter(text) {
-        Some((yaml, body)) => {
-            let v: serde_norway::Value = if yaml.trim().is_empty() {
-                serde_norway::Value::Null
-            } else {
-                match serde_norway::from_str(yaml) {
-                    Ok(v) => v,
-                    // Claude Code accepts `description: Reviews diffs: be strict.`; strict
-                    // YAML does not. Retry once with such plain values quoted.
-                    Err(e) => lenient_yaml(yaml)
-                        .and_then(|y| serde_norway::from_str(&y).ok())
-                        .ok_or_else(|| format!("{rel_path}: frontmatter is not valid YAML: {e}"))?,
-                }
-            };
-            if !(v.is_mapping() || v.is_null()) {
-                return Err(format!("{rel_path}: frontmatter must be a YAML mapping"));
-            }
-            (v, body, true)
-        }
+        Some((yaml, body)) => (parse_frontmatter(rel_path, yaml)?, body, true),
         None => (serde_norway::Value::Null, text, false),
     };
     let fm_str = |k: &str| -> Option<String> {
@@ -371,6 +451,78 @@ mod tests {
         assert!(e.contains("refused"), "{e}");
         assert!(parse_agent("a.md", "---\nname: [\n---\n").is_err());
         assert!(parse_agent("a.md", "---\n- a\n---\n").is_err());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let t = "\u{feff}---\nname: bom-agent\ndescription: Has a BOM.\n---\n# Title\n";
+        let p = parse_agent("agents/x.md", t).unwrap();
+        assert!(p.has_frontmatter);
+        assert_eq!(p.meta.name, "bom-agent");
+        assert_eq!(p.meta.description, "Has a BOM.");
+        assert_eq!(p.meta.title, "Title");
+        assert_eq!(p.body, "# Title\n");
+        let p = parse_agent("agents/plain.md", "\u{feff}# Plain Agent\n\nDoes things.\n").unwrap();
+        assert_eq!(p.meta.title, "Plain Agent");
+        assert_eq!(p.meta.description, "Does things.");
+    }
+
+    /// Issue 10, item 5: tens of thousands of `[` or `{` once kept the YAML scanner busy
+    /// for seconds; they are refused before it, by name, as is oversized frontmatter.
+    #[test]
+    fn deep_or_large_frontmatter_is_refused_before_parsing() {
+        for open in ["[", "{", "[a, ", "{a: "] {
+            let t = format!("---\nname: a\nx: {}\n---\nbody\n", open.repeat(15_000));
+            let e = parse_agent("agents/bomb.md", &t).unwrap_err();
+            assert!(e.starts_with("agents/bomb.md: "), "{e}");
+            assert!(e.contains("more than 64 levels"), "{e}");
+        }
+        // Quotes between a bracket and its closer cannot hide nesting.
+        let sneaky = format!("x: {}\n", "[[\"]\" , ".repeat(40));
+        assert!(flow_nesting_exceeds(&sneaky, MAX_FRONTMATTER_NESTING));
+        let big = format!("---\nname: a\ndescription: {}\n---\n", "d".repeat(70_000));
+        let e = parse_agent("agents/big.md", &big).unwrap_err();
+        assert!(e.contains("more than the 65536 allowed"), "{e}");
+        // Ordinary frontmatter, lists and links in quotes included, passes.
+        let ok = "name: r\ntools: [\"Read\", \"Grep\"]\nhooks: {a: [{b: \"c\"}]}\ndescription: \"See [docs](x) and [more](y)\"\n";
+        assert!(!flow_nesting_exceeds(ok, MAX_FRONTMATTER_NESTING));
+        let v = parse_frontmatter("r.md", ok).unwrap();
+        assert_eq!(v["tools"][1].as_str(), Some("Grep"));
+        assert!(!flow_nesting_exceeds(&"k: [[a], {b: c}]\n".repeat(200), 2));
+    }
+
+    /// The depth of nested collections in `v` (a scalar is 0).
+    fn depth(v: &serde_norway::Value) -> usize {
+        match v {
+            serde_norway::Value::Sequence(s) => 1 + s.iter().map(depth).max().unwrap_or(0),
+            serde_norway::Value::Mapping(m) => {
+                1 + m
+                    .iter()
+                    .map(|(k, v)| depth(k).max(depth(v)))
+                    .max()
+                    .unwrap_or(0)
+            }
+            serde_norway::Value::Tagged(t) => depth(&t.value),
+            _ => 0,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The bound never falls below the flow nesting serde_norway really parsed,
+        /// however quotes, comments and tags are mixed in.
+        #[test]
+        fn the_nesting_bound_is_never_below_what_yaml_parses(
+            flow in "[\\[\\]{}a,:'\" #!\n]{0,40}",
+        ) {
+            let yaml = format!("k: {flow}\n");
+            if let Ok(v) = serde_norway::from_str::<serde_norway::Value>(&yaml) {
+                proptest::prop_assert!(
+                    flow_nesting_bound(&yaml, usize::MAX) + 1 >= depth(&v),
+                    "{yaml:?} parsed {v:?}"
+                );
+            }
+        }
     }
 
     #[test]

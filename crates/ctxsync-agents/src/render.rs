@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::config::{AgentsConfig, RefMode, Target};
 use crate::graph::{resolve, RenameMap, Texts};
-use crate::parse::{split_frontmatter, AgentMeta};
+use crate::parse::{split_frontmatter, strip_bom, AgentMeta};
 use crate::paths;
 use crate::refs::{self, atx_heading, FenceState, RefKind};
 use crate::yaml::{frontmatter, Field};
@@ -181,7 +181,7 @@ fn render_body(
             let t = texts.get(&p)?;
             let body = match split_frontmatter(&t) {
                 Some((_, b)) => b.to_string(),
-                None => t.to_string(),
+                None => strip_bom(&t).to_string(),
             };
             let label = appendix_label(&root, &p);
             anchors.insert(p.clone(), refs::slugify(&format!("Inlined: {label}")));

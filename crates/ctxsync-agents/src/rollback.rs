@@ -1,6 +1,10 @@
 //! `agents rollback [--to GEN]`: puts every output back to its bytes at the end of
 //! generation GEN (default: the one before the last), from the content-addressed
 //! backups. The rollback is itself a new generation, so it can be rolled back too.
+//!
+//! After a run that died deploying, the outputs it had changed become the generation it
+//! was writing before anything else (see [`crate::journal`]): rolling back then
+//! restores exactly the generation before that run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +17,7 @@ use crate::config::AgentsConfig;
 use crate::deploy;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventKind};
+use crate::journal;
 use crate::paths;
 use crate::registry::{AgentRec, FileChange, GenRec, OutRec, Registry};
 use crate::state::StateDir;
@@ -32,6 +37,8 @@ pub struct RollbackReport {
     pub removed: Vec<String>,
     /// Files edited by hand since, left alone (use --force).
     pub conflicts: Vec<String>,
+    /// Notes (an interrupted run's changes recorded first, say).
+    pub warnings: Vec<String>,
 }
 
 /// Restores generation `to` (default: the previous one).
@@ -45,6 +52,25 @@ pub fn rollback(
     let state = StateDir::new(root);
     let _lock = state.lock()?;
     let mut reg = Registry::load(&state.registry())?;
+    let mut warnings = Vec::new();
+    let recovered = journal::recover(root, &state, &mut reg, true)?;
+    if !recovered.changes.is_empty() {
+        let gen = reg.generation + 1;
+        warnings.push(format!(
+            "an interrupted {} run had changed {} outputs: recorded as generation {gen}",
+            recovered.kind,
+            recovered.changes.len()
+        ));
+        reg.generation = gen;
+        reg.generations.push(GenRec {
+            generation: gen,
+            at_ms: events::now_ms(),
+            kind: recovered.kind,
+            changes: recovered.changes,
+        });
+        reg.save(&state.registry())?;
+        journal::clear(&state)?;
+    }
     let cur = reg.generation;
     let target = match to {
         Some(g) => g,
@@ -84,6 +110,7 @@ pub fn rollback(
     let mut report = RollbackReport {
         from_generation: cur,
         to_generation: target,
+        warnings,
         ..Default::default()
     };
     let mut changes = Vec::new();
@@ -135,15 +162,19 @@ pub fn rollback(
         .iter()
         .map(|(p, b)| (paths::abs(root, p), b.as_slice()))
         .collect();
+    let gen = cur + 1;
+    if !changes.is_empty() {
+        journal::write(&state, gen, "rollback", &[&changes])?;
+    }
     deploy::write_many(&files)?;
     for p in &removes {
         let a = paths::abs(root, p);
         deploy::remove_file(&a)?;
+        deploy::test_crash_point();
         if let Some(d) = a.parent() {
             deploy::sync_dir(d)?;
         }
     }
-    let gen = cur + 1;
     if !changes.is_empty() {
         for c in &changes {
             let owner = c
@@ -193,6 +224,7 @@ pub fn rollback(
             changes: changes.clone(),
         });
         reg.save(&state.registry())?;
+        journal::clear(&state)?;
         report.generation = Some(gen);
     }
     report.restored = writes.into_iter().map(|(p, _)| p).collect();

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event, EventKind};
 use crate::graph::{RenameMap, Texts};
 use crate::index::Index;
+use crate::journal;
 use crate::merge3;
 use crate::noop::{self, expected_outputs, output_unchanged};
 use crate::parse::{self, Priority};
@@ -249,17 +250,23 @@ pub fn run(
     let fingerprint = cfg.render_fingerprint();
     let dirs_key = format!("{:?}|{:?}", cfg.sources, cfg.excludes);
     // The fast path: from the index alone, stat the library and the outputs; when
-    // nothing moved, the run is over without reading the registry.
+    // nothing moved, the run is over without reading the registry. Not after a run
+    // that died deploying: what it changed must be recorded first.
     let mut walked = None;
-    match answer_from_index(
-        root,
-        cfg,
-        opts,
-        index.as_ref(),
-        &fingerprint,
-        &dirs_key,
-        &mut phases,
-    )? {
+    let from_index = if journal::exists(&state) {
+        FromIndex::Unused
+    } else {
+        answer_from_index(
+            root,
+            cfg,
+            opts,
+            index.as_ref(),
+            &fingerprint,
+            &dirs_key,
+            &mut phases,
+        )?
+    };
+    match from_index {
         FromIndex::NoOp(agents, warnings) => {
             phases.mark("no-op check");
             drop_in_background(index);
@@ -275,6 +282,9 @@ pub fn run(
     }
     let had_index = index.is_some();
     let mut reg = Registry::load_with_index(&reg_path, index)?;
+    // Outputs a run that died deploying had changed are ctxsync's, and go into this
+    // run's generation (see `journal`).
+    let carried = journal::recover(root, &state, &mut reg, !opts.read_only())?.changes;
     phases.mark("load");
     let mut lib = match walked {
         // Walked with the same cache and owned outputs the registry would give.
@@ -302,6 +312,13 @@ pub fn run(
         warnings: lib.warnings.clone(),
         ..Default::default()
     };
+    if !carried.is_empty() {
+        report.warnings.push(format!(
+            "an interrupted run had changed {} outputs: taken as ctxsync's, and recorded \
+             with the next generation written",
+            carried.len()
+        ));
+    }
     let read_in_walk = std::mem::take(&mut lib.read);
     let (file_hashes, had_racy, read) = hash_files(root, &lib, &reg, read_in_walk);
     let texts = Texts::preloaded(root, &lib, read);
@@ -549,11 +566,13 @@ pub fn run(
         .zip(batch.metas())
         .map(|((p, h), m)| (p, (h, *m)))
         .collect();
-    // Registry.
-    let generation = if plan.is_empty() {
-        reg.generation
-    } else {
+    // Registry. A generation is recorded for what this run changes and what a dead
+    // run it follows had changed.
+    let records = !plan.is_empty() || !carried.is_empty();
+    let generation = if records {
         reg.generation + 1
+    } else {
+        reg.generation
     };
     let touched: HashMap<&str, Vec<&str>> = plan.iter().fold(HashMap::new(), |mut m, p| {
         m.entry(p.agent.as_str()).or_default().push(p.path.as_str());
@@ -566,7 +585,7 @@ pub fn run(
         kind,
         agent: Some(agent.to_string()),
         files,
-        generation: (!plan.is_empty()).then_some(generation),
+        generation: records.then_some(generation),
         duration_ms: elapsed,
         result: result.to_string(),
         message,
@@ -731,6 +750,13 @@ pub fn run(
         })
         .collect();
     phases.mark("files");
+    // What is about to change is journaled (durably, while the batch is flushed)
+    // before the first output is put in place: a run that dies from here on is
+    // accounted for by the next.
+    if !plan.is_empty() {
+        journal::write(&state, generation, "sync", &[&carried, &changes])?;
+        phases.mark("journal");
+    }
     match flushing.join() {
         Ok(flushed) => flushed?,
         Err(_) => return Err(Error::Input("flush thread panicked".into())),
@@ -742,6 +768,7 @@ pub fn run(
         if let Action::Remove { .. } = p.action {
             let a = paths::abs(root, &p.path);
             deploy::remove_file(&a)?;
+            deploy::test_crash_point();
             if let Some(d) = a.parent() {
                 dirs.insert(d.to_path_buf());
             }
@@ -753,7 +780,7 @@ pub fn run(
 
     phases.mark("write");
     // What `registry.json` holds changed, or only the scan cache in the index.
-    let registry_changed = !plan.is_empty()
+    let registry_changed = records
         || !rendered.is_empty()
         || !gone_agents.is_empty()
         || !new_renames.is_empty()
@@ -777,13 +804,13 @@ pub fn run(
         || had_racy
         || !had_index
         || complete != reg.scan_complete;
-    if !plan.is_empty() {
+    if records {
         reg.generation = generation;
         reg.generations.push(GenRec {
             generation,
             at_ms: events::now_ms(),
             kind: "sync".into(),
-            changes,
+            changes: journal::merge(carried, changes),
         });
         report.generation = Some(generation);
     }
@@ -799,6 +826,9 @@ pub fn run(
         prune(&mut reg, &reg_path, cfg, &blobs)?;
         phases.mark("registry");
         reg.save(&reg_path)?;
+        if records {
+            journal::clear(&state)?;
+        }
         phases.mark("save");
     } else if index_changed {
         reg.save_index(&reg_path);

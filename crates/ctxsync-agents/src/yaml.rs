@@ -72,10 +72,21 @@ fn write_plain(fields: &[(&str, Field<'_>)]) -> Option<String> {
     Some(out)
 }
 
-/// Parses frontmatter text (between the `---` lines) as YAML.
+/// Parses frontmatter text (between the `---` lines) as YAML; text too large or too
+/// deeply nested for the YAML library (see [`crate::parse::parse_frontmatter`]) is an
+/// error without it.
 pub fn parse(yaml: &str) -> Result<serde_norway::Value, serde_norway::Error> {
+    use crate::parse::{flow_nesting_exceeds, MAX_FRONTMATTER_BYTES, MAX_FRONTMATTER_NESTING};
     match read_plain(yaml) {
         Some(v) => Ok(v),
+        None if yaml.len() > MAX_FRONTMATTER_BYTES
+            || flow_nesting_exceeds(yaml, MAX_FRONTMATTER_NESTING) =>
+        {
+            Err(<serde_norway::Error as serde::de::Error>::custom(format!(
+                "larger than {MAX_FRONTMATTER_BYTES} bytes or nested more than \
+                 {MAX_FRONTMATTER_NESTING} levels deep"
+            )))
+        }
         None => serde_norway::from_str(yaml),
     }
 }
@@ -237,5 +248,10 @@ mod tests {
         assert!(read_plain("name: 'quoted'\n").is_none());
         assert!(read_plain("name: [a\n").is_none());
         assert!(parse("name: [a\n").is_err());
+        let deep = format!("name: {}\n", "[".repeat(20_000));
+        assert!(parse(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("nested more than 64"));
     }
 }

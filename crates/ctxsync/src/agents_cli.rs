@@ -233,6 +233,9 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "restored generation {} (was {}): {} files written back, {} removed{}",
                     r.to_generation,

@@ -172,3 +172,82 @@ fn fixture_check_reports_every_broken_reference() {
 const BROKEN_FILES: usize = 23;
 const BROKEN_ANCHORS: usize = 17;
 const UNREFERENCED: usize = 7;
+
+/// Every output file below `dir`, by name.
+fn output_names(root: &std::path::Path, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 10, 8a: a modular agent's folder renamed (it no longer holds `<folder>.md`)
+/// once published its 32 modules, tasks and checklists as agents. Its main file stays
+/// the one agent (same name, links to the new folder), nothing else in it becomes an
+/// agent, before and after a first sync; with the main file gone too, the folder is
+/// reported and only its agent's outputs go.
+#[test]
+fn a_renamed_modular_agent_folder_publishes_no_module_task_or_checklist() {
+    let Some(d) = fixture_copy() else { return };
+    let root = d.path();
+    let want: Vec<String> = FIXTURE_AGENTS
+        .iter()
+        .map(|n| format!("{n}.agent.md"))
+        .collect();
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    std::fs::rename(
+        root.join("agents/core/orchestrator"),
+        root.join("agents/core/orchestrator-renamed"),
+    )
+    .unwrap();
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["agents"], FIXTURE_AGENTS.len(), "{v}");
+    assert!(names(&v, "added").is_empty(), "{v}");
+    assert!(names(&v, "removed").is_empty(), "{v}");
+    assert_eq!(names(&v, "updated"), ["orchestrator"], "{v}");
+    assert_eq!(output_names(root, ".github/agents"), want);
+    assert_eq!(
+        output_names(root, ".github/prompts").len(),
+        FIXTURE_AGENTS.len()
+    );
+    let orch = read(root, ".github/agents/orchestrator.agent.md");
+    let link = "](../../agents/core/orchestrator-renamed/modules/capabilities/workflow-management-capabilities.md)";
+    assert!(orch.contains(link), "{orch}");
+    let (code, v) = agents_json(root, &["check"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(
+        v["unreferenced"].as_array().unwrap().len(),
+        UNREFERENCED,
+        "{v}"
+    );
+
+    // The same layout synced from nothing.
+    std::fs::remove_dir_all(root.join(".github")).unwrap();
+    std::fs::remove_dir_all(root.join(".ctxsync")).unwrap();
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "added"), FIXTURE_AGENTS);
+    assert_eq!(output_names(root, ".github/agents"), want);
+
+    // Without its main file the folder is reported; its modules are still no agents.
+    std::fs::remove_file(root.join("agents/core/orchestrator-renamed/orchestrator.md")).unwrap();
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "removed"), ["orchestrator"], "{v}");
+    assert!(names(&v, "added").is_empty(), "{v}");
+    assert_eq!(v["agents"], FIXTURE_AGENTS.len() - 1, "{v}");
+    assert!(
+        names(&v, "warnings").iter().any(|w| w.contains(
+            "agents/core/orchestrator-renamed: holds modules/, tasks/ or checklists/ but no agent file"
+        )),
+        "{v}"
+    );
+    assert_eq!(
+        output_names(root, ".github/agents").len(),
+        FIXTURE_AGENTS.len() - 1
+    );
+}

@@ -379,6 +379,103 @@ fn unsafe_names_symlinks_and_oversized_files_are_refused() {
     assert!(!all.contains("TOP SECRET"));
 }
 
+/// Issue 10, item 5: frontmatter nested tens of thousands of levels deep once kept the
+/// YAML scanner busy for seconds per file. It is refused before parsing, as is
+/// oversized frontmatter, each by file name in one run that goes on to check every
+/// other agent; as for any invalid agent, nothing is written until they are fixed.
+#[test]
+fn deeply_nested_or_huge_frontmatter_is_that_agents_problem() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    write(
+        root,
+        "agents/team/bomb.md",
+        &format!(
+            "---\nname: bomb\ndescription: {}\n---\n# Bomb\n",
+            "[".repeat(16_000)
+        ),
+    );
+    write(
+        root,
+        ".claude/agents/curly.md",
+        &format!(
+            "---\nname: curly\ntools: {}\n---\nx\n",
+            "{a: ".repeat(15_000)
+        ),
+    );
+    write(
+        root,
+        ".claude/agents/huge.md",
+        &format!(
+            "---\nname: huge\ndescription: {}\n---\nx\n",
+            "d".repeat(70_000)
+        ),
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 2, "{v}");
+    let errors = names(&v, "validation_errors");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[0].starts_with(".claude/agents/curly.md: frontmatter nests"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with(".claude/agents/huge.md: frontmatter is 70"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2]
+            .starts_with("agents/team/bomb.md: frontmatter nests '[' or '{' more than 64 levels"),
+        "{errors:?}"
+    );
+    // Every other agent was rendered in the same run.
+    assert_eq!(names(&v, "rendered"), ["alpha", "beta", "gamma"], "{v}");
+    assert!(!root.join(".github").exists(), "nothing written");
+    for f in [
+        "agents/team/bomb.md",
+        ".claude/agents/curly.md",
+        ".claude/agents/huge.md",
+    ] {
+        std::fs::remove_file(root.join(f)).unwrap();
+    }
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "added"), ["alpha", "beta", "gamma"]);
+}
+
+/// Issue 10, item 9: a UTF-8 byte order mark before the frontmatter (or the title)
+/// is skipped, not read as part of the first line.
+#[test]
+fn a_byte_order_mark_before_the_frontmatter_is_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write(
+        root,
+        ".claude/agents/bom.md",
+        "\u{feff}---\nname: bom-reviewer\ndescription: Reviews with a BOM.\ntools: Read\n---\nReview.\n",
+    );
+    write(
+        root,
+        "agents/team/titled.md",
+        "\u{feff}# Titled Agent\n\n## Purpose Statement\nTitled works.\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "added"), ["bom-reviewer", "titled"]);
+    let text = read(root, ".github/agents/bom-reviewer.agent.md");
+    assert!(
+        text.starts_with(
+            "---\nname: bom-reviewer\ndescription: Reviews with a BOM.\ntools:\n- Read\n---\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains('\u{feff}'), "{text}");
+    let titled = read(root, ".github/agents/titled.agent.md");
+    assert!(titled.contains("description: Titled works."), "{titled}");
+    assert!(!titled.contains('\u{feff}'), "{titled}");
+}
+
 #[test]
 fn inline_mode_over_the_body_limit_fails_validation_and_writes_nothing() {
     let d = tempfile::tempdir().unwrap();

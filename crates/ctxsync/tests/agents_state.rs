@@ -231,3 +231,147 @@ fn a_format_1_registry_is_migrated() {
     let lines = std::fs::read_to_string(state.join("generations.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 3, "{lines}");
 }
+
+/// Every output below `.github` with its bytes.
+fn outputs(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    mtimes(&root.join(".github"))
+        .into_iter()
+        .map(|(p, _)| {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// How many paths differ between two sets of outputs (present in one only, or changed).
+fn differing(
+    a: &std::collections::BTreeMap<String, Vec<u8>>,
+    b: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> usize {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).count()
+}
+
+/// `ctxsync agents <args>` with the test hook that aborts the process (as a crash
+/// would) right after the `n`-th output is put in place or removed; it must die so.
+fn killed_after(root: &Path, n: usize, args: &[&str]) {
+    let out = std::process::Command::new(bin())
+        .args(["agents", "--json", "--root"])
+        .arg(root)
+        .args(args)
+        .env("CTXSYNC_TEST_ABORT_AFTER_WRITES", n.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "not killed: {out:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(6), "SIGABRT: {out:?}");
+    }
+}
+
+/// Edits that make the next sync change 8 outputs: beta's and gamma's rewritten,
+/// delta's created, alpha's removed.
+fn eight_changes(root: &Path) {
+    edit_beta(root);
+    write(
+        root,
+        "agents/team/gamma.md",
+        "# Gamma Agent\n\n## Purpose Statement\nGamma reviews twice.\n",
+    );
+    add_delta(root);
+    std::fs::remove_dir_all(root.join("agents/team/alpha")).unwrap();
+    let (code, v) = agents_json(root, &["sync", "--dry-run"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        (
+            v["written"].as_array().unwrap().len(),
+            v["deleted"].as_array().unwrap().len()
+        ),
+        (6, 2),
+        "{v}"
+    );
+}
+
+/// Issue 10, 8b: a sync killed while deploying, then re-run, left `agents rollback`
+/// restoring a mixed state: the outputs the dead run had changed were taken as already
+/// right and never recorded. Killed part-way, or after its last write but before the
+/// registry, then re-run or rolled back directly, rollback restores generation 1 byte
+/// for byte; a rollback killed part-way is accounted for the same way.
+#[test]
+fn a_sync_killed_while_deploying_is_rolled_back_whole() {
+    for (case, kill_after, rerun) in [
+        ("killed part-way, re-run", 3, true),
+        ("killed part-way, rolled back directly", 3, false),
+        ("killed after its last write, re-run", 8, true),
+    ] {
+        let d = synced_small_library();
+        let root = d.path();
+        let gen1 = outputs(root);
+        eight_changes(root);
+        killed_after(root, kill_after, &["sync"]);
+        // Temp files the dead run staged are left beside the outputs, until the next
+        // run that writes removes them.
+        let mut dead = outputs(root);
+        dead.retain(|p, _| !p.contains("/.ctxsync-tmp"));
+        assert_eq!(
+            differing(&gen1, &dead),
+            kill_after,
+            "{case}: the dead run's changes"
+        );
+        if rerun {
+            let v = sync_ok(root, &[]);
+            assert_eq!(v["generation"], 2, "{case}: {v}");
+            assert!(v["conflicts"].as_array().unwrap().is_empty(), "{case}: {v}");
+            assert!(
+                names(&v, "warnings").iter().any(|w| w.contains(&format!(
+                    "an interrupted run had changed {kill_after} outputs"
+                ))),
+                "{case}: {v}"
+            );
+            let gen2 = outputs(root);
+            assert_eq!(differing(&gen1, &gen2), 8, "{case}");
+            // Nothing left to do, and the fast path is back.
+            let v = sync_ok(root, &[]);
+            assert!(v["written"].as_array().unwrap().is_empty(), "{case}: {v}");
+            assert!(!root.join(STATE).join("pending.json").exists(), "{case}");
+        }
+        let (code, v) = agents_json(root, &["rollback"]);
+        assert_eq!(code, 0, "{case}: {v}");
+        assert_eq!(v["to_generation"], 1, "{case}: {v}");
+        assert!(v["conflicts"].as_array().unwrap().is_empty(), "{case}: {v}");
+        assert!(
+            outputs(root) == gen1,
+            "{case}: rollback restores generation 1 exactly ({} paths differ)",
+            differing(&gen1, &outputs(root))
+        );
+    }
+
+    // A rollback killed part-way: running it again undoes what the dead one did (the
+    // previous generation is the one before it), and generation 1 is still reachable.
+    let d = synced_small_library();
+    let root = d.path();
+    let gen1 = outputs(root);
+    eight_changes(root);
+    sync_ok(root, &[]);
+    let gen2 = outputs(root);
+    killed_after(root, 3, &["rollback"]);
+    let mut dead = outputs(root);
+    dead.retain(|p, _| !p.contains("/.ctxsync-tmp"));
+    assert_eq!(differing(&gen2, &dead), 3);
+    let (code, v) = agents_json(root, &["rollback"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        (v["from_generation"].as_u64(), v["to_generation"].as_u64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
+    assert_eq!(
+        v["warnings"][0],
+        "an interrupted rollback run had changed 3 outputs: recorded as generation 3"
+    );
+    assert!(outputs(root) == gen2, "{v}");
+    let (code, v) = agents_json(root, &["rollback", "--to", "1"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(outputs(root) == gen1, "{v}");
+}

@@ -211,3 +211,51 @@ fn serve_refuses_bad_agents_settings_before_serving() {
     assert!(err.contains("references"), "{err}");
     assert!(!err.contains("listening on"), "{err}");
 }
+
+/// Issue 10, item 5: a frontmatter bomb saved while watching is reported as that
+/// file's problem by the next run, and the watcher goes on with the next save.
+#[test]
+fn watch_reports_a_frontmatter_bomb_and_keeps_going() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    let w = start(root);
+    assert_eq!(next_run(&w)["report"]["added"].as_array().unwrap().len(), 3);
+    write(
+        root,
+        "agents/team/bomb.md",
+        &format!(
+            "---\nname: bomb\ndescription: {}\n---\n# Bomb\n",
+            "[".repeat(16_000)
+        ),
+    );
+    let failed = loop {
+        let r = next_run(&w);
+        if !r["report"]["validation_errors"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            break r;
+        }
+    };
+    let errors = failed["report"]["validation_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{failed}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .starts_with("agents/team/bomb.md: frontmatter nests '[' or '{' more than 64 levels"),
+        "{failed}"
+    );
+    std::fs::remove_file(root.join("agents/team/bomb.md")).unwrap();
+    write(
+        root,
+        "agents/team/gamma.md",
+        "# Gamma Agent\n\n## Purpose Statement\nGamma after the bomb.\n",
+    );
+    wait_until("the save after the bomb in the output", || {
+        std::fs::read_to_string(root.join(".github/agents/gamma.agent.md"))
+            .is_ok_and(|s| s.contains("Gamma after the bomb."))
+    });
+}
