@@ -14,6 +14,8 @@
 //! * [`fanout`] — the per-context publisher and broadcast channel behind the event stream.
 //! * [`metrics`] — counters, Prometheus text, compression byte counting.
 //! * [`openapi`] — the OpenAPI document served at `/openapi.json`.
+//! * `conn` — the accept loop and per-connection limits (cap, header, body and idle
+//!   timeouts); [`limits`] — the descriptor limit the cap must fit in.
 //!
 //! The store is blocking (SQLite); every store call runs under
 //! `tokio::task::spawn_blocking`.
@@ -21,8 +23,10 @@
 
 pub mod auth;
 pub mod budget;
+mod conn;
 pub mod errors;
 pub mod fanout;
+pub mod limits;
 pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
@@ -55,6 +59,19 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// Revisions buffered per context for slow subscribers before they re-read the store.
     pub broadcast_capacity: usize,
+    /// Longest wait for a request's head: from the connection's start, and again from
+    /// the end of each answer on a kept-alive connection (so this is also the idle
+    /// keep-alive timeout). A client sending nothing, or a byte now and then, is dropped.
+    pub header_read_timeout: Duration,
+    /// Longest time to read a request body; a slower one is answered 408.
+    pub body_read_timeout: Duration,
+    /// A connection on which no byte moved either way for this long, while no handler
+    /// works on it, is closed (a client that stopped reading its answer or event
+    /// stream). Must be above `keep_alive`, which keeps quiet event streams moving.
+    pub idle_timeout: Duration,
+    /// Most connections open at once, lowered to what the descriptor limit allows
+    /// ([`limits::connection_cap`]); more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +81,10 @@ impl Default for ServerConfig {
             poll_interval: Duration::from_millis(200),
             keep_alive: Duration::from_secs(15),
             broadcast_capacity: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         }
     }
 }
@@ -274,24 +295,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then ends the event streams
-/// and waits for in-flight requests.
+/// and waits for in-flight requests. Connections are capped and timed out as
+/// [`ServerConfig`] says.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     let app = router(state.clone());
-    // No Nagle: small writes (event-stream events, short answers) go out at once.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            state.shutdown();
-        })
-        .await
+    conn::serve(listener, app, state, shutdown).await
 }

@@ -17,9 +17,19 @@ use crate::InputError;
 /// Options of `ctxsync serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (loopback unless told otherwise; port 0 picks a free one).
+    /// Address to listen on (port 0 picks a free one). Anything but loopback needs
+    /// --allow-remote.
     #[arg(long, default_value = "127.0.0.1:7711")]
     pub bind: SocketAddr,
+    /// Allow a --bind address other machines can reach. The server speaks plain HTTP:
+    /// tokens and contexts cross the network unencrypted unless a TLS proxy fronts it.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Most connections open at once; more wait until one closes. Lowered to what the
+    /// process's open-file limit allows.
+    #[arg(long, default_value_t = ServerConfig::default().max_connections,
+          value_parser = parse_max_connections)]
+    pub max_connections: usize,
     /// Store to serve: a SQLite file path or `sqlite://PATH` (default: the config's).
     #[arg(long, value_name = "PATH|URL")]
     pub db: Option<String>,
@@ -75,7 +85,55 @@ pub fn open_store(db: Option<&str>, root: Option<&std::path::Path>) -> Result<Sq
         .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of connections (1 or more)"
+        )),
+    }
+}
+
+/// Refuses a non-loopback `bind` without `allow_remote`; with it, the warning to print.
+fn check_bind(bind: SocketAddr, allow_remote: bool) -> Result<Option<String>, InputError> {
+    // Canonical: an IPv4-mapped loopback address (::ffff:127.0.0.1) is loopback too.
+    if bind.ip().to_canonical().is_loopback() {
+        return Ok(None);
+    }
+    if !allow_remote {
+        return Err(InputError(format!(
+            "--bind {bind} is reachable from other machines; pass --allow-remote to serve there \
+             (the server has no TLS: tokens and contexts would cross the network in clear text)"
+        )));
+    }
+    Ok(Some(format!(
+        "warning: serving on {bind}, reachable from other machines, without TLS: bearer \
+         tokens and contexts are not encrypted; put a TLS-terminating proxy in front or keep \
+         to a trusted network"
+    )))
+}
+
+/// Raises the open-file limit as far as allowed and says so when it still caps the
+/// connections below `wanted`.
+fn fit_connections(wanted: usize) {
+    let limit = match ctxsync_server::limits::raise_fd_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            ctxsync_server::limits::fd_limit()
+        }
+    };
+    let cap = ctxsync_server::limits::connection_cap(wanted, limit);
+    if cap < wanted {
+        eprintln!(
+            "warning: the open-file limit ({}) allows {cap} connections, not {wanted}",
+            limit.soft.unwrap_or(0)
+        );
+    }
+}
+
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    let remote_warning = check_bind(args.bind, args.allow_remote)?;
     let store = open_store(args.db.as_deref(), args.root.as_deref())?;
     let agents = if args.watch_agents {
         Some(start_agents_watch(args.root.as_deref())?)
@@ -86,8 +144,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    fit_connections(args.max_connections);
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
+        max_connections: args.max_connections,
         ..ServerConfig::default()
     };
     let state = AppState::new(Arc::new(store), config);
@@ -96,6 +156,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.bind))?;
         let addr = listener.local_addr().context("no local address")?;
+        if let Some(warning) = &remote_warning {
+            eprintln!("{warning}");
+        }
         eprintln!("listening on {addr}");
         tracing::info!(%addr, "ctxsync server started");
         ctxsync_server::serve(listener, state, shutdown_signal())
@@ -187,5 +250,45 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_binds_without_allow_remote() {
+        for loopback in [
+            "127.0.0.1:7711",
+            "127.0.0.2:0",
+            "[::1]:7711",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let addr: SocketAddr = loopback.parse().unwrap();
+            assert!(matches!(check_bind(addr, false), Ok(None)), "{loopback}");
+            assert!(matches!(check_bind(addr, true), Ok(None)), "{loopback}");
+        }
+        for remote in [
+            "0.0.0.0:7711",
+            "[::]:7711",
+            "192.168.1.5:80",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let addr: SocketAddr = remote.parse().unwrap();
+            let refused = check_bind(addr, false).unwrap_err().0;
+            assert!(refused.contains("--allow-remote"), "{refused}");
+            let warning = check_bind(addr, true).unwrap().unwrap();
+            assert!(warning.contains("without TLS"), "{warning}");
+        }
+    }
+
+    #[test]
+    fn max_connections_is_a_positive_number() {
+        assert_eq!(parse_max_connections("4096"), Ok(4096));
+        assert_eq!(parse_max_connections("1"), Ok(1));
+        for bad in ["0", "-1", "many", ""] {
+            assert!(parse_max_connections(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -314,3 +314,110 @@ fn kill_9_during_a_push_burst_loses_no_acknowledged_push() {
     .body;
     assert_eq!(report["ok"], true, "{report}");
 }
+
+#[test]
+fn a_non_loopback_bind_needs_allow_remote_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ctxsync.db");
+    for bind in ["0.0.0.0:0", "[::]:0"] {
+        let out = cli(
+            dir.path(),
+            &["serve", "--bind", bind, "--db", db.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bind}: {stderr}");
+        assert!(stderr.contains("--allow-remote"), "{stderr}");
+        assert!(stderr.contains("TLS"), "{stderr}");
+        assert!(!stderr.contains("listening on"), "{stderr}");
+    }
+    assert!(!db.exists(), "a refused serve opened the store");
+    // A bad connection cap is refused the same way.
+    let out = cli(dir.path(), &["serve", "--max-connections", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-connections"));
+}
+
+/// Starts `ctxsync serve` under `sh` after `limits` (e.g. `ulimit -Sn 256`); the child
+/// and every stderr line up to "listening on".
+#[cfg(target_os = "linux")]
+fn serve_under(dir: &Path, limits: &str, args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{limits} && exec \"$0\" \"$@\""))
+        .arg(bin())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CTXSYNC_SERVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ctxsync serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.starts_with("listening on ");
+            lines.push(line);
+            if done {
+                let _ = tx.send(std::mem::take(&mut lines));
+            }
+        }
+    });
+    let lines = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server printed its address");
+    (child, lines)
+}
+
+/// The soft and hard "Max open files" of a running process.
+#[cfg(target_os = "linux")]
+fn open_file_limits(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_raises_its_open_file_limit_and_fits_the_cap_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ctxsync.db");
+    let db = db.to_str().unwrap();
+    // A low soft limit under a higher hard one is raised to the hard one.
+    let (_, own_hard) = open_file_limits(std::process::id());
+    assert!(
+        own_hard == "unlimited" || own_hard.parse::<u64>().unwrap() > 256,
+        "the hard limit of this test ({own_hard}) leaves nothing to raise"
+    );
+    let (mut child, lines) = serve_under(dir.path(), "ulimit -Sn 256", &["--db", db]);
+    let (soft, hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(soft, hard, "{lines:?}");
+    assert_ne!(soft, "256", "{lines:?}");
+    // A low hard limit cannot be raised: the cap is lowered to fit it, and serve says so.
+    let (mut child, lines) = serve_under(
+        dir.path(),
+        "ulimit -n 256",
+        &["--db", db, "--max-connections", "1000"],
+    );
+    let (soft, _) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(soft, "256");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("allows 224 connections, not 1000")),
+        "{lines:?}"
+    );
+}
