@@ -122,7 +122,13 @@ pub(crate) fn log_range(
     let mut out = Vec::new();
     for row in rows {
         let (mut entry, edits) = row?;
-        entry.edits = parse_json::<Vec<Edit>>(&edits, "op log edits")?;
+        entry.edits = parse_json::<Vec<Edit>>(
+            &edits,
+            &format!(
+                "revision {} of {context:?} in the op log (`ctxsync verify` lists every problem)",
+                entry.revision
+            ),
+        )?;
         out.push(entry);
     }
     Ok(out)
