@@ -404,3 +404,29 @@ fn a_move_of_an_owned_subtree_is_refused() {
         Op::Move { .. }
     ));
 }
+
+#[test]
+fn floats_read_back_exactly_so_checksums_hold() {
+    // Found by the accepted-pushes property: without exact float parsing, this value
+    // read back one ULP off and `verify` reported a checksum mismatch.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(&dir, StoreOptions::default());
+        s.create_context("default", json!({"list": []})).unwrap();
+        s.push(
+            "default",
+            push(
+                "builder",
+                Strategy::Merge,
+                json!([{"path": "list[-]", "to": {"id": "t-0", "v": -987715.9401014323_f64}}]),
+            ),
+        )
+        .unwrap();
+    }
+    let s = open(&dir, StoreOptions::default());
+    assert!(s.verify("default").unwrap().ok);
+    assert_eq!(
+        s.read("default", None).unwrap().document["list"][0]["v"],
+        json!(-987715.9401014323_f64)
+    );
+}
