@@ -32,6 +32,10 @@ impl RemoteStore {
 }
 
 /// The store error a remote error stands for.
+///
+/// `StoreError` has no variant for a refused token (401), a refused agent (403) or an
+/// oversized body (413), so these travel as `Invalid` (exit 2), worded by
+/// [`RemoteError`]'s display ("unauthorized: ...", "forbidden: ...", "too large: ...").
 pub fn store_error(context: &str, e: RemoteError) -> StoreError {
     match &e {
         RemoteError::Status {
@@ -40,22 +44,26 @@ pub fn store_error(context: &str, e: RemoteError) -> StoreError {
         RemoteError::Status {
             status: 409, code, ..
         } if code == "exists" => StoreError::Exists(context.to_owned()),
+        RemoteError::Status { status: 401, .. } => StoreError::Invalid(format!(
+            "{e} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)"
+        )),
         RemoteError::Status {
-            status: 413,
-            message,
-            ..
-        } => StoreError::Invalid(message.clone()),
+            status: 403 | 413, ..
+        } => StoreError::Invalid(e.to_string()),
         RemoteError::Status {
             status,
             message,
             code,
-        } if (400..500).contains(status) => StoreError::Invalid(if *status == 401 {
-            format!("{message} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)")
-        } else if code.is_empty() {
-            message.clone()
-        } else {
-            format!("{message} [{code}]")
-        }),
+        } if (400..500).contains(status) => {
+            // The server words its store errors itself, "invalid request: " included;
+            // `Invalid` adds it again.
+            let message = message.strip_prefix("invalid request: ").unwrap_or(message);
+            StoreError::Invalid(if code.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{message} [{code}]")
+            })
+        }
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
