@@ -85,8 +85,10 @@ pub fn atomic_replace_if(path: &Path, expected: &[u8], bytes: &[u8]) -> Result<b
 
 /// Parses YAML (which includes JSON) into a JSON value. `what` names the input in errors.
 /// A leading UTF-8 byte order mark (which Windows editors write) is not part of the text.
+/// Numbers JSON cannot hold (`.nan`, `.inf`) are refused rather than read as null.
 pub fn parse_document(text: &str, what: &str) -> Result<Value, ClientError> {
-    serde_norway::from_str::<Value>(strip_bom(text))
+    serde_norway::from_str::<crate::strict::Strict>(strip_bom(text))
+        .map(|strict| strict.0)
         .map_err(|e| ClientError::Input(format!("{what}: malformed YAML/JSON: {e}")))
 }
 

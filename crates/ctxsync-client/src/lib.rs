@@ -11,6 +11,7 @@
 mod files;
 pub mod outbox;
 pub mod remote;
+mod strict;
 mod sync;
 mod workcopy;
 

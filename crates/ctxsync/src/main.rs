@@ -103,6 +103,8 @@ enum Command {
         revision: Option<u64>,
     },
     /// Set a path to a value (YAML) in one push.
+    // `set counter -1`: a negative number is a value, not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Set {
         /// Where to write: a dotted path or JSON Pointer; `list[-]` appends to a list,
         /// `list[id=x]` addresses the element whose `id` is x.

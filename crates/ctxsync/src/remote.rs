@@ -45,7 +45,7 @@ pub fn store_error(context: &str, e: RemoteError) -> StoreError {
             status: 409, code, ..
         } if code == "exists" => StoreError::Exists(context.to_owned()),
         RemoteError::Status { status: 401, .. } => StoreError::Invalid(format!(
-            "{e} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)"
+            "{e} (the CLI sends CTXSYNC_TOKEN, else the token in .ctxsync/token)"
         )),
         RemoteError::Status {
             status: 403 | 413, ..

@@ -3,6 +3,8 @@
 //! the agent, sections that do not exist, and how times, counts and refusals read. Real
 //! processes, real files, and in remote mode a real server.
 
+#[path = "agents_common.rs"]
+mod agents_common;
 mod support;
 
 use std::process::{Command, Output, Stdio};
@@ -19,6 +21,8 @@ both_modes!(
     history_prints_rfc3339_times,
     counts_are_pluralised,
     a_deleted_working_copy_file_is_named_and_pulled_again,
+    a_sync_leaves_a_file_alone_when_the_merge_changes_nothing_in_it,
+    numbers_json_cannot_hold_are_refused_not_stored_as_null,
 );
 
 fn stderr(out: &Output) -> String {
@@ -532,4 +536,88 @@ fn a_deleted_working_copy_file_is_named_and_pulled_again(mode: Mode) {
     p.ok(&["session", "start", "--agent", "builder"]);
     assert!(file.is_file());
     assert_eq!(p.revision(), 0);
+}
+
+/// "wrote 1 file", not "wrote 1 files".
+#[test]
+fn agents_sync_counts_read_right() {
+    let Some(lib) = agents_common::fixture_copy() else {
+        return;
+    };
+    let root = lib.path();
+    let first = agents_common::agents(root, &["sync"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let entry = root.join("agents/development/backend-engineer.md");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    std::fs::write(&entry, format!("{text}\none more line\n")).unwrap();
+    let out = agents_common::agents(root, &["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("(1 rendered): 0 added, 1 updated, 0 removed; wrote 1 file, removed 0"),
+        "{summary}"
+    );
+}
+
+/// After a sync whose merge brings nothing new into the file, the file is not rewritten
+/// (so an editor saving meanwhile cannot lose to it, and the agent's own layout and
+/// comments stay); only the base moves. A revision by another agent is merged in.
+fn a_sync_leaves_a_file_alone_when_the_merge_changes_nothing_in_it(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "current_phase: planning",
+        "current_phase: build # the builder's note",
+    );
+    std::fs::write(&file, &text).unwrap();
+    let report = p.json(&["sync", "--agent", "builder"]);
+    assert_eq!(report["syncs"][0]["pushed"]["revision"], 1, "{report}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let base: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join(".ctxsync/agents/builder/base.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(base["revision"], 1);
+    p.set_as("planner", "project_state.current_phase", "review");
+    p.ok(&["sync", "--agent", "builder"]);
+    let now = std::fs::read_to_string(&file).unwrap();
+    assert!(now.contains("current_phase: review"), "{now}");
+}
+
+/// YAML's `.nan` and `.inf` have no JSON form: refused (exit 2, nothing changed) rather
+/// than stored as the null the user never wrote. Quoted, they are strings.
+fn numbers_json_cannot_hold_are_refused_not_stored_as_null(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    for value in [".nan", ".inf", "-.inf", "[1, .NaN]"] {
+        let out = p.run(&["set", "x", "--", value]);
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is not a JSON number"),
+            "{value}: {}",
+            stderr(&out)
+        );
+    }
+    let file = p.write("inf.yaml", "- {path: x, to: .inf}\n");
+    let out = p.run(&["push", "--file", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let wc = p.path().join(".ctxsync/agents/builder/context.yaml");
+    let text = std::fs::read_to_string(&wc).unwrap();
+    std::fs::write(
+        &wc,
+        text.replace("current_phase: planning", "current_phase: .nan"),
+    )
+    .unwrap();
+    let out = p.run(&["sync", "--agent", "builder"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(p.revision(), 0);
+    p.ok(&["set", "x", "'.nan'"]);
+    assert_eq!(p.json(&["get", "x"]), json!(".nan"));
+    // A negative number is a value, not an unknown flag.
+    p.ok(&["set", "y", "-1.5"]);
+    assert_eq!(p.json(&["get", "y"]), json!(-1.5));
+    assert!(p.ok(&["verify"]).starts_with("ok"));
 }
