@@ -323,6 +323,11 @@ fn sync_without_an_agent_uses_the_only_working_copy_or_says_how_to_choose(mode: 
         "build",
         "nothing was pushed"
     );
+    // Settling conflicts needs no working copy: all of them, none synced.
+    assert_eq!(
+        p.ok(&["sync", "--resolve-conflicts"]).trim(),
+        "nothing to sync"
+    );
     // Named by the environment or by ctxsync.toml: no guessing needed.
     let out = run_as(&p, "planner", &["sync"]);
     assert_eq!(out.status.code(), Some(2));

@@ -361,12 +361,12 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
         return history(&args.common, args.last, None, None);
     }
     let env = open(&args.common)?;
-    // Conflicts are settled for a named agent only; the working copy synced is the
-    // named one or the only one.
+    // Conflicts are settled for a named agent only (else all of them); the working copy
+    // synced is the named one or the only one.
     let (agent, explicit) = match choose_agent(&env, args.agent.as_deref())? {
         Chosen::Named(agent) => (Some(agent), true),
         Chosen::Only(agent) => (Some(agent), false),
-        Chosen::Nobody if args.resolve_conflicts => (None, false),
+        Chosen::Nobody | Chosen::Several(_) if args.resolve_conflicts => (None, false),
         Chosen::Nobody => {
             return Err(InputError(format!(
                 "context {:?} has no working copy to sync: create one with `ctxsync pull --agent NAME` (or `ctxsync session start --agent NAME`)",
@@ -374,6 +374,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             ))
             .into())
         }
+        several => return Err(several.ambiguous(&env.context)),
     };
     let wc = agent
         .as_deref()

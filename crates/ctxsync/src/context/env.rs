@@ -163,6 +163,25 @@ pub(crate) enum Chosen {
     Only(String),
     /// Not named, and the context has no working copy.
     Nobody,
+    /// Not named, and the context has these working copies.
+    Several(Vec<String>),
+}
+
+impl Chosen {
+    /// The input error of a command that needs one agent and was given none.
+    pub fn ambiguous(&self, context: &str) -> anyhow::Error {
+        let message = match self {
+            Chosen::Several(copies) => format!(
+                "{} working copies of context {context:?} ({}) and no agent named: {NAME_THE_AGENT}",
+                copies.len(),
+                copies.join(", ")
+            ),
+            _ => format!(
+                "no agent named and no working copy of context {context:?} to pick: {NAME_THE_AGENT}"
+            ),
+        };
+        InputError(message).into()
+    }
 }
 
 /// The folders under `.ctxsync/agents` that hold a working copy, sorted.
@@ -181,8 +200,7 @@ pub(crate) fn working_copy_names(state_dir: &FsPath) -> Vec<String> {
 
 /// The agent a working-copy command (`sync`, `watch`, `session`) acts for: the one named,
 /// else the only working copy of the context (the CLI's own default agent `cli` never
-/// has one, so it is no useful guess). Several working copies and no name is an input
-/// error that lists them.
+/// has one, so it is no useful guess).
 pub(crate) fn choose_agent(env: &Env, flag: Option<&str>) -> Result<Chosen> {
     if let Some(agent) = flag.map(str::to_owned).or(env.config.file.agent.clone()) {
         return Ok(Chosen::Named(agent));
@@ -196,26 +214,17 @@ pub(crate) fn choose_agent(env: &Env, flag: Option<&str>) -> Result<Chosen> {
                 .is_ok_and(|base| base.context == env.context)
         })
         .collect();
-    match copies.len() {
-        0 => Ok(Chosen::Nobody),
-        1 => Ok(Chosen::Only(copies.remove(0))),
-        n => Err(InputError(format!(
-            "{n} working copies of context {:?} ({}) and no agent named: {NAME_THE_AGENT}",
-            env.context,
-            copies.join(", ")
-        ))
-        .into()),
-    }
+    Ok(match copies.len() {
+        0 => Chosen::Nobody,
+        1 => Chosen::Only(copies.remove(0)),
+        _ => Chosen::Several(copies),
+    })
 }
 
 /// [`choose_agent`] for a command that needs an agent.
 pub(crate) fn require_agent(env: &Env, flag: Option<&str>) -> Result<String> {
     match choose_agent(env, flag)? {
         Chosen::Named(agent) | Chosen::Only(agent) => Ok(agent),
-        Chosen::Nobody => Err(InputError(format!(
-            "no agent named and no working copy of context {:?} to pick: {NAME_THE_AGENT}",
-            env.context
-        ))
-        .into()),
+        other => Err(other.ambiguous(&env.context)),
     }
 }
