@@ -14,12 +14,12 @@ pub mod remote;
 mod sync;
 mod workcopy;
 
-pub use files::{atomic_write, parse_document, to_yaml};
+pub use files::{atomic_write, decode_text, parse_document, strip_bom, to_yaml};
 pub use outbox::{Outbox, OutboxItem, OutboxStatus};
 pub use remote::{PullQuery, Pulled, RemoteClient, RemoteError, StreamEvent};
 pub use sync::{
-    local_changes, merge_remote_keeping_edits, pull_into, sync, Backend, BackendError,
-    BackendErrorKind, SyncOptions, SyncReport,
+    local_changes, merge_remote_keeping_edits, pull_into, recreate_working_copy, sync, Backend,
+    BackendError, BackendErrorKind, SyncOptions, SyncReport,
 };
 pub use workcopy::{Base, WorkingCopy};
 
@@ -29,10 +29,12 @@ pub enum ClientError {
     /// The working copy or a given file is unreadable or malformed (exit 2).
     #[error("{0}")]
     Input(String),
-    #[error("{path}: {source}")]
+    /// Not `source`: the message already says it, and a source would be printed twice
+    /// in an error chain.
+    #[error("{path}: {error}")]
     Io {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Backend(#[from] BackendError),

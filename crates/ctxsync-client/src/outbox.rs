@@ -81,9 +81,9 @@ impl Outbox {
 
     fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
         let path = path.to_path_buf();
-        move |source| ClientError::Io {
+        move |error| ClientError::Io {
             path: path.clone(),
-            source,
+            error,
         }
     }
 
@@ -247,7 +247,7 @@ pub fn with_backoff<T>(
 
 /// `delay` scaled by a factor in [0.5, 1.5), from a cheap per-call pseudo-random source
 /// (spreading retries needs no cryptographic randomness).
-fn jitter(delay: Duration) -> Duration {
+pub fn jitter(delay: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);

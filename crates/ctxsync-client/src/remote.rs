@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// The server answered with an error status.
-    #[error("{message}")]
+    #[error("{}", status_message(*.status, .message))]
     Status {
         status: u16,
         /// The server's error code (`not_found`, `gone`, `bad_request`, ...).
@@ -51,6 +51,18 @@ impl RemoteError {
             _ => None,
         }
     }
+}
+
+/// What an error status says, in words, before the server's message: a refused token or
+/// an oversized body is not an "invalid request".
+fn status_message(status: u16, message: &str) -> String {
+    let what = match status {
+        401 => "unauthorized",
+        403 => "forbidden",
+        413 => "too large",
+        _ => return message.to_owned(),
+    };
+    format!("{what}: {message}")
 }
 
 /// What a pull returned.
@@ -517,5 +529,26 @@ fn status_error(status: u16, text: &str) -> RemoteError {
         status,
         code,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_what_they_are() {
+        let body = r#"{"error": "x", "message": "bad token"}"#;
+        assert_eq!(
+            status_error(401, body).to_string(),
+            "unauthorized: bad token"
+        );
+        assert_eq!(status_error(403, body).to_string(), "forbidden: bad token");
+        assert_eq!(status_error(413, body).to_string(), "too large: bad token");
+        assert_eq!(status_error(400, body).to_string(), "bad token");
+        assert_eq!(
+            status_error(413, "nope").to_string(),
+            "too large: HTTP 413: nope"
+        );
     }
 }

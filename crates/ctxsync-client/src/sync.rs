@@ -111,6 +111,35 @@ pub fn pull_into(
     Ok(base)
 }
 
+/// Writes the file of a working copy that has gone (deleted by hand, or with its folder)
+/// again: from its base when that is still there (an editor may yet save a file derived
+/// from it, which must diff against that base; a sync then brings it up to date), else
+/// pulled afresh. Never replaces a file: `None`, with nothing written, when the file
+/// exists again.
+pub fn recreate_working_copy(
+    wc: &WorkingCopy,
+    backend: &dyn Backend,
+    context: &str,
+) -> Result<Option<Base>, ClientError> {
+    if wc.file().exists() {
+        return Ok(None);
+    }
+    let base = match wc.load_base() {
+        Ok(base) if base.context == context => base,
+        _ => {
+            let (revision, checksum, document) = backend.read(context)?;
+            Base {
+                context: context.to_owned(),
+                revision,
+                checksum,
+                document,
+                last_periodic_flush: None,
+            }
+        }
+    };
+    Ok(wc.create(&base.document, &base)?.then_some(base))
+}
+
 /// Local changes of the working copy against its base.
 pub fn local_changes(
     wc: &WorkingCopy,
@@ -185,16 +214,7 @@ pub fn sync(
         document: theirs,
         last_periodic_flush,
     };
-    // The agent may have saved the file again while we were talking to the backend
-    // (`ctxsync watch` syncs while it works): fold those newer edits in instead of
-    // overwriting them. They stay local changes against the new base.
-    let mut merged = merge.merged;
-    if let Ok(again) = wc.load_mine() {
-        if again != mine {
-            merged = merge3(&mine, &again, &merged, Prefer::Mine).merged;
-        }
-    }
-    wc.save(&merged, &new_base)?;
+    write_back(wc, &mine, &merge.merged, &new_base)?;
     Ok(SyncReport {
         agent: wc.agent.clone(),
         level: options.level,
@@ -205,6 +225,55 @@ pub fn sync(
         checksum,
         merge_conflicts: merge.conflicts,
     })
+}
+
+/// How often [`write_back`] re-merges a file the agent keeps saving before it writes
+/// regardless.
+const WRITE_BACK_ATTEMPTS: usize = 5;
+
+/// Writes `merged` (what the file read as `mine` becomes with the remote document merged
+/// in) and then `new_base`; returns the document the file now holds.
+///
+/// The agent may save the file while we talk to the backend (`ctxsync watch` syncs while
+/// it works): those newer edits are folded in (they win, and stay local changes against
+/// the new base), and the file is replaced only if it still holds what was merged into,
+/// re-checked right before the rename. A file that already says what the merge says is
+/// left alone (no rewrite to race with an editor) and only the base moves.
+fn write_back(
+    wc: &WorkingCopy,
+    mine: &Value,
+    merged: &Value,
+    new_base: &Base,
+) -> Result<Value, ClientError> {
+    for _ in 0..WRITE_BACK_ATTEMPTS {
+        let (bytes, again) = match wc.read_mine() {
+            Ok(read) => read,
+            // Deleted meanwhile: that is the agent's latest word, not resurrected here
+            // (`watch` writes a deleted working copy again, and says so).
+            Err(_) if !wc.file().exists() => {
+                wc.save_base(new_base)?;
+                return Ok(merged.clone());
+            }
+            // Unreadable now (mid-save, or broken): replaced below as before, since the
+            // base must not move without the remote changes in the file.
+            Err(_) => break,
+        };
+        let target = if again == *mine {
+            merged.clone()
+        } else {
+            merge3(mine, &again, merged, Prefer::Mine).merged
+        };
+        if target == again {
+            wc.save_base(new_base)?;
+            return Ok(target);
+        }
+        if wc.replace_if_unchanged(&bytes, &target)? {
+            wc.save_base(new_base)?;
+            return Ok(target);
+        }
+    }
+    wc.save(merged, new_base)?;
+    Ok(merged.clone())
 }
 
 /// Merges the backend's newer revisions into the working copy while its local edits stay
@@ -230,8 +299,8 @@ pub fn merge_remote_keeping_edits(
         document: theirs,
         last_periodic_flush: base.last_periodic_flush,
     };
-    let pending = diff(&new_base.document, &merge.merged).len();
-    wc.save(&merge.merged, &new_base)?;
+    let written = write_back(wc, &mine, &merge.merged, &new_base)?;
+    let pending = diff(&new_base.document, &written).len();
     Ok(Some(SyncReport {
         agent: wc.agent.clone(),
         level: Level::Periodic,

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::files::{atomic_write, parse_document, to_yaml};
+use crate::files::{
+    atomic_create, atomic_replace_if, atomic_write, decode_text, parse_document, to_yaml,
+};
 use crate::ClientError;
 
 /// What the working copy was last synced from.
@@ -78,7 +80,7 @@ impl WorkingCopy {
             } else {
                 ClientError::Io {
                     path: path.clone(),
-                    source,
+                    error: source,
                 }
             }
         })?;
@@ -88,19 +90,45 @@ impl WorkingCopy {
 
     /// The agent's edited document. It must still be a mapping.
     pub fn load_mine(&self) -> Result<Value, ClientError> {
+        Ok(self.read_mine()?.1)
+    }
+
+    /// The bytes of the agent's file and the document they hold (a mapping).
+    pub fn read_mine(&self) -> Result<(Vec<u8>, Value), ClientError> {
         let path = self.file();
-        let text = std::fs::read_to_string(&path).map_err(|source| ClientError::Io {
-            path: path.clone(),
-            source,
+        let bytes = std::fs::read(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ClientError::Input(format!(
+                    "{} is gone: `ctxsync pull --agent {}` writes it again (edits not synced are lost with it)",
+                    path.display(),
+                    self.agent
+                ))
+            } else {
+                ClientError::Io {
+                    path: path.clone(),
+                    error: source,
+                }
+            }
         })?;
-        let doc = parse_document(&text, &path.display().to_string())?;
+        let what = path.display().to_string();
+        let doc = parse_document(&decode_text(bytes.clone(), &what)?, &what)?;
         if !doc.is_object() {
             return Err(ClientError::Input(format!(
                 "{}: the working copy must be a mapping at the top level",
                 path.display()
             )));
         }
-        Ok(doc)
+        Ok((bytes, doc))
+    }
+
+    /// Replaces the agent's file with `document` if it still holds `expected` (see
+    /// [`atomic_replace_if`]); the base is not touched.
+    pub fn replace_if_unchanged(
+        &self,
+        expected: &[u8],
+        document: &Value,
+    ) -> Result<bool, ClientError> {
+        atomic_replace_if(&self.file(), expected, to_yaml(document).as_bytes())
     }
 
     /// Writes the working copy and then its base. The base goes last so that a crash in
@@ -109,6 +137,16 @@ impl WorkingCopy {
     pub fn save(&self, document: &Value, base: &Base) -> Result<(), ClientError> {
         atomic_write(&self.file(), to_yaml(document).as_bytes())?;
         self.save_base(base)
+    }
+
+    /// Writes a working copy whose file is missing, then its base; `false`, with nothing
+    /// written, if the file exists (again) by the time it would be written.
+    pub fn create(&self, document: &Value, base: &Base) -> Result<bool, ClientError> {
+        if !atomic_create(&self.file(), to_yaml(document).as_bytes())? {
+            return Ok(false);
+        }
+        self.save_base(base)?;
+        Ok(true)
     }
 
     pub fn save_base(&self, base: &Base) -> Result<(), ClientError> {

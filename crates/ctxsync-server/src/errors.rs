@@ -90,6 +90,8 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "request_id_reused", message)
             }
             StoreError::Forbidden(_) => Self::forbidden(message),
+            StoreError::Unauthorized(_) => Self::unauthorized(message),
+            StoreError::Refused(_) => Self::bad_request(message),
             StoreError::ReadOnly(_) => Self::unavailable(message),
             StoreError::Io(_)
             | StoreError::Unavailable(_)

@@ -28,6 +28,13 @@ pub enum StoreError {
     /// The caller may not do this (a role, or another agent's conflict).
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A remote store refused the request for a reason it words itself (e.g. a reused
+    /// request id); shown as it is.
+    #[error("{0}")]
+    Refused(String),
+    /// No valid credentials (a remote store refused the token).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The store cannot take writes now (its WAL went missing, the disk is full); what
     /// it acknowledged before is safe.
     #[error("the store is not accepting writes: {0}")]
@@ -64,6 +71,8 @@ impl StoreError {
                 | Self::OverLimit(_)
                 | Self::RequestIdReused(_)
                 | Self::Forbidden(_)
+                | Self::Unauthorized(_)
+                | Self::Refused(_)
                 | Self::NoSuchConflict(_)
                 | Self::NoSuchToken(_)
         )

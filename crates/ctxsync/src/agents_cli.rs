@@ -15,6 +15,8 @@ use clap::{Args, Subcommand};
 use ctxsync_agents::sync::{SyncOptions, SyncReport};
 use ctxsync_agents::{check, config, events, fixrefs, rollback, sync, synth, watch, AgentsConfig};
 
+use crate::out::count;
+
 /// Arguments of `ctxsync agents`.
 #[derive(Args)]
 pub struct AgentsArgs {
@@ -114,11 +116,13 @@ pub fn run(args: AgentsArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes are noise in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     match dispatch(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             // As for the context commands: 2 for what the user gave us, 3 when the file
             // system (or the watcher) failed.
             let failed = e.chain().any(|c| {
@@ -148,7 +152,11 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
     let json = args.json;
     if let AgentsCommand::GenBenchLibrary { agents, dir } = &args.command {
         synth::generate(dir, *agents)?;
-        println!("generated {agents} agents in {}", dir.display());
+        outln!(
+            "generated {} in {}",
+            count(*agents, "agent", "agents"),
+            dir.display()
+        );
         return Ok(0);
     }
     let root = resolve_root(args.root)?;
@@ -181,7 +189,7 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
             };
             let stop = AtomicBool::new(false);
             if !json {
-                eprintln!(
+                errln!(
                     "watching {} (debounce {} ms); Ctrl-C to stop",
                     root.display(),
                     cfg.debounce_ms
@@ -204,7 +212,7 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
         AgentsCommand::Log { last } => {
             let evs =
                 events::read_last(&ctxsync_agents::state::StateDir::new(&root).events(), last)?;
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::out::stdout();
             for e in &evs {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(e)?)?;
@@ -231,23 +239,23 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
         AgentsCommand::Rollback { to, force } => {
             let r = rollback::rollback(&root, &cfg, to, force)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for w in &r.warnings {
-                    eprintln!("warning: {w}");
+                    errln!("warning: {w}");
                 }
-                println!(
-                    "restored generation {} (was {}): {} files written back, {} removed{}",
+                outln!(
+                    "restored generation {} (was {}): {} written back, {} removed{}",
                     r.to_generation,
                     r.from_generation,
-                    r.restored.len(),
+                    count(r.restored.len(), "file", "files"),
                     r.removed.len(),
                     r.generation
                         .map(|g| format!(", recorded as generation {g}"))
                         .unwrap_or_default()
                 );
                 for c in &r.conflicts {
-                    println!("conflict: {c} was edited by hand since; left alone (use --force)");
+                    outln!("conflict: {c} was edited by hand since; left alone (use --force)");
                 }
             }
             Ok(u8::from(!r.conflicts.is_empty()))
@@ -255,23 +263,30 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
         AgentsCommand::FixRefs { apply } => {
             let r = fixrefs::fix_refs(&root, &cfg, apply)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for p in &r.proposals {
-                    println!(
+                    outln!(
                         "{}:{}: {} -> {} ({})",
-                        p.file, p.line, p.old, p.new, p.reason
+                        p.file,
+                        p.line,
+                        p.old,
+                        p.new,
+                        p.reason
                     );
                 }
-                println!(
-                    "{} rewrites {}; {} broken references without a unique candidate",
-                    r.proposals.len(),
+                outln!(
+                    "{} {}; {} without a unique candidate",
+                    count(r.proposals.len(), "rewrite", "rewrites"),
                     if apply {
-                        format!("applied to {} files", r.applied_files.len())
+                        format!(
+                            "applied to {}",
+                            count(r.applied_files.len(), "file", "files")
+                        )
                     } else {
                         "proposed (use --apply)".into()
                     },
-                    r.unresolved
+                    count(r.unresolved, "broken reference", "broken references")
                 );
             }
             Ok(0)
@@ -301,7 +316,7 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "generation": reg.generation,
@@ -311,38 +326,38 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
             }))?
         );
     } else {
-        println!(
-            "generation {} ({} kept); {} agents registered, {} in the library",
+        outln!(
+            "generation {} ({} kept); {} registered, {} in the library",
             reg.generation,
             reg.generations.len(),
-            reg.agents.len(),
+            count(reg.agents.len(), "agent", "agents"),
             pending.agents
         );
         for (n, a) in &reg.agents {
-            println!(
-                "  {n:<28} {:<9} v{:<8} gen {:<4} {} outputs  {}",
+            outln!(
+                "  {n:<28} {:<9} v{:<8} gen {:<4} {:<10} {}",
                 serde_json::to_value(a.priority)?.as_str().unwrap_or("?"),
                 a.version.as_deref().unwrap_or("-"),
                 a.generation,
-                a.outputs.len(),
+                count(a.outputs.len(), "output", "outputs"),
                 a.entry
             );
         }
         if pending.written.is_empty() && pending.deleted.is_empty() && pending.conflicts.is_empty()
         {
-            println!("everything is up to date");
+            outln!("everything is up to date");
         }
         for p in &pending.written {
-            println!("  pending write:  {p}");
+            outln!("  pending write:  {p}");
         }
         for p in &pending.deleted {
-            println!("  pending remove: {p}");
+            outln!("  pending remove: {p}");
         }
         for c in &pending.conflicts {
-            println!("  conflict: {} ({}): {}", c.path, c.agent, c.reason);
+            outln!("  conflict: {} ({}): {}", c.path, c.agent, c.reason);
         }
         for e in &pending.validation_errors {
-            println!("  invalid: {e}");
+            outln!("  invalid: {e}");
         }
     }
     Ok(0)
@@ -350,20 +365,20 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
 
 fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     if !r.validation_errors.is_empty() {
         for e in &r.validation_errors {
-            eprintln!("invalid: {e}");
+            errln!("invalid: {e}");
         }
-        eprintln!("validation failed: nothing was written");
+        errln!("validation failed: nothing was written");
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::stdout();
     let verb = if opts.check || opts.dry_run {
         "would write"
     } else {
@@ -394,27 +409,33 @@ fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<
         )?;
     }
     if opts.validate_only {
-        writeln!(out, "{} agents rendered and valid", r.rendered.len())?;
+        writeln!(
+            out,
+            "{} rendered and valid",
+            count(r.rendered.len(), "agent", "agents")
+        )?;
         return Ok(());
     }
     writeln!(
         out,
-        "{} agents ({} rendered): {} added, {} updated, {} removed; {verb} {} files, removed {}{} in {:.1} ms",
-        r.agents,
+        "{} ({} rendered): {} added, {} updated, {} removed; {verb} {}, removed {}{} in {:.1} ms",
+        count(r.agents, "agent", "agents"),
         r.rendered.len(),
         r.added.len(),
         r.updated.len(),
         r.removed.len(),
-        r.written.len(),
+        count(r.written.len(), "file", "files"),
         r.deleted.len(),
-        r.generation.map(|g| format!(" (generation {g})")).unwrap_or_default(),
+        r.generation
+            .map(|g| format!(" (generation {g})"))
+            .unwrap_or_default(),
         r.duration_ms
     )?;
     Ok(())
 }
 
 fn print_watch_run(o: &watch::RunOutcome, opts: &SyncOptions, json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::stdout();
     match &o.result {
         Ok(r) if json => writeln!(
             out,
@@ -424,10 +445,15 @@ fn print_watch_run(o: &watch::RunOutcome, opts: &SyncOptions, json: bool) -> any
             )?
         )?,
         Ok(r) => {
-            writeln!(out, "run {} ({} changed paths):", o.run, o.trigger.len())?;
+            writeln!(
+                out,
+                "run {} ({}):",
+                o.run,
+                count(o.trigger.len(), "changed path", "changed paths")
+            )?;
             drop(out);
             print_sync(r, opts, false)?;
-            out = std::io::stdout().lock();
+            out = crate::out::stdout();
         }
         Err(e) if json => writeln!(
             out,
@@ -442,10 +468,10 @@ fn print_watch_run(o: &watch::RunOutcome, opts: &SyncOptions, json: bool) -> any
 
 fn print_check(r: &check::CheckReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::stdout();
     for w in &r.warnings {
         writeln!(out, "warning: {w}")?;
     }
@@ -478,14 +504,22 @@ fn print_check(r: &check::CheckReport, json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{} files, {} references: {} broken references, {} broken anchors, {} via renames, {} unreferenced files, {} cycles",
-        r.files_checked,
-        r.references,
-        r.broken_files.len(),
-        r.broken_anchors.len(),
+        "{}, {}: {}, {}, {} via renames, {}, {}",
+        count(r.files_checked, "file", "files"),
+        count(r.references, "reference", "references"),
+        count(
+            r.broken_files.len(),
+            "broken reference",
+            "broken references"
+        ),
+        count(r.broken_anchors.len(), "broken anchor", "broken anchors"),
         r.via_rename.len(),
-        r.unreferenced.len(),
-        r.cycles.len()
+        count(
+            r.unreferenced.len(),
+            "unreferenced file",
+            "unreferenced files"
+        ),
+        count(r.cycles.len(), "cycle", "cycles")
     )?;
     Ok(())
 }

@@ -113,9 +113,10 @@ impl Config {
         };
         let file = if found {
             let path = root.join(CONFIG_FILE);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text)
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = ctxsync_client::decode_text(bytes, &path.display().to_string())?;
+            toml::from_str(ctxsync_client::strip_bom(&text))
                 .map_err(|e| crate::InputError(format!("{}: {e}", path.display())))?
         } else {
             FileConfig::default()

@@ -3,6 +3,11 @@
 //! Exit codes: 0 ok, 1 conflicts or a failed check, 2 usage or input error, 3 the store
 //! or the file system failed.
 #![forbid(unsafe_code)]
+// Output goes through `out` (a closed pipe is a quiet exit, not a panic).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod out;
 
 mod agents_cli;
 mod config;
@@ -64,7 +69,10 @@ pub struct Acting {
     /// Sync level: critical, checkpoint, periodic or session.
     #[arg(long, default_value = "checkpoint")]
     pub level: Level,
-    /// What to do with conflicting changes: merge, atomic, force or defer.
+    /// What to do with conflicting changes: merge (apply the rest, report conflicts),
+    /// atomic (all or nothing), force (last writer wins) or defer (store conflicts for
+    /// `sync --resolve-conflicts`); `push` also reads a `strategy` field of the file
+    /// [default: merge]
     #[arg(long)]
     pub strategy: Option<Strategy>,
 }
@@ -81,6 +89,8 @@ enum Command {
     },
     /// Print the value at a path (dotted or JSON Pointer).
     Get {
+        /// Dotted path (`project_state.active_tasks[id=task-1].status`, `list[0]`) or
+        /// JSON Pointer (`/project_state/current_phase`).
         path: String,
         #[command(flatten)]
         common: Common,
@@ -89,7 +99,11 @@ enum Command {
         revision: Option<u64>,
     },
     /// Set a path to a value (YAML) in one push.
+    // `set counter -1`: a negative number is a value, not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Set {
+        /// Where to write: a dotted path or JSON Pointer; `list[-]` appends to a list,
+        /// `list[id=x]` addresses the element whose `id` is x.
         path: String,
         /// The new value, as YAML (`42`, `done`, `{a: 1}`, `[x, y]`).
         value: String,
@@ -106,6 +120,10 @@ enum Command {
     },
     /// Push a list of changes from a YAML/JSON file (`-` for standard input).
     Push {
+        /// YAML or JSON file of changes, `-` for standard input: a list of seed-form
+        /// `{path, from, to}` (or `{path, from, remove: true}`) or RFC 6902 ops, or a
+        /// mapping with `changes:` (and optionally agent, strategy, base_revision,
+        /// request_id, summary; flags win).
         #[arg(long, short)]
         file: PathBuf,
         /// The revision the changes were made against (enables concurrent-write checks).
@@ -114,6 +132,7 @@ enum Command {
         /// Idempotency key; a repeated key returns the stored answer.
         #[arg(long)]
         request_id: Option<String>,
+        /// What the push is for, kept with the revision in the op log.
         #[arg(long)]
         summary: Option<String>,
         #[command(flatten)]
@@ -124,16 +143,20 @@ enum Command {
     /// Print the context, some sections, or the delta since a revision; with --agent,
     /// write that agent's working copy instead.
     Pull {
-        /// Comma-separated sections (paths), e.g. project_state,decisions_log.recent.
+        /// Comma-separated sections (paths), e.g. project_state,decisions_log.recent; a
+        /// section that does not exist is exit 1, as for `get`.
         #[arg(long, value_delimiter = ',')]
         sections: Vec<String>,
         /// Print only what changed after this revision.
         #[arg(long)]
         since: Option<u64>,
+        /// Output format (json is the same as --json) [default: yaml]
         #[arg(long, value_parser = ["yaml", "json"])]
         format: Option<String>,
-        /// Write the working copy of this agent (.ctxsync/agents/NAME/context.yaml).
-        #[arg(long, env = "CTXSYNC_AGENT")]
+        /// Write the whole context into this agent's working copy
+        /// (.ctxsync/agents/NAME/context.yaml) instead of printing it. Only this flag
+        /// does that, CTXSYNC_AGENT and ctxsync.toml do not.
+        #[arg(long, conflicts_with_all = ["sections", "since"])]
         agent: Option<String>,
         /// Overwrite a working copy that has unsynced edits.
         #[arg(long)]
@@ -155,10 +178,13 @@ enum Command {
     },
     /// The op log, newest first.
     History {
+        /// How many entries, newest first.
         #[arg(long, default_value_t = 20)]
         last: usize,
+        /// Only the revisions of this agent.
         #[arg(long)]
         agent: Option<String>,
+        /// Only the revisions pushed at this level.
         #[arg(long)]
         level: Option<Level>,
         #[command(flatten)]
@@ -171,8 +197,10 @@ enum Command {
     },
     /// Make a new revision equal to an older one.
     Revert {
+        /// The revision whose document the new revision gets.
         #[arg(long)]
         to: u64,
+        /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
         #[arg(long, env = "CTXSYNC_AGENT")]
         agent: Option<String>,
         #[command(flatten)]
@@ -197,6 +225,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes are noise in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     use context::commands as c;
@@ -258,8 +288,36 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            errln!("error: {err:#}");
             ExitCode::from(context::exit_code_of(&err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for (`token` is checked by its
+    /// own module's owner).
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if !sub.is_hide_set() && sub.get_name() != "help" {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "ctxsync", &mut missing);
+        missing.retain(|m| !m.starts_with("ctxsync token "));
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

@@ -31,7 +31,8 @@ impl RemoteStore {
     }
 }
 
-/// The store error a remote error stands for.
+/// The store error a remote error stands for, worded by the server's own message
+/// (without a second "invalid request:").
 pub fn store_error(context: &str, e: RemoteError) -> StoreError {
     match &e {
         RemoteError::Status {
@@ -41,21 +42,46 @@ pub fn store_error(context: &str, e: RemoteError) -> StoreError {
             status: 409, code, ..
         } if code == "exists" => StoreError::Exists(context.to_owned()),
         RemoteError::Status {
+            status: 409,
+            code,
+            message,
+        } if code == "request_id_reused" => StoreError::Refused(message.clone()),
+        RemoteError::Status {
+            status: 401,
+            message,
+            ..
+        } => StoreError::Unauthorized(format!(
+            "{message} (the CLI sends CTXSYNC_TOKEN, else the token in .ctxsync/token)"
+        )),
+        RemoteError::Status {
+            status: 403,
+            message,
+            ..
+        } => StoreError::Forbidden(
+            message
+                .strip_prefix("forbidden: ")
+                .unwrap_or(message)
+                .to_owned(),
+        ),
+        RemoteError::Status {
             status: 413,
             message,
             ..
-        } => StoreError::Invalid(message.clone()),
+        } => StoreError::OverLimit(format!("too large: {message}")),
         RemoteError::Status {
             status,
             message,
             code,
-        } if (400..500).contains(status) => StoreError::Invalid(if *status == 401 {
-            format!("{message} (set CTXSYNC_TOKEN or .ctxsync/token; `ctxsync token create --agent NAME` on the server makes one)")
-        } else if code.is_empty() {
-            message.clone()
-        } else {
-            format!("{message} [{code}]")
-        }),
+        } if (400..500).contains(status) => {
+            // The server words its store errors itself, "invalid request: " included;
+            // `Invalid` adds it again.
+            let message = message.strip_prefix("invalid request: ").unwrap_or(message);
+            StoreError::Invalid(if code.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{message} [{code}]")
+            })
+        }
         _ => StoreError::Unavailable(e.to_string()),
     }
 }

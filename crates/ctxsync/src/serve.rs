@@ -125,7 +125,7 @@ fn fit_connections(wanted: usize) {
     };
     let cap = ctxsync_server::limits::connection_cap(wanted, limit);
     if cap < wanted {
-        eprintln!(
+        errln!(
             "warning: the open-file limit ({}) allows {cap} connections, not {wanted}",
             limit.soft.unwrap_or(0)
         );
@@ -157,9 +157,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", args.bind))?;
         let addr = listener.local_addr().context("no local address")?;
         if let Some(warning) = &remote_warning {
-            eprintln!("{warning}");
+            errln!("{warning}");
         }
-        eprintln!("listening on {addr}");
+        errln!("listening on {addr}");
         tracing::info!(%addr, "ctxsync server started");
         ctxsync_server::serve(listener, state, shutdown_signal())
             .await
@@ -168,7 +168,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     if let Some(agents) = agents {
         agents.stop();
     }
-    eprintln!("stopped");
+    errln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -205,7 +205,7 @@ fn start_agents_watch(root: Option<&Path>) -> Result<AgentsWatch> {
                                 || !r.conflicts.is_empty()
                                 || !r.validation_errors.is_empty()
                             {
-                                eprintln!(
+                                errln!(
                                     "agents: run {}: {} written, {} deleted, {} conflicts, {} validation errors",
                                     o.run,
                                     r.written.len(),
@@ -216,16 +216,16 @@ fn start_agents_watch(root: Option<&Path>) -> Result<AgentsWatch> {
                             }
                             crate::context::record_agent_run(&root, r);
                         }
-                        Err(e) => eprintln!("agents: run {}: error: {e}", o.run),
+                        Err(e) => errln!("agents: run {}: error: {e}", o.run),
                     }
                 });
                 if let Err(e) = watched {
-                    eprintln!("agents watch stopped: {e}");
+                    errln!("agents watch stopped: {e}");
                 }
             }
         })
         .context("cannot start the agents watcher")?;
-    eprintln!("watching the agent library");
+    errln!("watching the agent library");
     Ok(AgentsWatch { stop, thread })
 }
 

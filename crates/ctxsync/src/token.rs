@@ -70,8 +70,8 @@ fn new_secret() -> Result<String> {
 
 fn print_json_value(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: cannot encode output: {e}"),
+        Ok(text) => outln!("{text}"),
+        Err(e) => errln!("error: cannot encode output: {e}"),
     }
 }
 
@@ -97,8 +97,8 @@ pub fn run(args: &TokenArgs) -> Result<ExitCode> {
             if store.json {
                 print_json_value(&json!({"secret": secret, "token": info}));
             } else {
-                println!("{secret}");
-                eprintln!(
+                outln!("{secret}");
+                errln!(
                     "token {} acts as {} ({}); the secret above is shown only once",
                     info.id,
                     info.agent,
@@ -112,7 +112,7 @@ pub fn run(args: &TokenArgs) -> Result<ExitCode> {
             if store.json {
                 print_json_value(&json!({"tokens": tokens}));
             } else if tokens.is_empty() {
-                println!("no tokens (create one with `ctxsync token create --agent NAME`)");
+                outln!("no tokens (create one with `ctxsync token create --agent NAME`)");
             } else {
                 let agent_width = tokens
                     .iter()
@@ -120,16 +120,21 @@ pub fn run(args: &TokenArgs) -> Result<ExitCode> {
                     .max()
                     .unwrap_or(5)
                     .max(5);
-                println!(
+                outln!(
                     "{:<12}  {:<agent_width$}  {:<6}  {:<7}  {:<16}  {:<16}  LABEL",
-                    "ID", "AGENT", "ROLE", "STATE", "CREATED", "REVOKED"
+                    "ID",
+                    "AGENT",
+                    "ROLE",
+                    "STATE",
+                    "CREATED",
+                    "REVOKED"
                 );
                 for t in &tokens {
                     let (state, revoked) = match t.revoked_ms {
                         Some(ms) => ("revoked", when(ms)),
                         None => ("active", "-".to_owned()),
                     };
-                    println!(
+                    outln!(
                         "{:<12}  {:<agent_width$}  {:<6}  {:<7}  {:<16}  {:<16}  {}",
                         t.id,
                         t.agent,
@@ -148,7 +153,7 @@ pub fn run(args: &TokenArgs) -> Result<ExitCode> {
             if store.json {
                 print_json_value(&json!({"token": info}));
             } else {
-                println!("revoked {} ({})", info.id, info.agent);
+                outln!("revoked {} ({})", info.id, info.agent);
             }
         }
     }

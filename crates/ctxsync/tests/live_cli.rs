@@ -12,6 +12,7 @@ both_modes!(
     session_start_and_end,
     watch_pushes_edits_and_merges_others,
     watch_keeps_held_back_edits_while_merging_others,
+    watch_writes_a_deleted_working_copy_again,
 );
 
 fn edit(file: &std::path::Path, from: &str, to: &str) {
@@ -98,7 +99,14 @@ fn watch_keeps_held_back_edits_while_merging_others(mode: Mode) {
         "[periodic]\ninterval_secs = 3600\ntasks = 100\nsize_bytes = 1000000\n",
     );
     p.init();
-    let mut watch = p.spawn(&["watch", "--agent", "builder", "--debounce-ms", "100"]);
+    let (mut watch, log) = p.spawn_logged(&[
+        "watch",
+        "--agent",
+        "builder",
+        "--debounce-ms",
+        "100",
+        "--json",
+    ]);
     let file = p.path().join(".ctxsync/agents/builder/context.yaml");
     assert!(eventually(Duration::from_secs(30), || file.is_file()));
     // The first periodic sync is due (nothing was ever flushed); it starts the clock.
@@ -114,12 +122,64 @@ fn watch_keeps_held_back_edits_while_merging_others(mode: Mode) {
             .map(|t| t.contains("current_phase: review") && t.contains("- second"))
             .unwrap_or(false)
     });
-    let _ = watch.kill();
-    let _ = watch.wait();
-    assert!(flushed, "the first periodic edit was not flushed");
+    watch.kill();
+    let log = log.text();
+    assert!(flushed, "the first periodic edit was not flushed: {log}");
     assert!(
         merged,
-        "the remote change was not merged around the held-back edit"
+        "the remote change was not merged around the held-back edit: {log}\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
     );
     assert_eq!(p.json(&["get", "communication.notes"]), json!(["first"]));
+}
+
+/// The working copy deleted under a running watch, first the file, then its whole
+/// folder: watch writes it again, says so, and keeps syncing edits made to the new one.
+fn watch_writes_a_deleted_working_copy_again(mode: Mode) {
+    let p = Project::new(mode);
+    p.init();
+    let (mut watch, log) = p.spawn_logged(&["watch", "--agent", "builder", "--debounce-ms", "100"]);
+    let folder = p.path().join(".ctxsync/agents/builder");
+    let file = folder.join("context.yaml");
+    assert!(
+        eventually(Duration::from_secs(30), || log.count("watching") == 1),
+        "watch did not start: {}",
+        log.text()
+    );
+    std::fs::remove_file(&file).unwrap();
+    let rewritten = eventually(Duration::from_secs(30), || {
+        file.is_file() && log.count("was deleted; wrote it again") == 1
+    });
+    // Others' revisions still reach it.
+    p.set_as("planner", "project_state.current_phase", "review");
+    let merged = eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("current_phase: review"))
+    });
+    // Gone at once (a `rm -rf` racing with the watch may meet the files it writes).
+    let gone = p.path().join(".ctxsync/gone");
+    std::fs::rename(&folder, &gone).unwrap();
+    std::fs::remove_dir_all(&gone).unwrap();
+    let recreated = eventually(Duration::from_secs(30), || {
+        folder.join("base.json").is_file() && log.count("was deleted; wrote it again") == 2
+    });
+    // The new folder is watched: an edit there is pushed.
+    if recreated {
+        edit(&file, "current_phase: review", "current_phase: ship");
+    }
+    let pushed = recreated
+        && eventually(Duration::from_secs(30), || {
+            p.try_json(&["get", "project_state.current_phase"]) == Some(json!("ship"))
+        });
+    watch.kill();
+    let log = log.text();
+    assert!(rewritten, "the deleted file was not written again: {log}");
+    assert!(
+        merged,
+        "others' revision did not reach the rewritten file: {log}"
+    );
+    assert!(recreated, "the deleted folder was not written again: {log}");
+    assert!(
+        pushed,
+        "an edit of the recreated file was not pushed: {log}"
+    );
 }

@@ -37,6 +37,11 @@ fn pushes_wait_in_the_outbox_and_apply_once_in_order() {
         let out = p.run(&["set", "counter", &n.to_string()]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("queued"), "{}", stderr(&out));
+        // Said on stdout too, where a script looks.
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("queued ({n} in the outbox)\n")
+        );
     }
     let out = p.run(&[
         "push",
@@ -44,8 +49,13 @@ fn pushes_wait_in_the_outbox_and_apply_once_in_order() {
         once,
         "--request-id",
         "01JDSAMEREQUEST00000000001",
+        "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let queued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(queued["queued"], true, "{queued}");
+    assert_eq!(queued["outbox_pending"], 4, "{queued}");
+    assert_eq!(queued["request_id"], "01JDSAMEREQUEST00000000001");
     // status says the server is away and what waits.
     let out = p.run(&["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
@@ -137,4 +147,49 @@ fn a_server_setting_that_is_not_a_url_is_an_input_error_and_queues_nothing() {
     assert!(stderr(&out).contains("is not a URL"), "{}", stderr(&out));
     assert!(!p.path().join(".ctxsync/outbox").exists());
     assert_eq!(p.revision(), 0);
+}
+
+/// `watch` with the server away: one line when it goes, exponential backoff (not a
+/// failure every few hundred milliseconds), one line when it is back, no colour codes
+/// in a log that is not a terminal; the edit made meanwhile is pushed once it is back.
+#[test]
+fn remote_watch_backs_off_and_reports_only_changes_of_state() {
+    let mut p = Project::new(Mode::Remote);
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    p.server.as_mut().unwrap().kill();
+    let (mut watch, log) = p.spawn_logged(&["watch", "--agent", "builder", "--debounce-ms", "100"]);
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    assert!(support::eventually(
+        std::time::Duration::from_secs(30),
+        || log.count("server unreachable, retrying in") == 1
+    ));
+    // A checkpoint edit while the server is away: tried, and kept.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("current_phase: planning", "current_phase: build"),
+    )
+    .unwrap();
+    // Several seconds of an unreachable server (the old loop printed a failure on every
+    // poll, about 10 a second between the two threads).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let down = log.text();
+    p.server.as_mut().unwrap().restart();
+    let back = support::eventually(std::time::Duration::from_secs(60), || {
+        log.count("reconnected") == 1
+            && p.try_json(&["get", "project_state.current_phase"]) == Some(json!("build"))
+    });
+    watch.kill();
+    let all = log.text();
+    assert_eq!(log.count("unreachable"), 1, "{down}");
+    assert!(!down.contains("sync failed"), "{down}");
+    assert!(
+        back,
+        "not reconnected, or the held edit was not pushed: {all}"
+    );
+    assert!(
+        !all.contains('\u{1b}'),
+        "colour codes in a log file: {all:?}"
+    );
 }

@@ -626,7 +626,9 @@ fn push_with(
         let revision = cached.head.revision + 1;
         let edits = serde_json::to_string(&evaluation.edits).map_err(corrupt)?;
         let summary = if request.summary.is_empty() {
-            format!("{} change(s) by {}", response.applied.len(), request.agent)
+            let n = response.applied.len();
+            let changes = if n == 1 { "change" } else { "changes" };
+            format!("{n} {changes} by {}", request.agent)
         } else {
             request.summary.clone()
         };

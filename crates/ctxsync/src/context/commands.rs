@@ -8,153 +8,20 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use ctxsync_client::{local_changes, parse_document, pull_into, SyncOptions, WorkingCopy};
 use ctxsync_core::{
-    get as get_value, Change, Expect, Level, Path, PushRequest, PushResponse, Strategy,
+    get as get_value, template, Change, Expect, Level, Path, PushRequest, PushResponse, Strategy,
 };
 use ctxsync_store::{Actor, HistoryFilter, SqliteStore, Store};
 use serde_json::{json, Value};
 
-use ctxsync_client::{Outbox, RemoteClient};
-
-use super::backend::StoreBackend;
+use super::env::{choose_agent, server_token, server_url, working_copy_names, Chosen, Remote};
+pub(crate) use super::env::{open, Env};
 use super::output::{self, print_json};
 use super::{now_ms, SyncArgs};
 use crate::config::{Config, CONFIG_FILE};
 use crate::remote::RemoteStore;
 use crate::{Acting, Common, InputError};
-use ctxsync_core::template;
 
 const CONFLICT: u8 = 1;
-
-pub(crate) struct Env {
-    pub config: Config,
-    pub store: Box<dyn Store>,
-    pub context: String,
-    /// Set in remote mode.
-    pub remote: Option<Remote>,
-}
-
-/// The server side of remote mode.
-pub(crate) struct Remote {
-    pub client: RemoteClient,
-    pub outbox: Outbox,
-}
-
-impl Env {
-    /// The working-copy backend: deltas and checksum checks in remote mode.
-    pub fn backend(&self) -> StoreBackend<'_> {
-        StoreBackend {
-            store: self.store.as_ref(),
-            remote: self.remote.as_ref().map(|r| &r.client),
-        }
-    }
-}
-
-/// `CTXSYNC_SERVER`, else `server` in ctxsync.toml. A value that is not an http(s) URL
-/// is an input error, not an unreachable server (pushes must not queue for it).
-fn server_url(config: &Config) -> Result<Option<String>> {
-    let url = std::env::var("CTXSYNC_SERVER")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or(config.file.server.clone());
-    match url {
-        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(InputError(
-            format!("server {u:?} is not a URL: use http://HOST:PORT or https://HOST"),
-        )
-        .into()),
-        other => Ok(other),
-    }
-}
-
-/// `CTXSYNC_TOKEN`, else `.ctxsync/token` (kept out of the committed config).
-fn server_token(config: &Config) -> Result<Option<String>> {
-    if let Ok(token) = std::env::var("CTXSYNC_TOKEN") {
-        if !token.is_empty() {
-            return Ok(Some(token));
-        }
-    }
-    let path = config.state_dir().join("token");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
-    }
-}
-
-pub(crate) fn open(common: &Common) -> Result<Env> {
-    let config = Config::load(common.root.as_deref())?;
-    let context = config.context(common.context.as_deref());
-    ctxsync_store::validate_context_name(&context)?;
-    if let Some(url) = server_url(&config)? {
-        let remote = RemoteStore::new(&url, server_token(&config)?);
-        let client = remote.client.clone();
-        let outbox = Outbox::new(config.state_dir().join("outbox"));
-        // Every command first tries to deliver what earlier ones could not.
-        flush_outbox(&client, &outbox)?;
-        return Ok(Env {
-            config,
-            store: Box::new(remote),
-            context,
-            remote: Some(Remote { client, outbox }),
-        });
-    }
-    let db = config.db_path();
-    if !db.exists() {
-        return Err(InputError(format!(
-            "no ctxsync store at {}: run `ctxsync init` first",
-            db.display()
-        ))
-        .into());
-    }
-    let store = SqliteStore::open(&db, config.store_options()?)
-        .with_context(|| format!("cannot open the store at {}", db.display()))?;
-    Ok(Env {
-        config,
-        store: Box::new(store),
-        context,
-        remote: None,
-    })
-}
-
-/// Sends the outbox in order; reports on stderr what was delivered or refused.
-pub(crate) fn flush_outbox(
-    client: &RemoteClient,
-    outbox: &Outbox,
-) -> Result<ctxsync_client::outbox::FlushReport> {
-    let report = outbox.flush(|item| client.push(&item.context, &item.request))?;
-    for (item, answer) in &report.delivered {
-        let what = if answer.replayed {
-            "already applied"
-        } else {
-            "applied"
-        };
-        eprintln!(
-            "outbox: delivered queued push #{} ({}) to {}: {what}, revision {}{}",
-            item.seq,
-            item.request.request_id.as_deref().unwrap_or("-"),
-            item.context,
-            answer.revision,
-            if answer.conflicts.is_empty() {
-                String::new()
-            } else {
-                format!(", {} conflict(s)", answer.conflicts.len())
-            }
-        );
-    }
-    for (item, why) in &report.failed {
-        eprintln!(
-            "outbox: the server refused queued push #{} for good ({why}); kept in {}",
-            item.seq,
-            outbox.dir().join("failed").display()
-        );
-    }
-    if report.remaining > 0 {
-        tracing::debug!(
-            remaining = report.remaining,
-            "outbox still waiting for the server"
-        );
-    }
-    Ok(report)
-}
 
 fn parse_yaml_arg(text: &str, what: &str) -> Result<Value> {
     Ok(parse_document(text, what)?)
@@ -204,9 +71,10 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
     if common.json {
         print_json(&head);
     } else {
-        println!(
+        outln!(
             "created context {:?} at revision {} in {location}",
-            head.context, head.revision,
+            head.context,
+            head.revision,
         );
     }
     exit(0)
@@ -226,7 +94,7 @@ pub fn get(common: &Common, path: &str, revision: Option<u64>) -> Result<ExitCod
             exit(0)
         }
         None => {
-            eprintln!("{path} does not exist at revision {}", snap.revision);
+            errln!("{path} does not exist at revision {}", snap.revision);
             exit(1)
         }
     }
@@ -286,13 +154,17 @@ pub fn push(
     request_id: Option<String>,
     summary: Option<String>,
 ) -> Result<ExitCode> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    let (bytes, what) = if file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .context("cannot read standard input")?;
+        (bytes, "standard input".to_owned())
     } else {
-        std::fs::read_to_string(file)
-            .map_err(|e| InputError(format!("cannot read {}: {e}", file.display())))?
+        let bytes = std::fs::read(file)
+            .map_err(|e| InputError(format!("cannot read {}: {e}", file.display())))?;
+        (bytes, file.display().to_string())
     };
-    let doc = parse_yaml_arg(&text, &file.display().to_string())?;
+    let doc = parse_yaml_arg(&ctxsync_client::decode_text(bytes, &what)?, &what)?;
     let changes = Change::list_from_json(&doc).map_err(|e| InputError(e.to_string()))?;
     // A file may carry the request's own fields (the seed's `sync_update` shape);
     // flags win over them.
@@ -331,7 +203,10 @@ fn push_or_queue(
 ) -> Result<Option<PushResponse>> {
     let queued_before = remote.outbox.status()?.pending;
     let error = if queued_before > 0 {
-        format!("{queued_before} earlier push(es) still queued")
+        format!(
+            "{} still queued",
+            output::count(queued_before, "earlier push", "earlier pushes")
+        )
     } else {
         let attempt = ctxsync_client::outbox::with_backoff(3, Duration::from_millis(200), || {
             remote.client.push(&env.context, &request)
@@ -346,7 +221,7 @@ fn push_or_queue(
         .outbox
         .enqueue(&env.context, request, &error, now_ms())?;
     let pending = remote.outbox.status()?.pending;
-    eprintln!(
+    errln!(
         "queued: {error}; the push (request {}) waits in {} ({pending} queued) and is sent on the next command",
         item.request.request_id.as_deref().unwrap_or("-"),
         remote.outbox.dir().display()
@@ -355,24 +230,31 @@ fn push_or_queue(
         print_json(
             &json!({"queued": true, "seq": item.seq, "request_id": item.request.request_id, "outbox_pending": pending}),
         );
+    } else {
+        outln!("queued ({pending} in the outbox)");
     }
     Ok(None)
 }
 
-/// The requested sections of `doc`, nested as in the document.
-fn select_sections(doc: &Value, sections: &[Path]) -> Value {
+/// The requested sections of `doc`, nested as in the document; `Err` names the first
+/// section that does not exist.
+fn select_sections<'a>(doc: &Value, sections: &'a [Path]) -> Result<Value, &'a Path> {
     if sections.is_empty() {
-        return doc.clone();
+        return Ok(doc.clone());
     }
     let mut out = json!({});
     for section in sections {
-        if let Some(value) = get_value(doc, section) {
-            // Cannot fail: setting a key path on an object creates the parents.
-            let _ =
-                ctxsync_core::apply_change(&mut out, &Change::set(section.clone(), value.clone()));
-        }
+        let value = get_value(doc, section).ok_or(section)?;
+        // Cannot fail: setting a key path on an object creates the parents.
+        let _ = ctxsync_core::apply_change(&mut out, &Change::set(section.clone(), value.clone()));
     }
-    out
+    Ok(out)
+}
+
+/// Says that `section` does not exist (as `get` of a missing path does): exit 1.
+fn no_section(section: &Path, revision: u64) -> Result<ExitCode> {
+    errln!("no section {section}: it does not exist at revision {revision}");
+    exit(1)
 }
 
 pub fn pull(
@@ -394,15 +276,19 @@ pub fn pull(
         let wc = WorkingCopy::new(&env.config.state_dir(), agent)?;
         let mut periodic = None;
         if wc.exists() {
-            let (base, _, changes) = local_changes(&wc)?;
-            if !changes.is_empty() && !force {
-                return Err(InputError(format!(
-                    "the working copy of {agent:?} has {} unsynced change(s); run `ctxsync sync --agent {agent}` first, or pull --force to discard them",
-                    changes.len()
-                ))
-                .into());
+            periodic = wc.load_base().ok().and_then(|b| b.last_periodic_flush);
+            // A deleted file has no edits left to protect; --force discards them anyway
+            // (even from a file that no longer parses).
+            if !force && wc.file().exists() {
+                let (_, _, changes) = local_changes(&wc)?;
+                if !changes.is_empty() {
+                    return Err(InputError(format!(
+                        "the working copy of {agent:?} has {}; run `ctxsync sync --agent {agent}` first, or pull --force to discard them",
+                        output::count(changes.len(), "unsynced change", "unsynced changes")
+                    ))
+                    .into());
+                }
             }
-            periodic = base.last_periodic_flush;
         }
         let base = pull_into(&wc, &env.backend(), &env.context, periodic)?;
         if as_json {
@@ -410,7 +296,7 @@ pub fn pull(
                 &json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}),
             );
         } else {
-            println!(
+            outln!(
                 "wrote {} at revision {}",
                 wc.file().display(),
                 base.revision
@@ -421,6 +307,14 @@ pub fn pull(
     let current = env.store.read(&env.context, None)?;
     if let Some(since) = since {
         let old = env.store.read(&env.context, Some(since))?;
+        // A section removed since `since` is a change worth showing; one that exists at
+        // neither end is a typo.
+        let missing = sections.iter().find(|s| {
+            get_value(&current.document, s).is_none() && get_value(&old.document, s).is_none()
+        });
+        if let Some(section) = missing {
+            return no_section(section, current.revision);
+        }
         let changes: Vec<Value> = ctxsync_core::diff(&old.document, &current.document)
             .into_iter()
             .filter(|c| sections.is_empty() || sections.iter().any(|s| c.path.overlaps(s)))
@@ -435,21 +329,26 @@ pub fn pull(
         if as_json {
             print_json(&delta);
         } else {
-            print!("{}", ctxsync_client::to_yaml(&delta));
+            out!("{}", ctxsync_client::to_yaml(&delta));
         }
         return exit(0);
     }
-    let document = select_sections(&current.document, &sections);
+    let document = match select_sections(&current.document, &sections) {
+        Ok(document) => document,
+        Err(section) => return no_section(section, current.revision),
+    };
     if as_json {
         print_json(
             &json!({"revision": current.revision, "checksum": current.checksum, "document": document}),
         );
     } else {
-        println!(
+        outln!(
             "# context {} revision {} checksum {}",
-            env.context, current.revision, current.checksum
+            env.context,
+            current.revision,
+            current.checksum
         );
-        print!("{}", ctxsync_client::to_yaml(&document));
+        out!("{}", ctxsync_client::to_yaml(&document));
     }
     exit(0)
 }
@@ -462,16 +361,33 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
         return history(&args.common, args.last, None, None);
     }
     let env = open(&args.common)?;
-    let explicit = args.agent.is_some() || env.config.file.agent.is_some();
-    let agent = env.config.agent(args.agent.as_deref());
-    let wc = WorkingCopy::new(&env.config.state_dir(), &agent)?;
+    // Conflicts are settled for a named agent only (else all of them); the working copy
+    // synced is the named one or the only one.
+    let (agent, explicit) = match choose_agent(&env, args.agent.as_deref())? {
+        Chosen::Named(agent) => (Some(agent), true),
+        Chosen::Only(agent) => (Some(agent), false),
+        Chosen::Nobody | Chosen::Several(_) if args.resolve_conflicts => (None, false),
+        Chosen::Nobody => {
+            return Err(InputError(format!(
+                "context {:?} has no working copy to sync: create one with `ctxsync pull --agent NAME` (or `ctxsync session start --agent NAME`)",
+                env.context
+            ))
+            .into())
+        }
+        several => return Err(several.ambiguous(&env.context)),
+    };
+    let wc = agent
+        .as_deref()
+        .map(|a| WorkingCopy::new(&env.config.state_dir(), a))
+        .transpose()?;
+    let wc = wc.as_ref().filter(|wc| wc.exists());
     let backend = env.backend();
     let mut code = 0;
     let mut reports = Vec::new();
     let options = |level: Level| SyncOptions {
         context: env.context.clone(),
         level,
-        strategy: args.strategy.unwrap_or(Strategy::Defer),
+        strategy: args.strategy,
         periodic: env.config.file.periodic,
         now_unix: now_ms() / 1000,
         // Derived from the edits and their base: a retried sync is a replay.
@@ -484,22 +400,23 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
     } else {
         args.level
     };
-    if wc.exists() {
-        let report = ctxsync_client::sync(&wc, &backend, &options(level))?;
+    if let Some(wc) = wc {
+        let report = ctxsync_client::sync(wc, &backend, &options(level))?;
         if report.pushed.as_ref().is_some_and(|p| p.is_partial()) {
             code = CONFLICT;
         }
         reports.push(report);
-    } else if explicit && !args.resolve_conflicts {
+    } else if let (Some(agent), false) = (&agent, args.resolve_conflicts) {
         return Err(InputError(format!(
             "agent {agent:?} has no working copy yet: run `ctxsync pull --agent {agent}` first"
         ))
         .into());
     }
+    let named = |who: &str| !explicit || agent.as_deref() == Some(who);
     let mut resolved = Vec::new();
     if args.resolve_conflicts {
         for open in env.store.open_conflicts(&env.context)? {
-            if explicit && open.agent != agent {
+            if !named(&open.agent) {
                 continue;
             }
             let pushed = env.store.resolve_conflict(
@@ -510,24 +427,24 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             )?;
             resolved.push(json!({"id": open.id, "path": open.conflict.path, "prefer": args.prefer, "revision": pushed.map(|p| p.revision)}));
         }
-        if !resolved.is_empty() && wc.exists() {
-            reports.push(ctxsync_client::sync(&wc, &backend, &options(level))?);
+        if let (false, Some(wc)) = (resolved.is_empty(), wc) {
+            reports.push(ctxsync_client::sync(wc, &backend, &options(level))?);
         }
         if env
             .store
             .open_conflicts(&env.context)?
             .iter()
-            .any(|c| !explicit || c.agent == agent)
+            .any(|c| named(&c.agent))
         {
             code = CONFLICT;
         } else if code == CONFLICT && !resolved.is_empty() {
             code = 0;
         }
     }
-    if args.full && wc.exists() {
-        let (base, _, changes) = local_changes(&wc)?;
+    if let (true, Some(wc)) = (args.full, wc) {
+        let (base, _, changes) = local_changes(wc)?;
         if changes.is_empty() {
-            let fresh = pull_into(&wc, &backend, &env.context, base.last_periodic_flush)?;
+            let fresh = pull_into(wc, &backend, &env.context, base.last_periodic_flush)?;
             if ctxsync_core::checksum(&fresh.document) != fresh.checksum {
                 return Err(anyhow::anyhow!(
                     "checksum mismatch after a full pull of {}: the store may be corrupt (run `ctxsync verify`)",
@@ -543,7 +460,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             output::print_sync(report);
         }
         for r in &resolved {
-            println!(
+            outln!(
                 "resolved conflict {} at {} ({})",
                 r["id"],
                 r["path"].as_str().unwrap_or(""),
@@ -551,7 +468,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             );
         }
         if reports.is_empty() && resolved.is_empty() {
-            println!("nothing to sync");
+            outln!("nothing to sync");
         }
     }
     exit(code)
@@ -572,10 +489,10 @@ pub fn conflicts(common: &Common) -> Result<ExitCode> {
     if common.json {
         print_json(&open);
     } else if open.is_empty() {
-        println!("no open conflicts");
+        outln!("no open conflicts");
     } else {
         for c in &open {
-            println!("#{} by {} at revision {}:", c.id, c.agent, c.revision);
+            outln!("#{} by {} at revision {}:", c.id, c.agent, c.revision);
             output::print_conflict(&c.conflict);
         }
     }
@@ -595,7 +512,7 @@ pub fn status(common: &Common) -> Result<ExitCode> {
                     "error": e.to_string(), "outbox": outbox}),
                 );
             } else {
-                println!("server: {} (unreachable: {e})", remote.client.base_url());
+                outln!("server: {} (unreachable: {e})", remote.client.base_url());
                 output::print_outbox(&outbox);
             }
             return exit(3);
@@ -604,24 +521,16 @@ pub fn status(common: &Common) -> Result<ExitCode> {
     };
     let metrics = env.store.metrics(&env.context, now_ms())?;
     let mut agents = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(env.config.state_dir().join("agents")) {
-        let mut names: Vec<String> = dir
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("base.json").is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        for name in names {
-            let Ok(wc) = WorkingCopy::new(&env.config.state_dir(), &name) else {
-                continue;
-            };
-            match local_changes(&wc) {
-                Ok((base, _, changes)) if base.context == env.context => agents.push(json!({
-                    "agent": name, "base_revision": base.revision, "pending_changes": changes.len(),
-                })),
-                Ok(_) => {}
-                Err(e) => agents.push(json!({"agent": name, "error": e.to_string()})),
-            }
+    for name in working_copy_names(&env.config.state_dir()) {
+        let Ok(wc) = WorkingCopy::new(&env.config.state_dir(), &name) else {
+            continue;
+        };
+        match local_changes(&wc) {
+            Ok((base, _, changes)) if base.context == env.context => agents.push(json!({
+                "agent": name, "base_revision": base.revision, "pending_changes": changes.len(),
+            })),
+            Ok(_) => {}
+            Err(e) => agents.push(json!({"agent": name, "error": e.to_string()})),
         }
     }
     let (server, outbox) = match &env.remote {
@@ -639,7 +548,7 @@ pub fn status(common: &Common) -> Result<ExitCode> {
     } else {
         output::print_status(&head, &metrics, &agents);
         if let Some(server) = &server {
-            println!("server: {server}");
+            outln!("server: {server}");
         }
         if let Some(outbox) = &outbox {
             output::print_outbox(outbox);
@@ -664,7 +573,7 @@ pub fn history(
         },
     )?;
     if common.json {
-        print_json(&entries);
+        print_json(&output::history_json(&entries));
     } else {
         output::print_history(&entries);
     }
@@ -677,14 +586,15 @@ pub fn verify(common: &Common) -> Result<ExitCode> {
     if common.json {
         print_json(&report);
     } else if report.ok {
-        println!(
-            "ok: {} revision(s) replayed, head {} matches its checksum",
-            report.checked, report.revision
+        outln!(
+            "ok: {} replayed, head {} matches its checksum",
+            output::count(report.checked as usize, "revision", "revisions"),
+            report.revision
         );
     } else {
-        println!("verify FAILED for {}:", report.context);
+        outln!("verify FAILED for {}:", report.context);
         for p in &report.problems {
-            println!("  {p}");
+            outln!("  {p}");
         }
     }
     exit(if report.ok { 0 } else { CONFLICT })
@@ -698,10 +608,10 @@ pub fn revert(common: &Common, to: u64, agent: Option<&str>) -> Result<ExitCode>
         print_json(&response);
     } else if response.is_partial() {
         // A revert is all or nothing: refused, nothing changed.
-        println!("revert to revision {to} refused; nothing changed:");
+        outln!("revert to revision {to} refused; nothing changed:");
         output::print_push(&response);
     } else {
-        println!(
+        outln!(
             "reverted to revision {to}: new revision {} (checksum {})",
             response.revision,
             output::short(&response.checksum)

@@ -8,7 +8,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -18,7 +19,7 @@ use ctxsync_core::{Change, Level, Strategy};
 use notify::Watcher as _;
 use serde_json::json;
 
-use super::commands::{open, Env};
+use super::env::{open, require_agent, Env};
 use super::now_ms;
 use super::output::{self, print_json};
 use crate::config::WatchConfig;
@@ -34,6 +35,8 @@ pub struct SessionArgs {
 pub enum SessionAction {
     /// Full pull into the working copy, with a checksum check.
     Start {
+        /// The agent whose session starts (default: CTXSYNC_AGENT, `agent` in
+        /// ctxsync.toml, else the only working copy there is).
         #[arg(long, env = "CTXSYNC_AGENT")]
         agent: Option<String>,
         #[command(flatten)]
@@ -41,6 +44,8 @@ pub enum SessionAction {
     },
     /// Flush everything pending (periodic included) and snapshot the context.
     End {
+        /// The agent whose session ends (default: CTXSYNC_AGENT, `agent` in
+        /// ctxsync.toml, else the only working copy there is).
         #[arg(long, env = "CTXSYNC_AGENT")]
         agent: Option<String>,
         #[command(flatten)]
@@ -50,7 +55,8 @@ pub enum SessionAction {
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
-    /// The agent whose working copy to keep in sync.
+    /// The agent whose working copy to keep in sync (default: CTXSYNC_AGENT, `agent` in
+    /// ctxsync.toml, else the only working copy there is).
     #[arg(long, env = "CTXSYNC_AGENT")]
     pub agent: Option<String>,
     /// Quiet time after a save before syncing (default: [watch] debounce_ms, 300).
@@ -75,7 +81,7 @@ fn sync_options(env: &Env, level: Level) -> SyncOptions {
 }
 
 fn working_copy(env: &Env, agent: Option<&str>) -> Result<WorkingCopy> {
-    let agent = env.config.agent(agent);
+    let agent = require_agent(env, agent)?;
     Ok(WorkingCopy::new(&env.config.state_dir(), &agent)?)
 }
 
@@ -92,8 +98,11 @@ fn session_start(common: &Common, agent: Option<&str>) -> Result<ExitCode> {
     let mut flushed = None;
     let mut periodic = None;
     if wc.exists() {
-        let (base, _, changes) = local_changes(&wc)?;
-        periodic = base.last_periodic_flush;
+        periodic = wc.load_base().ok().and_then(|b| b.last_periodic_flush);
+    }
+    // A deleted file has no edits left to flush: the pull below writes it again.
+    if wc.exists() && wc.file().exists() {
+        let (_, _, changes) = local_changes(&wc)?;
         if !changes.is_empty() {
             // Edits left from an earlier session go first, so the fresh copy keeps them.
             flushed = Some(ctxsync_client::sync(
@@ -123,7 +132,7 @@ fn session_start(common: &Common, agent: Option<&str>) -> Result<ExitCode> {
         if let Some(report) = &flushed {
             output::print_sync(report);
         }
-        println!(
+        outln!(
             "session started for {}: {} at revision {}, checksum {} verified",
             wc.agent,
             wc.file().display(),
@@ -151,7 +160,7 @@ fn session_end(common: &Common, agent: Option<&str>) -> Result<ExitCode> {
         print_json(&json!({"sync": report, "snapshot": head}));
     } else {
         output::print_sync(&report);
-        println!(
+        outln!(
             "session ended for {}: snapshot of revision {} (checksum {})",
             wc.agent,
             head.revision,
@@ -192,6 +201,123 @@ enum Wake {
     Resync,
 }
 
+/// What woke the watch loop and is not dealt with yet (kept while the server is away).
+#[derive(Default)]
+struct Pending {
+    local_edit: bool,
+    remote_newer: bool,
+    resync: bool,
+}
+
+impl Pending {
+    fn add(&mut self, wake: &Wake) {
+        match wake {
+            Wake::Local => self.local_edit = true,
+            Wake::Remote => self.remote_newer = true,
+            Wake::Resync => self.resync = true,
+        }
+    }
+}
+
+/// The longest wait between two attempts to reach the server.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// The first wait after the server stopped answering.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether the server answers, shared by the watch loop and the event stream: one line on
+/// stderr when that changes ("server unreachable, retrying in N s", "reconnected"), not one
+/// per attempt.
+#[derive(Clone)]
+struct Link {
+    agent: String,
+    down: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn new(agent: &str) -> Self {
+        Self {
+            agent: agent.to_owned(),
+            down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn went_down(&self, error: &str, retry_in: Duration) {
+        tracing::debug!(
+            error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "server unreachable"
+        );
+        if !self.down.swap(true, Ordering::SeqCst) {
+            errln!(
+                "{}: server unreachable, retrying in {} s ({error})",
+                self.agent,
+                retry_in.as_secs_f64().ceil() as u64
+            );
+        }
+    }
+
+    fn came_back(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            errln!("{}: reconnected", self.agent);
+        }
+    }
+}
+
+/// Exponential backoff with jitter, from [`FIRST_RETRY`] up to [`MAX_RETRY`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(FIRST_RETRY)
+    }
+
+    /// The next wait; each one about twice the last.
+    fn next_wait(&mut self) -> Duration {
+        let wait = ctxsync_client::outbox::jitter(self.0).min(MAX_RETRY);
+        self.0 = (self.0 * 2).min(MAX_RETRY);
+        wait
+    }
+}
+
+/// True when `err` means the server could not be reached (worth retrying later), not
+/// that something given to it was wrong.
+fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ctxsync_store::StoreError>(),
+            Some(ctxsync_store::StoreError::Unavailable(_))
+        ) || cause
+            .downcast_ref::<ctxsync_client::BackendError>()
+            .is_some_and(|b| b.kind == ctxsync_client::BackendErrorKind::Unavailable)
+            || matches!(
+                cause.downcast_ref::<ctxsync_client::ClientError>(),
+                Some(ctxsync_client::ClientError::Backend(b))
+                    if b.kind == ctxsync_client::BackendErrorKind::Unavailable
+            )
+    })
+}
+
+/// Watches the working copy's folder (not the file: editors and ctxsync itself replace
+/// it through a rename), waking the loop for anything that touches the file.
+fn watch_folder(
+    folder: &std::path::Path,
+    file: PathBuf,
+    wake: mpsc::Sender<Wake>,
+) -> Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event.paths.iter().any(|p| p == &file) {
+                let _ = wake.send(Wake::Local);
+            }
+        }
+    })
+    .context("cannot watch the working copy")?;
+    watcher
+        .watch(folder, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", folder.display()))?;
+    Ok(watcher)
+}
+
 pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
     let env = open(&args.common)?;
     let config = env.config.file.watch.clone();
@@ -199,7 +325,7 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
     let wc = working_copy(&env, args.agent.as_deref())?;
     if !wc.exists() {
         let base = pull_into(&wc, &env.backend(), &env.context, None)?;
-        println!(
+        outln!(
             "{}: wrote {} at revision {}",
             wc.agent,
             wc.file().display(),
@@ -212,54 +338,47 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
         .parent()
         .map(PathBuf::from)
         .context("the working copy has no folder")?;
-    let local = wake.clone();
-    let target = file.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Writes land through a temp file and a rename, so look at every path.
-        if let Ok(event) = event {
-            if event.paths.iter().any(|p| p == &target) {
-                let _ = local.send(Wake::Local);
-            }
-        }
-    })
-    .context("cannot watch the working copy")?;
-    watcher
-        .watch(&folder, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {}", folder.display()))?;
-
+    // Kept alive for as long as the loop runs; replaced when the folder is recreated.
+    let mut _watcher = watch_folder(&folder, file.clone(), wake.clone())?;
+    let agent = wc.agent.clone();
+    let link = Link::new(&agent);
     if let Some(remote) = &env.remote {
         let client = remote.client.clone();
         let context = env.context.clone();
         let since = wc.load_base()?.revision;
         let remote_wake = wake.clone();
-        std::thread::spawn(move || follow_events(&client, &context, since, &remote_wake));
+        let link = link.clone();
+        std::thread::spawn(move || follow_events(&client, &context, since, &remote_wake, &link));
     }
-    let agent = wc.agent.clone();
     let json = args.common.json;
-    eprintln!(
+    errln!(
         "watching {} for {agent} (debounce {} ms; Ctrl-C to stop)",
         file.display(),
         debounce.as_millis()
     );
     let tick = Duration::from_millis(config.poll_ms.max(50));
     let mut last_tick = Instant::now();
+    let mut pending = Pending::default();
+    let mut backoff = Backoff::new();
+    let mut retry_at: Option<Instant> = None;
+    let mut last_error: Option<String> = None;
     loop {
         let first = match woken.recv_timeout(tick) {
             Ok(w) => Some(w),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut local_edit = matches!(first, Some(Wake::Local));
-        let mut remote_newer = matches!(first, Some(Wake::Remote));
-        let mut resync = matches!(first, Some(Wake::Resync));
-        if local_edit {
+        if let Some(w) = &first {
+            pending.add(w);
+        }
+        if matches!(first, Some(Wake::Remote | Wake::Resync)) {
+            // News from the server: it is back, no need to wait out the backoff.
+            retry_at = None;
+        }
+        if matches!(first, Some(Wake::Local)) {
             // Let a burst of saves settle into one sync.
             while let Ok(w) = woken.recv_timeout(debounce) {
-                match w {
-                    Wake::Local => local_edit = true,
-                    Wake::Remote => remote_newer = true,
-                    Wake::Resync => resync = true,
-                }
+                pending.add(&w);
             }
         }
         // Time-based work: due periodic syncs and, embedded, revisions by others.
@@ -267,12 +386,31 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
         if ticked {
             last_tick = Instant::now();
         }
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            continue; // the server is away: what woke us waits in `pending`
+        }
         let mut step = || -> Result<Option<SyncReport>> {
+            if !file.exists() {
+                // Deleted (alone or with its folder): write it again, from its base if
+                // that is still there (an editor may be about to save a file derived
+                // from it), and let the sync below bring it up to date.
+                if let Some(base) =
+                    ctxsync_client::recreate_working_copy(&wc, &env.backend(), &env.context)?
+                {
+                    errln!(
+                        "{agent}: {} was deleted; wrote it again at revision {}",
+                        file.display(),
+                        base.revision
+                    );
+                    _watcher = watch_folder(&folder, file.clone(), wake.clone())?;
+                    pending.remote_newer = true;
+                }
+            }
             let (base, _, changes) = local_changes(&wc)?;
             if env.remote.is_none() && ticked {
-                remote_newer |= env.store.head(&env.context)?.revision > base.revision;
+                pending.remote_newer |= env.store.head(&env.context)?.revision > base.revision;
             }
-            let theirs_waiting = remote_newer || resync;
+            let theirs_waiting = pending.remote_newer || pending.resync;
             if changes.is_empty() {
                 if !theirs_waiting {
                     return Ok(None);
@@ -281,7 +419,7 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
                 return Ok(Some(ctxsync_client::sync(&wc, &env.backend(), &options)?));
             }
             let level = level_for(&changes, &config);
-            if level == Level::Periodic && !local_edit {
+            if level == Level::Periodic && !pending.local_edit {
                 // Re-check the periodic thresholds quietly: only a due flush or others'
                 // revisions are worth a round trip.
                 let due = env
@@ -308,17 +446,40 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
             }
             Ok(Some(ctxsync_client::sync(&wc, &env.backend(), &options)?))
         };
-        match step() {
-            Ok(Some(report)) => {
-                if json {
-                    print_json(&report);
-                } else {
-                    output::print_sync(&report);
+        let result = step();
+        match result {
+            Ok(report) => {
+                if env.remote.is_some() && report.is_some() {
+                    link.came_back();
                 }
+                if let Some(report) = report {
+                    if json {
+                        print_json(&report);
+                    } else {
+                        output::print_sync(&report);
+                    }
+                }
+                pending = Pending::default();
+                backoff = Backoff::new();
+                retry_at = None;
+                last_error = None;
             }
-            Ok(None) => {}
-            // Keep watching through a broken edit or an unreachable server; say why.
-            Err(e) => eprintln!("{agent}: sync failed: {e:#}"),
+            // The server is away: keep what is pending and try again later.
+            Err(e) if env.remote.is_some() && is_unreachable(&e) => {
+                let wait = backoff.next_wait();
+                link.went_down(&format!("{e:#}"), wait);
+                retry_at = Some(Instant::now() + wait);
+            }
+            // A broken edit: say so once (not on every tick) and keep watching.
+            Err(e) => {
+                let message = format!("{e:#}");
+                if last_error.as_ref() != Some(&message) {
+                    errln!("{agent}: sync failed: {message}");
+                    last_error = Some(message);
+                }
+                // Others' revisions still wait (a fixed edit will bring them in).
+                pending.local_edit = false;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -331,12 +492,19 @@ fn follow_events(
     context: &str,
     mut since: u64,
     wake: &mpsc::Sender<Wake>,
+    link: &Link,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     loop {
         match client.events(context, Some(since), &[]) {
             Ok(stream) => {
-                delay = Duration::from_millis(200);
+                link.came_back();
+                backoff = Backoff::new();
+                // Revisions made while the stream was down are sent first (it resumes
+                // after `since`); wake the loop anyway so edits held meanwhile go out.
+                if wake.send(Wake::Remote).is_err() {
+                    return;
+                }
                 for event in stream {
                     let sent = match event {
                         Ok(StreamEvent::Revision(entry)) => {
@@ -348,7 +516,7 @@ fn follow_events(
                             wake.send(Wake::Resync)
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "event stream broke; reconnecting");
+                            tracing::debug!(error = %e, "event stream broke; reconnecting");
                             break;
                         }
                     };
@@ -356,11 +524,16 @@ fn follow_events(
                         return; // the watch loop is gone
                     }
                 }
+                // The stream ended (the server stopped?): a short pause before trying
+                // again, so a server that closes streams at once is not hammered.
+                std::thread::sleep(backoff.next_wait());
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to {context}; retrying"),
+            Err(e) => {
+                let wait = backoff.next_wait();
+                link.went_down(&e.to_string(), wait);
+                std::thread::sleep(wait);
+            }
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod backend;
 pub mod commands;
+mod env;
 pub mod live;
 mod output;
 
@@ -20,20 +21,23 @@ use crate::{Common, InputError};
 /// `ctxsync sync`: the seed's `claude-sync` flags.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// The agent whose working copy to sync (default: CTXSYNC_AGENT or ctxsync.toml).
+    /// The agent whose working copy to sync (default: CTXSYNC_AGENT, `agent` in
+    /// ctxsync.toml, else the only working copy there is).
     #[arg(long, env = "CTXSYNC_AGENT")]
     pub agent: Option<String>,
     /// critical, checkpoint, periodic (batched until due) or session.
     #[arg(long, default_value = "checkpoint")]
     pub level: Level,
-    /// Strategy for conflicting changes (default: defer, so they can be resolved later).
-    #[arg(long)]
-    pub strategy: Option<Strategy>,
+    /// Strategy for conflicting changes: merge, atomic, force or defer (kept as open
+    /// conflicts, to be settled with --resolve-conflicts).
+    #[arg(long, default_value = "defer")]
+    pub strategy: Strategy,
     /// Flush everything (periodic included) and re-pull the whole context, checking
     /// its checksum.
     #[arg(long)]
     pub full: bool,
-    /// Settle the open conflicts (of --agent, or all).
+    /// Settle the open conflicts (of the agent named by --agent, CTXSYNC_AGENT or
+    /// ctxsync.toml, or all).
     #[arg(long)]
     pub resolve_conflicts: bool,
     /// Which side wins when settling conflicts.
@@ -129,13 +133,13 @@ pub fn record_agent_run(root: &std::path::Path, report: &ctxsync_agents::sync::S
         Ok(env.store.push(&env.context, request)?)
     });
     match result {
-        Ok(answer) if answer.applied.is_empty() => eprintln!(
+        Ok(answer) if answer.applied.is_empty() => errln!(
             "note: agent sync summary not recorded in the shared context ({} rejected, {} conflicting; \
              check the ownership rules for agent `agent-sync`)",
             answer.rejected.len(),
             answer.conflicts.len()
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("note: agent sync summary not recorded in the shared context: {e:#}"),
+        Err(e) => errln!("note: agent sync summary not recorded in the shared context: {e:#}"),
     }
 }

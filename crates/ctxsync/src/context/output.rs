@@ -6,19 +6,21 @@ use ctxsync_store::{Head, LogEntry, Metrics};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::out::count;
+
 pub fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: cannot encode output: {e}"),
+        Ok(text) => outln!("{text}"),
+        Err(e) => errln!("error: cannot encode output: {e}"),
     }
 }
 
 /// Scalars print bare (so `$(ctxsync get x)` is the value); the rest as YAML.
 pub fn print_value(value: &Value) {
     match value {
-        Value::String(s) => println!("{s}"),
-        Value::Number(_) | Value::Bool(_) | Value::Null => println!("{value}"),
-        _ => print!("{}", ctxsync_client::to_yaml(value)),
+        Value::String(s) => outln!("{s}"),
+        Value::Number(_) | Value::Bool(_) | Value::Null => outln!("{value}"),
+        _ => out!("{}", ctxsync_client::to_yaml(value)),
     }
 }
 
@@ -38,11 +40,11 @@ pub fn print_conflict(c: &Conflict) {
         (Some(agent), Some(rev)) => format!(" (changed by {agent} at revision {rev})"),
         _ => String::new(),
     };
-    println!("  conflict at {} [{}]{by}", c.path, c.reason.as_str());
-    println!("    yours:   {}", show(&c.yours));
-    println!("    current: {}", show(&c.current));
+    outln!("  conflict at {} [{}]{by}", c.path, c.reason.as_str());
+    outln!("    yours:   {}", show(&c.yours));
+    outln!("    current: {}", show(&c.current));
     if let Some(id) = c.id {
-        println!("    stored as #{id}: settle with `ctxsync sync --resolve-conflicts --prefer mine|theirs`");
+        outln!("    stored as #{id}: settle with `ctxsync sync --resolve-conflicts --prefer mine|theirs`");
     }
 }
 
@@ -52,19 +54,19 @@ pub fn print_push(r: &PushResponse) {
     } else {
         ""
     };
-    println!(
-        "revision {} checksum {}: {} applied, {} conflict(s), {} rejected{replay}",
+    outln!(
+        "revision {} checksum {}: {} applied, {}, {} rejected{replay}",
         r.revision,
         short(&r.checksum),
         r.applied.len(),
-        r.conflicts.len(),
+        count(r.conflicts.len(), "conflict", "conflicts"),
         r.rejected.len()
     );
     for c in &r.conflicts {
         print_conflict(c);
     }
     for x in &r.rejected {
-        println!(
+        outln!(
             "  rejected {} [{}]: rule {:?} allows only {}",
             x.path,
             x.reason,
@@ -76,20 +78,26 @@ pub fn print_push(r: &PushResponse) {
 
 pub fn print_sync(r: &SyncReport) {
     if r.deferred {
-        println!(
-            "{}: deferred {} change(s) at level periodic (not due yet); base stays at revision {}",
-            r.agent, r.local_changes, r.revision
+        outln!(
+            "{}: deferred {} at level periodic (not due yet); base stays at revision {}",
+            r.agent,
+            count(r.local_changes, "change", "changes"),
+            r.revision
         );
         return;
     }
     match &r.pushed {
-        None => println!("{}: no local changes", r.agent),
+        None => outln!("{}: no local changes", r.agent),
         Some(p) => {
-            print!("{}: pushed {} change(s): ", r.agent, r.local_changes);
+            out!(
+                "{}: pushed {}: ",
+                r.agent,
+                count(r.local_changes, "change", "changes")
+            );
             print_push(p);
         }
     }
-    println!(
+    outln!(
         "{}: working copy now at revision {} checksum {}",
         r.agent,
         r.revision,
@@ -97,17 +105,17 @@ pub fn print_sync(r: &SyncReport) {
     );
     if r.pushed.is_none() {
         for m in &r.merge_conflicts {
-            println!("  kept the remote value at {} over your edit", m.path);
+            outln!("  kept the remote value at {} over your edit", m.path);
         }
     }
 }
 
 pub fn print_status(head: &Head, m: &Metrics, agents: &[Value]) {
-    println!("context:    {}", head.context);
-    println!("revision:   {} (horizon {})", head.revision, head.horizon);
-    println!("checksum:   {}", head.checksum);
-    println!("size:       {} bytes", head.size);
-    println!(
+    outln!("context:    {}", head.context);
+    outln!("revision:   {} (horizon {})", head.revision, head.horizon);
+    outln!("checksum:   {}", head.checksum);
+    outln!("size:       {} bytes", head.size);
+    outln!(
         "syncs today: {} (critical {}, checkpoint {}, periodic {}, session {}), failures {}, deferred {}",
         m.total_syncs_today,
         m.by_level.get("critical").unwrap_or(&0),
@@ -117,28 +125,33 @@ pub fn print_status(head: &Head, m: &Metrics, agents: &[Value]) {
         m.sync_failures,
         m.deferred
     );
-    println!(
+    outln!(
         "sync time:  avg {:.2} ms, p95 {:.2} ms, fastest {:.2} ms, slowest {:.2} ms",
         m.performance.average_sync_ms,
         m.performance.p95_sync_ms,
         m.performance.fastest_sync_ms,
         m.performance.slowest_sync_ms
     );
-    println!(
+    outln!(
         "conflicts:  {} open, {} in the last hour",
-        m.open_conflicts, m.conflicts_last_hour
+        m.open_conflicts,
+        m.conflicts_last_hour
     );
     for (path, n) in &m.hottest_conflict_paths {
-        println!("  hot: {path} ({n})");
+        outln!("  hot: {path} ({n})");
     }
     for a in agents {
         match a.get("error") {
-            Some(e) => println!("agent {}: {}", a["agent"], e),
-            None => println!(
-                "agent {}: base revision {}, {} unsynced change(s)",
+            Some(e) => outln!("agent {}: {}", a["agent"], e),
+            None => outln!(
+                "agent {}: base revision {}, {}",
                 a["agent"].as_str().unwrap_or("?"),
                 a["base_revision"],
-                a["pending_changes"]
+                count(
+                    a["pending_changes"].as_u64().unwrap_or(0) as usize,
+                    "unsynced change",
+                    "unsynced changes"
+                )
             ),
         }
     }
@@ -146,21 +159,43 @@ pub fn print_status(head: &Head, m: &Metrics, agents: &[Value]) {
 
 pub fn print_history(entries: &[LogEntry]) {
     for e in entries {
-        println!(
-            "r{} {} {} [{}] {} ({} edit(s))",
+        let summary = if e.summary.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.summary)
+        };
+        outln!(
+            "r{} {} {} [{}]{summary} ({})",
             e.revision,
-            e.timestamp_ms,
+            crate::agents_cli::format_ts(e.timestamp_ms),
             e.agent,
             e.level,
-            e.summary,
-            e.edits.len()
+            count(e.edits.len(), "edit", "edits")
         );
     }
 }
 
+/// History entries as JSON, each with its time as RFC 3339 UTC (`time`) next to the
+/// epoch milliseconds.
+pub fn history_json(entries: &[LogEntry]) -> Vec<Value> {
+    entries
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut v {
+                map.insert(
+                    "time".into(),
+                    Value::String(crate::agents_cli::format_ts(e.timestamp_ms)),
+                );
+            }
+            v
+        })
+        .collect()
+}
+
 pub fn print_outbox(outbox: &ctxsync_client::OutboxStatus) {
     if outbox.pending == 0 && outbox.failed == 0 {
-        println!("outbox:     empty");
+        outln!("outbox:     empty");
         return;
     }
     let age = outbox
@@ -172,11 +207,12 @@ pub fn print_outbox(outbox: &ctxsync_client::OutboxStatus) {
             )
         })
         .unwrap_or_default();
-    println!(
+    outln!(
         "outbox:     {} queued{age}, {} refused (see .ctxsync/outbox/failed)",
-        outbox.pending, outbox.failed
+        outbox.pending,
+        outbox.failed
     );
     if let Some(e) = &outbox.last_error {
-        println!("            last error: {e}");
+        outln!("            last error: {e}");
     }
 }

@@ -220,6 +220,42 @@ impl Project {
         cmd.spawn().expect("spawn ctxsync")
     }
 
+    /// Starts a long-running command with its stderr collected, line by line, into the
+    /// returned log, and its stdout too (those lines prefixed `stdout: `). The child is
+    /// killed when the guard drops, so a failed assertion does not leave it running.
+    pub fn spawn_logged(&self, args: &[&str]) -> (Running, Log) {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ctxsync"));
+        for var in INHERITED {
+            cmd.env_remove(var);
+        }
+        cmd.current_dir(self.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(server) = &self.server {
+            cmd.env("CTXSYNC_SERVER", server.url())
+                .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
+        }
+        let mut child = cmd.spawn().expect("spawn ctxsync");
+        let log = Log::default();
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.0.lock().expect("log").push(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.0.lock().expect("log").push(format!("stdout: {line}"));
+            }
+        });
+        (Running(child), log)
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run ctxsync")
     }
@@ -291,6 +327,41 @@ fn check(args: &[&str], out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The stderr lines of a child started with [`Project::spawn_logged`], as they come.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("log").clone()
+    }
+
+    /// The lines that contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
 }
 
 /// Polls `probe` until it returns true or `timeout` passes.
