@@ -602,7 +602,7 @@ fn numbers_json_cannot_hold_are_refused_not_stored_as_null(mode: Mode) {
         let out = p.run(&["set", "x", "--", value]);
         assert_eq!(out.status.code(), Some(2), "{value}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("is not a JSON number"),
+            stderr(&out).contains("not a number JSON can hold"),
             "{value}: {}",
             stderr(&out)
         );
