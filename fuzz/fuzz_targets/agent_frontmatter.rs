@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // The input as the text between the `---` lines.
     if let Ok(v) = parse::parse_frontmatter("agents/fuzz.md", text) {
-        assert!(v.is_mapping() || v.is_null(), "accepted a non-mapping: {v:?}");
+        assert!(
+            v.is_mapping() || v.is_null(),
+            "accepted a non-mapping: {v:?}"
+        );
         assert!(text.len() <= MAX_FRONTMATTER_BYTES);
     }
     // The input as a whole agent file.
