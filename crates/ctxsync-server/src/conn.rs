@@ -68,7 +68,10 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let config = state.config();
-    let cap = limits::connection_cap(config.max_connections, limits::fd_limit());
+    // Also within what a semaphore (and `acquire_many`'s u32) can count.
+    let cap = limits::connection_cap(config.max_connections, limits::fd_limit())
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
     if cap < config.max_connections {
         tracing::warn!(
             wanted = config.max_connections,
@@ -139,8 +142,9 @@ pub(crate) async fn serve(
     drop(listener);
     open.close_all();
     // Every connection holds a permit until it ends.
-    let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
+    let _ = permits
+        .acquire_many(u32::try_from(cap).unwrap_or(u32::MAX))
+        .await;
     Ok(())
 }
 
