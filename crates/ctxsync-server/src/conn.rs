@@ -17,17 +17,21 @@
 //!   keep-alive comment every [`ServerConfig::keep_alive`], so they stay open as long as
 //!   the client reads.
 //!
-//! Graceful shutdown: when the server's `closing` flag turns (which also ends the event
-//! streams), every connection is told to finish its request in flight and close; one
-//! with no request in flight (fresh, between requests, or still sending its head) is
-//! dropped after a short grace. The loop returns once every connection has ended.
+//! Graceful shutdown: when the accept loop stops, the server's `closing` flag turns
+//! (which ends the event streams) and every connection is told to finish its request
+//! in flight and close; one with no request in flight (fresh, between requests, or
+//! still sending its head) is dropped after a short grace. The loop returns once every
+//! connection has ended. Each connection waits on a oneshot of its own rather than on
+//! the shared `closing` channel: a pending wait on that channel takes its lock each
+//! time the connection's task is polled, which is on every read and write.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,7 +42,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{oneshot, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
@@ -64,7 +68,10 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let config = state.config();
-    let cap = limits::connection_cap(config.max_connections, limits::fd_limit());
+    // Also within what a semaphore (and `acquire_many`'s u32) can count.
+    let cap = limits::connection_cap(config.max_connections, limits::fd_limit())
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
     if cap < config.max_connections {
         tracing::warn!(
             wanted = config.max_connections,
@@ -79,7 +86,11 @@ pub(crate) async fn serve(
             "the idle timeout is not above the event-stream keep-alive interval: quiet event streams will be cut"
         );
     }
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
     let permits = Arc::new(Semaphore::new(cap));
+    let open = Arc::new(Open::default());
     let mut warned_at: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -119,17 +130,21 @@ pub(crate) async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let connection = connection(stream, router.clone(), state.clone());
+        let (registered, close) = Open::register(&open);
+        let connection = connection(stream, http.clone(), router.clone(), state.clone(), close);
         tokio::spawn(async move {
             connection.await;
+            drop(registered);
             drop(permit);
         });
     }
     state.shutdown();
     drop(listener);
+    open.close_all();
     // Every connection holds a permit until it ends.
-    let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
+    let _ = permits
+        .acquire_many(u32::try_from(cap).unwrap_or(u32::MAX))
+        .await;
     Ok(())
 }
 
@@ -141,6 +156,54 @@ fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+/// The open connections' shutdown signals.
+#[derive(Default)]
+struct Open {
+    next: AtomicU64,
+    signals: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+}
+
+/// A connection's entry in [`Open`], removed when dropped.
+struct Registered {
+    id: u64,
+    open: Arc<Open>,
+}
+
+impl Open {
+    fn register(open: &Arc<Open>) -> (Registered, oneshot::Receiver<()>) {
+        let id = open.next.fetch_add(1, Ordering::Relaxed);
+        let (signal, close) = oneshot::channel();
+        open.signals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, signal);
+        let registered = Registered {
+            id,
+            open: Arc::clone(open),
+        };
+        (registered, close)
+    }
+
+    /// Tells every open connection to shut down.
+    fn close_all(&self) {
+        let signals =
+            std::mem::take(&mut *self.signals.lock().unwrap_or_else(PoisonError::into_inner));
+        for signal in signals.into_values() {
+            let _ = signal.send(());
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open
+            .signals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// What the connection's watchdog knows about it.
@@ -175,7 +238,13 @@ impl Activity {
 }
 
 /// Serves one connection until it ends, is idle too long, or the server shuts down.
-async fn connection(stream: TcpStream, router: Router, state: AppState) {
+async fn connection(
+    stream: TcpStream,
+    http: hyper::server::conn::http1::Builder,
+    router: Router,
+    state: AppState,
+    close: oneshot::Receiver<()>,
+) {
     let config = state.config();
     let idle_timeout = config.idle_timeout;
     let activity = Arc::new(Activity::new());
@@ -187,15 +256,11 @@ async fn connection(stream: TcpStream, router: Router, state: AppState) {
         router,
         activity: Arc::clone(&activity),
     };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
-    let conn = builder.serve_connection(io, service);
+    let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
 
-    let mut closing = state.closing();
-    let closed = closing.wait_for(|closing| *closing);
+    // Resolves on the signal, or when the loop dropped it (shutting down either way).
+    let closed = close;
     tokio::pin!(closed);
     let mut shutting_down = false;
     // One timer: the idle check while serving, the grace check once shutting down.
@@ -215,21 +280,20 @@ async fn connection(stream: TcpStream, router: Router, state: AppState) {
                 timer.as_mut().reset(Instant::now() + SHUTDOWN_GRACE);
             }
             _ = timer.as_mut() => {
-                let busy = activity.busy.load(Ordering::Relaxed) > 0;
-                if shutting_down {
-                    if !busy {
-                        return;
-                    }
-                    timer.as_mut().reset(Instant::now() + SHUTDOWN_GRACE);
-                    continue;
+                let now = Instant::now();
+                if shutting_down && activity.busy.load(Ordering::Relaxed) == 0 {
+                    return;
                 }
+                // Also while shutting down: a client that stopped reading its answer
+                // must not hold the shutdown.
                 let deadline = activity.last_io() + idle_timeout;
                 let handling = activity.handling.load(Ordering::Relaxed) > 0;
-                if !handling && Instant::now() >= deadline {
+                if !handling && now >= deadline {
                     tracing::debug!(?idle_timeout, "closing a connection on which nothing moved");
                     return;
                 }
-                let next = if handling { Instant::now() + idle_timeout } else { deadline };
+                let next = if handling { now + idle_timeout } else { deadline };
+                let next = if shutting_down { next.min(now + SHUTDOWN_GRACE) } else { next };
                 timer.as_mut().reset(next);
             }
         }

@@ -7,7 +7,8 @@
 //!   health). Handlers are small: parse, authenticate and call the store on a blocking
 //!   thread ([`AppState::blocking`]), answer.
 //! * [`auth`] — `Authorization: Bearer`, checked against the store on every request.
-//! * [`negotiate`] — JSON/YAML bodies and answers, the size-limited body reader.
+//! * [`negotiate`] — JSON/YAML bodies and answers, the size-limited body reader;
+//!   [`yaml`] — the YAML writer of answers.
 //! * [`errors`] — the single error shape and the mapping of store errors to statuses.
 //! * [`view`] — sections, delta filtering and collapsing.
 //! * [`budget`] — trimming a document to a token budget.
@@ -32,6 +33,7 @@ pub mod negotiate;
 pub mod openapi;
 pub mod routes;
 pub mod view;
+pub mod yaml;
 
 use std::future::Future;
 use std::sync::Arc;

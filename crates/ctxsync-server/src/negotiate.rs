@@ -282,8 +282,10 @@ pub fn encode<T: Serialize + ?Sized>(format: Format, value: &T) -> Result<Vec<u8
     match format {
         Format::Json => serde_json::to_vec(value)
             .map_err(|e| ApiError::unavailable(format!("could not encode the answer: {e}"))),
-        Format::Yaml => serde_norway::to_string(value)
-            .map(String::into_bytes)
+        // Through a JSON value and our writer, so any YAML reader reads back the JSON
+        // answer (see `crate::yaml`).
+        Format::Yaml => serde_json::to_value(value)
+            .map(|v| crate::yaml::to_string(&v).into_bytes())
             .map_err(|e| ApiError::unavailable(format!("could not encode the answer: {e}"))),
     }
 }

@@ -4,9 +4,21 @@
 //! The wire types live in `ctxsync-core`, which stays free of documentation
 //! dependencies; [`schemas`] describes the same shapes for the document (field for
 //! field; the server never serializes these types).
+//!
+//! Answers every operation can give whatever its handler does (the token check, path
+//! and query parsing, the body reader, format negotiation, a store failure) are added
+//! by [`complete()`] from what the operation is, rather than repeated in each handler's
+//! annotation, so a new handler cannot leave them out.
 
+mod complete;
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+pub use complete::complete;
 
 use crate::routes;
 
@@ -17,11 +29,13 @@ pub mod schemas {
     use std::collections::BTreeMap;
     use utoipa::ToSchema;
 
-    /// `{"error": code, "message": reason}`; `full_required` on 410.
+    /// `{"error": code, "message": reason}`; `full_required` on 410. Always JSON,
+    /// whatever the request asked for.
     #[derive(ToSchema)]
     pub struct ErrorBody {
         /// bad_request, unauthorized, forbidden, not_found, exists, gone,
-        /// payload_too_large, unprocessable, unavailable, method_not_allowed.
+        /// payload_too_large, request_timeout, not_acceptable, unprocessable,
+        /// unavailable, method_not_allowed.
         pub error: String,
         pub message: String,
         pub full_required: Option<bool>,
@@ -309,8 +323,9 @@ pub mod schemas {
         pub performance: Performance,
         pub conflicts_last_hour: u64,
         pub open_conflicts: u64,
-        /// `[path, count]` pairs.
-        #[schema(value_type = Vec<Vec<Object>>)]
+        /// `[path, count]` pairs (each exactly a string and a count: see
+        /// [`super::complete()`]).
+        #[schema(value_type = Vec<Vec<Value>>)]
         pub hottest_conflict_paths: Vec<(String, u64)>,
     }
 
@@ -360,6 +375,7 @@ impl Modify for BearerAuth {
         routes::health::prometheus,
         routes::health::openapi,
     ),
+    components(schemas(schemas::PullDelta)),
     modifiers(&BearerAuth),
     tags(
         (name = "contexts", description = "Create, list, pull and push contexts"),
@@ -370,9 +386,23 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-/// The document as JSON text.
+/// The document served: utoipa's, [`complete()`]d.
+pub fn document() -> Value {
+    match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(mut doc) => {
+            complete(&mut doc);
+            doc
+        }
+        Err(e) => json!({"error": "unavailable", "message": e.to_string()}),
+    }
+}
+
+/// The document as JSON text (built once).
 pub fn json() -> String {
-    ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"unavailable\",\"message\":\"{e}\"}}"))
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        serde_json::to_string(&document())
+            .unwrap_or_else(|e| format!("{{\"error\":\"unavailable\",\"message\":\"{e}\"}}"))
+    })
+    .clone()
 }
