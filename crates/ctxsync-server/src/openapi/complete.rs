@@ -27,7 +27,8 @@ fn ensure(responses: &mut Map<String, Value>, status: &str, description: &str) {
 
 /// Adds to every operation the answers the server gives around its handler:
 ///
-/// * 401 on every authenticated operation (the token check comes first);
+/// * 401 on every authenticated operation (the token check comes first), 403 on every
+///   authenticated write (viewer tokens only read);
 /// * 400 (path, query or body the server cannot read) and 503 (the store failed) on
 ///   every `/v1` operation; 408 and 413 on those that take a body (the body reader);
 /// * 406 on those whose answer is negotiated, and their answers in YAML as well as
@@ -45,7 +46,7 @@ pub fn complete(doc: &mut Value) {
         let api = path.starts_with("/v1/");
         for method in METHODS {
             if let Some(operation) = item.get_mut(method) {
-                complete_operation(operation, api);
+                complete_operation(operation, api, method != "get");
             }
         }
     }
@@ -83,7 +84,7 @@ fn json_schema(response: &Value) -> Option<&Value> {
     response.pointer("/content/application~1json/schema")
 }
 
-fn complete_operation(operation: &mut Value, api: bool) {
+fn complete_operation(operation: &mut Value, api: bool, writes: bool) {
     let secured = operation
         .get("security")
         .and_then(Value::as_array)
@@ -123,6 +124,13 @@ fn complete_operation(operation: &mut Value, api: bool) {
             responses,
             "401",
             "Missing, malformed, unknown or revoked token",
+        );
+    }
+    if secured && writes {
+        ensure(
+            responses,
+            "403",
+            "The token may not do this (a viewer's read-only token, or another agent's)",
         );
     }
     if api {

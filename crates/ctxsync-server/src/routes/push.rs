@@ -29,7 +29,7 @@ const PARSE_INLINE_MAX_BYTES: usize = 64 * 1024;
         (status = 200, description = "Something applied, or nothing conflicted", body = schemas::PushResponse),
         (status = 400, description = "Malformed body, bad path or op, base_revision ahead", body = schemas::ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token", body = schemas::ErrorBody),
-        (status = 403, description = "Agent is not the token's, or every change was not_owner (then a PushResponse)", body = schemas::PushResponse),
+        (status = 403, description = "Every change was not_owner (a PushResponse), or the token acts for another agent or only reads (an ErrorBody)", body = schemas::PushResponse),
         (status = 404, description = "No such context", body = schemas::ErrorBody),
         (status = 409, description = "Nothing applied because of conflicts", body = schemas::PushResponse),
         (status = 410, description = "base_revision below the horizon", body = schemas::ErrorBody),
