@@ -564,6 +564,19 @@ pub fn apply_change_within(
         if change.path.segment_count() + limits::depth(value) > MAX_DEPTH {
             return Err(ApplyError::Limit(LimitError::TooDeep { limit: MAX_DEPTH }));
         }
+        if let Some((list, id)) = limits::duplicate_id(value) {
+            let inside = if list.is_empty() {
+                "the list".to_owned()
+            } else {
+                format!("the list at {list}")
+            };
+            return Err(ApplyError::Invalid {
+                path: change.path.to_string(),
+                message: format!(
+                    "{inside} in the value holds two elements with id {id:?}; ids name list elements, so they must differ"
+                ),
+            });
+        }
         let bytes = limits::json_size(value);
         next.write(bytes).map_err(ApplyError::Limit)?;
         // A key (or list separator) beside the value; an upper estimate is enough, the

@@ -283,12 +283,14 @@ mod tests {
     fn other_list_edits_are_one_whole_set() {
         let changes = roundtrip(&json!({"l": ["a", "b"]}), &json!({"l": ["b"]}));
         assert_eq!(paths(&changes), ["l"]);
-        // A list whose appended objects repeat an id cannot be appended to one by one.
-        let changes = roundtrip(
-            &json!({"l": [{"id": 1}, 5]}),
-            &json!({"l": [{"id": 1}, 5, {"id": 1}]}),
-        );
+        // A list whose appended objects repeat an id cannot be appended to one by one;
+        // it is one whole set, which apply refuses (ids name elements, so they differ).
+        let base = json!({"l": [{"id": 1}, 5]});
+        let changes = diff(&base, &json!({"l": [{"id": 1}, 5, {"id": 1}]}));
         assert_eq!(paths(&changes), ["l"]);
+        let mut doc = base.clone();
+        assert!(apply_all(&mut doc, &changes).is_err());
+        assert_eq!(doc, base);
     }
 
     #[test]

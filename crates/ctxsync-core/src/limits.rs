@@ -72,6 +72,39 @@ pub fn depth(value: &Value) -> usize {
     deepest
 }
 
+/// The first list inside `value` (as a path of keys and positions from `value`) that holds
+/// two elements with the same `id`, and that id. Ids are how canonical paths name list
+/// elements, so two alike would make `[id=...]` ambiguous (and let a write hide one
+/// element behind another).
+pub fn duplicate_id(value: &Value) -> Option<(String, String)> {
+    let mut stack = vec![(value, String::new())];
+    while let Some((v, at)) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                stack.extend(map.iter().map(|(k, c)| (c, format!("{at}/{k}"))));
+            }
+            Value::Array(items) => {
+                let mut seen = std::collections::HashSet::new();
+                for item in items {
+                    if let Some(id) = crate::path::element_id(item) {
+                        if !seen.insert(id.clone()) {
+                            return Some((at, id));
+                        }
+                    }
+                }
+                stack.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (c, format!("{at}/{i}"))),
+                );
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Refuses a document nested deeper than [`MAX_DEPTH`].
 pub fn check_depth(value: &Value) -> Result<(), LimitError> {
     if depth(value) > MAX_DEPTH {
@@ -82,16 +115,36 @@ pub fn check_depth(value: &Value) -> Result<(), LimitError> {
 }
 
 /// A cheap linear scan of JSON or YAML text that refuses bracket nesting deeper than
-/// [`MAX_TEXT_NESTING`] before any parser sees it. Brackets inside quotes and comments
-/// count too: telling YAML's quoted text from plain text takes a YAML parser, and a scan
-/// that skipped what merely looks quoted could be led to skip real nesting. Only
-/// *unbalanced* brackets add up, so text with a few hundred more `[` than `]` is all it
-/// refuses that a parser would take. Block-style YAML nesting is left to the parser, which
-/// bounds it itself in linear time.
+/// [`MAX_TEXT_NESTING`] before any parser sees it.
+///
+/// Brackets inside quoted strings do not count, so text ctxsync itself wrote (a working
+/// copy holding strings full of `[`) always reads back. A quote counts as the start of a
+/// string only where a YAML or JSON node can start (after `[ { , : - ?` or at the start of
+/// a line), and a string is skipped at most to the end of its line: YAML that merely
+/// looks quoted to this scan (a `"` inside plain text) can hide the brackets of that one
+/// line, where YAML itself reads them as text, never real nesting on the lines after
+/// it. `#` comments are skipped likewise. Block-style YAML nesting is left to the parser,
+/// which bounds it itself in linear time.
 pub fn check_text_nesting(text: &[u8]) -> Result<(), LimitError> {
     let mut depth = 0usize;
-    for &b in text {
+    let mut node_start = true;
+    let mut after_space = true;
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
         match b {
+            b'"' | b'\'' if node_start => {
+                i = skip_quoted(text, i);
+                node_start = false;
+                after_space = false;
+                continue;
+            }
+            b'#' if after_space => {
+                while i < text.len() && text[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_TEXT_NESTING {
@@ -103,8 +156,36 @@ pub fn check_text_nesting(text: &[u8]) -> Result<(), LimitError> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        let next_is_space = matches!(text.get(i + 1), None | Some(b' ' | b'\t' | b'\r' | b'\n'));
+        node_start = match b {
+            b'[' | b'{' | b',' | b'\n' => true,
+            // JSON writes `"a":"b"`; a `:` that YAML reads as text makes this scan skip
+            // at most the rest of its line.
+            b':' => true,
+            b'-' | b'?' => next_is_space,
+            b' ' | b'\t' | b'\r' => node_start,
+            _ => false,
+        };
+        after_space = matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        i += 1;
     }
     Ok(())
+}
+
+/// The index just past the string starting at `start` (a `"` with `\` escapes, or a `'`
+/// with `''`), or the end of its line when it does not close on it.
+fn skip_quoted(text: &[u8], start: usize) -> usize {
+    let quote = text[start];
+    let mut i = start + 1;
+    while i < text.len() && text[i] != b'\n' {
+        match text[i] {
+            b'\\' if quote == b'"' => i += 2,
+            b'\'' if quote == b'\'' && text.get(i + 1) == Some(&b'\'') => i += 2,
+            c if c == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    i
 }
 
 /// Text with a leading UTF-8 byte-order mark removed (editors on Windows write one; YAML
@@ -393,11 +474,32 @@ mod tests {
         assert!(check_text_nesting("{a: ".repeat(50_000).as_bytes()).is_err());
         assert!(check_text_nesting("[".repeat(MAX_TEXT_NESTING + 1).as_bytes()).is_err());
         assert!(check_text_nesting("[".repeat(MAX_TEXT_NESTING).as_bytes()).is_ok());
-        // What looks quoted counts too, so an unterminated quote cannot hide nesting.
-        let hidden = format!("a: x \"\nb: {}", "{a: ".repeat(MAX_TEXT_NESTING + 1));
-        assert!(check_text_nesting(hidden.as_bytes()).is_err());
         let flat = "[1],".repeat(100_000);
         assert!(check_text_nesting(flat.as_bytes()).is_ok());
+        // Strings full of brackets, as ctxsync writes them (YAML and JSON), read back.
+        let many = "[".repeat(MAX_TEXT_NESTING);
+        let yaml =
+            format!("notes:\n  a: '{many}'\n  b: '{many}'\n  c: \"{many}\\\"\"\n- '{many}''s'\n");
+        assert!(check_text_nesting(yaml.as_bytes()).is_ok(), "quoted YAML");
+        let json = serde_json::json!({"a": many, "b": [many.clone(), many.clone()]}).to_string();
+        assert!(check_text_nesting(json.as_bytes()).is_ok(), "quoted JSON");
+        let commented = format!("a: 1 # {many}{many}\n");
+        assert!(check_text_nesting(commented.as_bytes()).is_ok());
+        // A quote inside plain text hides at most its own line: nesting on later lines
+        // still counts.
+        let bomb = "{a: ".repeat(MAX_TEXT_NESTING + 1);
+        for hidden in [
+            format!("a: x \"\nb: {bomb}"),
+            format!("a: b, \"x\nc: {bomb}"),
+            format!("a: b [ , \"x\nc: {bomb}"),
+            format!("a: '\n{bomb}"),
+        ] {
+            assert!(
+                check_text_nesting(hidden.as_bytes()).is_err(),
+                "{}",
+                &hidden[..12]
+            );
+        }
     }
 
     #[test]

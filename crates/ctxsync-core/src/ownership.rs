@@ -219,10 +219,33 @@ impl Ownership {
             return Ok(());
         }
         let old_children = children(old);
+        let new_listed = children(new);
         let new_children: std::collections::HashMap<Segment, &Value> =
-            children(new).into_iter().collect();
+            new_listed.iter().cloned().collect();
         let old_names: std::collections::HashSet<&Segment> =
             old_children.iter().map(|(s, _)| s).collect();
+        // A list whose elements cannot be told apart (two with one id), or whose common
+        // elements changed order, changed as a whole: the list itself is written.
+        let ambiguous =
+            old_names.len() != old_children.len() || new_children.len() != new_listed.len();
+        let reordered = matches!(old, Some(Value::Array(_))) && {
+            let kept_old = old_children
+                .iter()
+                .map(|(s, _)| s)
+                .filter(|s| new_children.contains_key(*s));
+            let kept_new = new_listed
+                .iter()
+                .map(|(s, _)| s)
+                .filter(|s| old_names.contains(s));
+            !kept_old.eq(kept_new)
+        };
+        if ambiguous || reordered {
+            self.check(agent, &Path::from_segments(at.clone()))?;
+            for side in [old, new].into_iter().flatten() {
+                self.check_everything_below(agent, at, side)?;
+            }
+            return Ok(());
+        }
         for (segment, a) in &old_children {
             let b = new_children.get(segment).copied();
             self.check_child(agent, at, segment, Some(a), b)?;
@@ -372,6 +395,20 @@ mod tests {
         assert!(o
             .check_write("builder", &Path::root(), Some(&old), Some(&status))
             .is_ok());
+        // Reordering an owned list, or smuggling an element in under an id it already
+        // has, changes the owned list.
+        let log = json!({"project_state": {"active_tasks": [{"id": "t1"}, {"id": "t2"}]}});
+        let mut reversed = log.clone();
+        reversed["project_state"]["active_tasks"] = json!([{"id": "t2"}, {"id": "t1"}]);
+        assert!(o
+            .check_write("builder", &Path::root(), Some(&log), Some(&reversed))
+            .is_err());
+        let mut smuggled = log.clone();
+        smuggled["project_state"]["active_tasks"] =
+            json!([{"id": "t1", "evil": true}, {"id": "t1"}, {"id": "t2"}]);
+        assert!(o
+            .check_write("builder", &Path::root(), Some(&log), Some(&smuggled))
+            .is_err());
         // Removing the root's contents wipes owned paths.
         assert!(o
             .check_write("builder", &Path::root(), Some(&old), Some(&json!({})))

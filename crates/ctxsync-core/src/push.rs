@@ -297,8 +297,9 @@ pub fn evaluate_within(
         };
         match apply_change_within(doc, to_apply, &mut budget) {
             Ok(edits) => {
+                // Where the change landed: for a move, the place it moved to.
                 let path = edits
-                    .first()
+                    .last()
                     .map_or_else(|| change.path.to_string(), |e| e.path.to_string());
                 out.applied.push(Applied {
                     index,

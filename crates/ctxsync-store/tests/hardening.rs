@@ -85,7 +85,7 @@ fn deep_paths_are_refused_without_overflowing_the_writer() {
             ..push("builder", Strategy::Merge, json!([]))
         };
         let e = s.push("default", request).unwrap_err();
-        assert!(matches!(e, StoreError::OverLimit(_)), "{depth}: {e}");
+        assert!(matches!(e, StoreError::Invalid(_)), "{depth}: {e}");
     }
     assert_eq!(s.head("default").unwrap().revision, 0);
     assert_eq!(s.read("default", None).unwrap().document, json!({}));
@@ -324,6 +324,41 @@ fn one_unreadable_op_log_row_does_not_hide_the_rest() {
         push("builder", Strategy::Merge, json!([{"path": "m", "to": 1}])),
     )
     .unwrap();
+    // Revisions before the bad row still read; the newest document does not, and says how
+    // to get it back: an admin's revert to a readable revision.
+    assert_eq!(
+        s.read("default", Some(1)).unwrap().document,
+        json!({"n": 1})
+    );
+    let e = s.read("default", None).unwrap_err();
+    assert!(e.to_string().contains("revision 2"), "{e}");
+    let e = s
+        .revert("default", 1, &Actor::agent("builder"))
+        .unwrap_err();
+    assert!(e.to_string().contains("admin"), "{e}");
+    let admin = Actor {
+        agent: "ops".into(),
+        role: Role::Admin,
+    };
+    let r = s.revert("default", 1, &admin).unwrap();
+    assert_eq!(r.revision, 4);
+    assert_eq!(s.read("default", None).unwrap().document, json!({"n": 1}));
+    s.push(
+        "default",
+        push("builder", Strategy::Merge, json!([{"path": "n", "to": 5}])),
+    )
+    .unwrap();
+    drop(s);
+    let s = open(&dir, StoreOptions::default());
+    assert_eq!(s.read("default", None).unwrap().document, json!({"n": 5}));
+    let report = s.verify("default").unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.contains("revision 2") || p.contains("revision 3")),
+        "only the bad row and what replayed after it: {report:?}"
+    );
 }
 
 #[test]
@@ -358,6 +393,32 @@ fn a_deleted_wal_stops_writes_and_keeps_what_was_acknowledged() {
     assert_eq!(s.read("default", None).unwrap().document, json!({"n": 1}));
     assert!(s.verify("default").unwrap().ok);
     assert!(s.writable().is_ok());
+}
+
+#[test]
+fn a_truncated_wal_stops_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir, StoreOptions::default());
+    s.create_context("default", json!({"n": 0})).unwrap();
+    s.push(
+        "default",
+        push("builder", Strategy::Merge, json!([{"path": "n", "to": 1}])),
+    )
+    .unwrap();
+    let wal = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("ctx.db-wal"))
+        .unwrap();
+    wal.set_len(0).unwrap();
+    let e = s.writable().unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let e = s
+        .push(
+            "default",
+            push("builder", Strategy::Merge, json!([{"path": "n", "to": 2}])),
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::ReadOnly(_)), "{e}");
 }
 
 #[cfg(unix)]

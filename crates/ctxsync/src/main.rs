@@ -203,6 +203,11 @@ enum Command {
         /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
         #[arg(long, env = "CTXSYNC_AGENT")]
         agent: Option<String>,
+        /// Embedded mode: revert as an admin, whatever the ownership rules say (also the
+        /// way back for a context whose newest revision cannot be read). In remote mode
+        /// the token's role decides and this is refused.
+        #[arg(long)]
+        admin: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -279,7 +284,12 @@ fn main() -> ExitCode {
             common,
         } => c::history(&common, last, agent, level),
         Command::Verify { common } => c::verify(&common),
-        Command::Revert { to, agent, common } => c::revert(&common, to, agent.as_deref()),
+        Command::Revert {
+            to,
+            agent,
+            admin,
+            common,
+        } => c::revert(&common, to, agent.as_deref(), admin),
         Command::Session(args) => context::live::session(&args),
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),

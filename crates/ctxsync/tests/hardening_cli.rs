@@ -120,3 +120,52 @@ fn a_working_copy_sync_of_a_null_value_verifies() {
         );
     }
 }
+
+#[test]
+fn an_admin_revert_brings_back_a_context_whose_newest_row_is_unreadable() {
+    let p = Project::new(Mode::Embedded);
+    p.init();
+    p.set_as("builder", "project_state.current_phase", "one");
+    p.set_as("builder", "project_state.current_phase", "two");
+    let db = p.path().join(".ctxsync/ctxsync.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE oplog SET edits = '{garbage' WHERE revision = 2", [])
+        .unwrap();
+    let out = p.run(&["get", "project_state.current_phase"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revision 2"),
+        "{out:?}"
+    );
+    let out = p.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    p.ok(&["revert", "--to", "1", "--admin", "--agent", "ops"]);
+    assert_eq!(p.ok(&["get", "project_state.current_phase"]).trim(), "one");
+    p.set_as("builder", "project_state.current_phase", "three");
+}
+
+#[test]
+fn strings_full_of_brackets_written_over_several_pushes_still_sync() {
+    for mode in BOTH {
+        let p = Project::new(mode);
+        p.init();
+        let brackets = format!("'{}'", "[".repeat(300));
+        p.set_as("builder", "communication.a", &brackets);
+        p.set_as("builder", "communication.b", &brackets);
+        p.ok(&["pull", "--agent", "builder"]);
+        let wc = p.path().join(".ctxsync/agents/builder/context.yaml");
+        let text = std::fs::read_to_string(&wc).unwrap();
+        std::fs::write(
+            &wc,
+            text.replacen("current_phase: planning", "current_phase: review", 1),
+        )
+        .unwrap();
+        p.ok(&["sync", "--agent", "builder", "--level", "checkpoint"]);
+        assert_eq!(
+            p.ok(&["get", "project_state.current_phase"]).trim(),
+            "review",
+            "{mode:?}"
+        );
+    }
+}

@@ -21,16 +21,21 @@ pub(crate) struct Health {
     wal: PathBuf,
     /// The WAL existed once the store was open; only then is its absence a loss.
     wal_expected: bool,
+    /// The WAL's inode and size as this store last left it: SQLite only ever grows it
+    /// (or resets it in place), so a smaller file or another inode is someone else's
+    /// doing.
+    wal_seen: Mutex<Option<(u64, u64)>>,
     stopped: Mutex<Option<String>>,
 }
 
 impl Health {
     pub(crate) fn new(db: &Path) -> Self {
         let wal = sidecar(db, "-wal");
-        let wal_expected = wal.exists();
+        let seen = identity(&wal);
         Self {
             wal,
-            wal_expected,
+            wal_expected: seen.is_some(),
+            wal_seen: Mutex::new(seen),
             stopped: Mutex::new(None),
         }
     }
@@ -46,9 +51,27 @@ impl Health {
         }
     }
 
-    /// True when the WAL this store writes through has lost its name.
-    pub(crate) fn wal_missing(&self) -> bool {
-        self.wal_expected && std::fs::symlink_metadata(&self.wal).is_err()
+    /// What happened to the WAL this store writes through, if its file was deleted,
+    /// replaced or cut short under it.
+    pub(crate) fn wal_damage(&self) -> Option<&'static str> {
+        if !self.wal_expected {
+            return None;
+        }
+        let now = identity(&self.wal);
+        let seen = self.wal_seen.lock().ok().and_then(|s| *s);
+        match (now, seen) {
+            (None, _) => Some("deleted"),
+            (Some((ino, _)), Some((seen_ino, _))) if ino != seen_ino => Some("replaced"),
+            (Some((_, size)), Some((_, seen_size))) if size < seen_size => Some("truncated"),
+            _ => None,
+        }
+    }
+
+    /// Records the WAL as a commit of this store left it.
+    pub(crate) fn note_wal(&self) {
+        if let (Some(now), Ok(mut seen)) = (identity(&self.wal), self.wal_seen.lock()) {
+            *seen = Some(now);
+        }
     }
 
     pub(crate) fn wal_path(&self) -> &Path {
@@ -60,9 +83,9 @@ impl Health {
         if let Some(reason) = self.stopped() {
             return Err(StoreError::ReadOnly(reason));
         }
-        if self.wal_missing() {
+        if let Some(damage) = self.wal_damage() {
             return Err(StoreError::ReadOnly(format!(
-                "the write-ahead log {} was deleted while the store was open; restart to recreate it",
+                "the write-ahead log {} was {damage} while the store was open; restart to recreate it",
                 self.wal.display()
             )));
         }
@@ -82,6 +105,16 @@ impl Health {
         }
         Ok(())
     }
+}
+
+/// Inode and size of `path`, if it exists.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((ino, meta.len()))
 }
 
 /// `<db>-wal`, `<db>-shm`.

@@ -286,6 +286,19 @@ impl Store for SqliteStore {
 
     fn read(&self, context: &str, revision: Option<u64>) -> Result<Snapshot, StoreError> {
         self.with_reader(|conn| {
+            if let Some(r) = revision {
+                // An older revision is read on its own, without building the newest
+                // document, so it stays readable even when the newest is not.
+                let head = read::head(conn, context)?;
+                if r < head.revision && r >= head.horizon {
+                    let doc = read::doc_at(conn, context, r)?;
+                    return Ok(Snapshot {
+                        revision: r,
+                        checksum: ctxsync_core::checksum(&doc),
+                        document: doc,
+                    });
+                }
+            }
             let current = self.current(conn, context)?;
             match revision {
                 None => Ok(Snapshot {

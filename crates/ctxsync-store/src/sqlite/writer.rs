@@ -193,6 +193,7 @@ impl Writer {
                 }
             }
             tx.commit()?;
+            self.shared.health.note_wal();
             Ok(results)
         })();
         match outcome {
@@ -231,24 +232,24 @@ impl Writer {
         if let Some(reason) = self.shared.health.stopped() {
             return Err(reason);
         }
-        if !self.shared.health.wal_missing() {
+        let Some(damage) = self.shared.health.wal_damage() else {
             return Ok(());
-        }
+        };
         let saved = self
             .conn
             .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get::<_, i64>(0))
             .map_err(|e| e.to_string());
         let wal = self.shared.health.wal_path().display().to_string();
         let reason = match saved {
-            Ok(0) => format!(
+            Ok(0) if damage == "deleted" => format!(
                 "the write-ahead log {wal} was deleted while the store was open; every acknowledged \
                  push was copied into the database; writes are refused until the store is reopened \
                  (restart the server)"
             ),
             other => format!(
-                "the write-ahead log {wal} was deleted while the store was open and copying it into \
-                 the database did not finish ({other:?}); writes are refused; do not stop the process \
-                 before backing up the database"
+                "the write-ahead log {wal} was {damage} while the store was open; what it held may \
+                 not all be in the database ({other:?}); writes are refused; back up the database \
+                 and run `ctxsync verify` before restarting"
             ),
         };
         tracing::error!("{reason}");
@@ -269,6 +270,7 @@ impl Writer {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx, &mut self.docs, &self.shared)?;
             tx.commit()?;
+            self.shared.health.note_wal();
             Ok(value)
         })();
         match &result {
@@ -411,19 +413,36 @@ impl Writer {
         }
         let agent = actor.agent.as_str();
         self.transaction(context, |tx, docs, shared| {
-            let current = load(tx, docs, context)?;
-            if to > current.head.revision {
+            let head = read::head(tx, context)?;
+            if to > head.revision {
                 return Err(StoreError::Future {
                     requested: to,
-                    current: current.head.revision,
+                    current: head.revision,
                 });
             }
-            if to < current.head.horizon {
+            if to < head.horizon {
                 return Err(StoreError::Gone {
                     requested: to,
-                    horizon: current.head.horizon,
+                    horizon: head.horizon,
                 });
             }
+            match load(tx, docs, context) {
+                Ok(_) => {}
+                // The newest document cannot be rebuilt (an op-log row after the last
+                // snapshot is unreadable): an admin's revert to a readable revision is
+                // the way back.
+                Err(StoreError::Corrupt(reason)) if actor.role == Role::Admin => {
+                    return rebuild_from(tx, docs, shared, context, head, to, agent, &reason);
+                }
+                Err(StoreError::Corrupt(reason)) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{reason}; an admin's `revert --to R` (R before the unreadable revision) \
+                         makes the context usable again"
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+            let current = load(tx, docs, context)?;
             let target = read::doc_at(tx, context, to)?;
             let changes = whole_key_changes(&current.doc, &target);
             let request = PushRequest {
@@ -475,6 +494,78 @@ impl Writer {
             Ok(cached.head.clone())
         })
     }
+}
+
+/// A new revision equal to revision `to`, written as one root replacement with a snapshot
+/// beside it, for a context whose newest document cannot be rebuilt from its log: reads
+/// start from the new snapshot, so the context is usable again, and the unreadable row
+/// stays in the history (and in `verify`'s report) as it was.
+#[allow(clippy::too_many_arguments)]
+fn rebuild_from(
+    tx: &Transaction<'_>,
+    docs: &mut HashMap<String, Cached>,
+    shared: &Shared,
+    context: &str,
+    head: Head,
+    to: u64,
+    agent: &str,
+    reason: &str,
+) -> Result<PushResponse, StoreError> {
+    let target = read::doc_at(tx, context, to)?;
+    let (sum, size) = checksum_and_size(&target);
+    let revision = head.revision + 1;
+    let edit = ctxsync_core::Edit {
+        op: ctxsync_core::EditOp::Replace,
+        path: Path::root(),
+        pointer: String::new(),
+        // What was there cannot be read; the history says why.
+        old: None,
+        new: Some(target.clone()),
+    };
+    let edits = serde_json::to_string(&[edit]).map_err(corrupt)?;
+    let summary =
+        format!("rebuild from revision {to}: the newest document could not be read ({reason})");
+    tx.prepare_cached(
+        "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)",
+    )?
+    .execute(params![
+        context,
+        revision as i64,
+        agent,
+        Level::Checkpoint.as_str(),
+        now_ms() as i64,
+        summary,
+        edits,
+        sum
+    ])?;
+    tx.prepare_cached(
+        "UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4",
+    )?
+    .execute(params![revision as i64, sum, size as i64, context])?;
+    let cached = Cached {
+        head: Head {
+            revision,
+            checksum: sum.clone(),
+            size,
+            ..head
+        },
+        doc: target,
+    };
+    write_snapshot(tx, context, &cached, shared.options.idempotency_ttl_ms)?;
+    docs.insert(context.to_owned(), cached);
+    Ok(PushResponse {
+        revision,
+        applied: vec![ctxsync_core::push::Applied {
+            index: 0,
+            op: "set".into(),
+            path: String::new(),
+        }],
+        conflicts: Vec::new(),
+        rejected: Vec::new(),
+        checksum: sum,
+        replayed: false,
+    })
 }
 
 /// The changes that turn `from` into `to` exactly: whole top-level values, so list order
@@ -549,6 +640,15 @@ fn push_with(
         return Err(StoreError::Invalid("a push needs an `agent`".into()));
     }
     super::validate_agent_name(&request.agent)?;
+    if request
+        .request_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty() || id.len() > 128)
+    {
+        return Err(StoreError::Invalid(
+            "a request_id is 1-128 characters (a ULID or UUID); leave it out for none".into(),
+        ));
+    }
     let fingerprint = request.request_id.as_ref().map(|_| fingerprint(&request));
     if let Some(id) = &request.request_id {
         let stored: Option<(String, Option<String>)> = tx
@@ -602,6 +702,8 @@ fn push_with(
     )
     .map_err(|e| match e.limit {
         Some(LimitError::TooLarge { size, limit }) => StoreError::TooLarge { size, limit },
+        // Too deep is a malformed change (400), like a path with too many segments.
+        Some(LimitError::TooDeep { .. }) => StoreError::Invalid(e.to_string()),
         Some(_) => StoreError::OverLimit(e.to_string()),
         None => StoreError::Invalid(e.to_string()),
     })?;

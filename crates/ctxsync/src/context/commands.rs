@@ -10,7 +10,7 @@ use ctxsync_client::{local_changes, parse_document, pull_into, SyncOptions, Work
 use ctxsync_core::{
     get as get_value, template, Change, Expect, Level, Path, PushRequest, PushResponse, Strategy,
 };
-use ctxsync_store::{Actor, HistoryFilter, SqliteStore, Store};
+use ctxsync_store::{Actor, HistoryFilter, Role, SqliteStore, Store};
 use serde_json::{json, Value};
 
 use super::env::{choose_agent, server_token, server_url, working_copy_names, Chosen, Remote};
@@ -600,10 +600,22 @@ pub fn verify(common: &Common) -> Result<ExitCode> {
     exit(if report.ok { 0 } else { CONFLICT })
 }
 
-pub fn revert(common: &Common, to: u64, agent: Option<&str>) -> Result<ExitCode> {
+pub fn revert(common: &Common, to: u64, agent: Option<&str>, admin: bool) -> Result<ExitCode> {
     let env = open(common)?;
+    if admin && env.remote.is_some() {
+        return Err(InputError(
+            "--admin is for the embedded store; a server takes the role from its token \
+             (`ctxsync token create --role admin`)"
+                .into(),
+        )
+        .into());
+    }
     let agent = env.config.agent(agent);
-    let response = env.store.revert(&env.context, to, &Actor::agent(agent))?;
+    let actor = Actor {
+        agent,
+        role: if admin { Role::Admin } else { Role::Agent },
+    };
+    let response = env.store.revert(&env.context, to, &actor)?;
     if common.json {
         print_json(&response);
     } else if response.is_partial() {
