@@ -21,7 +21,7 @@ use crate::backup::{hash, BlobStore};
 use crate::deploy;
 use crate::error::{Error, Result};
 use crate::paths;
-use crate::registry::{AgentRec, FileChange, OutRec, Registry};
+use crate::registry::{FileChange, OutRec, Registry};
 use crate::state::StateDir;
 
 /// What a run is about to do, as journaled.
@@ -208,15 +208,7 @@ fn adopt(reg: &mut Registry, c: &FileChange, meta: Option<&std::fs::Metadata>, g
     let Some(owner) = owner else { return };
     match (meta, &c.after) {
         (Some(m), Some(h)) => {
-            let rec = reg.agents.entry(owner).or_insert_with(|| AgentRec {
-                entry: String::new(),
-                version: None,
-                priority: Default::default(),
-                sources: Default::default(),
-                outputs: Default::default(),
-                generation: gen,
-            });
-            rec.generation = gen;
+            let rec = reg.touched_agent(owner, gen);
             rec.outputs.insert(
                 c.path.clone(),
                 OutRec {
@@ -264,6 +256,7 @@ pub fn merge(carried: Vec<FileChange>, mut own: Vec<FileChange>) -> Vec<FileChan
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::AgentRec;
 
     fn change(path: &str, before: Option<&str>, after: Option<&str>) -> FileChange {
         FileChange {

@@ -389,6 +389,21 @@ impl Registry {
         Ok(())
     }
 
+    /// `owner`'s record, created empty if it has none, marked as changed in generation
+    /// `gen` (a rollback or a recovered run writing outputs for it).
+    pub fn touched_agent(&mut self, owner: String, gen: u64) -> &mut AgentRec {
+        let rec = self.agents.entry(owner).or_insert_with(|| AgentRec {
+            entry: String::new(),
+            version: None,
+            priority: Default::default(),
+            sources: Default::default(),
+            outputs: Default::default(),
+            generation: gen,
+        });
+        rec.generation = gen;
+        rec
+    }
+
     /// Which agent owns output `path`.
     pub fn owner_of(&self, path: &str) -> Option<&str> {
         self.agents

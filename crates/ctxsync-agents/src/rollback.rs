@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event, EventKind};
 use crate::journal;
 use crate::paths;
-use crate::registry::{AgentRec, FileChange, GenRec, OutRec, Registry};
+use crate::registry::{FileChange, GenRec, OutRec, Registry};
 use crate::state::StateDir;
 
 /// What a rollback did.
@@ -182,15 +182,7 @@ pub fn rollback(
                 .clone()
                 .or_else(|| reg.owner_of(&c.path).map(str::to_string));
             let Some(owner) = owner else { continue };
-            let rec = reg.agents.entry(owner).or_insert_with(|| AgentRec {
-                entry: String::new(),
-                version: None,
-                priority: Default::default(),
-                sources: Default::default(),
-                outputs: Default::default(),
-                generation: gen,
-            });
-            rec.generation = gen;
+            let rec = reg.touched_agent(owner, gen);
             match &c.after {
                 Some(h) => {
                     let m = std::fs::metadata(paths::abs(root, &c.path))

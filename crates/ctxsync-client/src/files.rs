@@ -97,11 +97,6 @@ pub fn parse_document(text: &str, what: &str) -> Result<Value, ClientError> {
         .map_err(|e| ClientError::Input(format!("{what}: malformed YAML/JSON: {e}")))
 }
 
-/// `text` without a leading UTF-8 byte order mark.
-pub fn strip_bom(text: &str) -> &str {
-    limits::strip_bom(text)
-}
-
 /// The UTF-8 text of an input (file, standard input), or an input error naming `what`
 /// and where the first bad byte is: bytes that are not text are the user's mistake, not
 /// a failure of the file system.

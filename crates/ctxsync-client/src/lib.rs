@@ -14,7 +14,7 @@ pub mod remote;
 mod sync;
 mod workcopy;
 
-pub use files::{atomic_write, decode_text, parse_document, strip_bom, to_yaml};
+pub use files::{atomic_write, decode_text, parse_document, to_yaml};
 pub use outbox::{Outbox, OutboxItem, OutboxStatus};
 pub use remote::{PullQuery, Pulled, RemoteClient, RemoteError, StreamEvent};
 pub use sync::{

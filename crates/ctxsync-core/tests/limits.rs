@@ -18,18 +18,34 @@ fn request(changes: Value) -> PushRequest {
     }
 }
 
+/// `changes` evaluated against `doc` with no ownership rules, as a store would.
+fn evaluate(
+    doc: &mut Value,
+    changes: Value,
+    ownership: &Ownership,
+    budget: Budget,
+) -> Result<ctxsync_core::push::Evaluation, ctxsync_core::push::InvalidPush> {
+    evaluate_within(doc, &request(changes), 0, &[], ownership, budget)
+}
+
+/// `changes` against `doc` within an 8 MiB quota: the error it is refused with.
+fn refused_at_quota(doc: &mut Value, changes: Value) -> ctxsync_core::push::InvalidPush {
+    let (_, size) = checksum_and_size(doc);
+    evaluate(
+        doc,
+        changes,
+        &Ownership::default(),
+        Budget::for_document(size, 8 * 1024 * 1024),
+    )
+    .unwrap_err()
+}
+
 #[test]
 fn null_survives_the_op_log_round_trip() {
     let mut doc = json!({"project_state": {"current_phase": "impl"}});
-    let mut push = request(json!([{"path": "project_state.current_phase", "to": null}]));
-    push.changes =
-        Change::list_from_json(&json!([{"path": "project_state.current_phase", "to": null}]))
-            .unwrap();
-    let eval = evaluate_within(
+    let eval = evaluate(
         &mut doc,
-        &push,
-        0,
-        &[],
+        json!([{"path": "project_state.current_phase", "to": null}]),
         &Ownership::default(),
         Budget::unlimited(),
     )
@@ -86,12 +102,9 @@ fn paths_past_the_segment_limit_are_refused_at_parse() {
 fn a_write_that_would_nest_past_the_limit_is_refused_and_changes_nothing() {
     let path = vec!["a"; MAX_DEPTH - 1].join(".");
     let mut doc = json!({});
-    let push = request(json!([{"path": path, "to": {"b": {"c": 1}}}]));
-    let err = evaluate_within(
+    let err = evaluate(
         &mut doc,
-        &push,
-        0,
-        &[],
+        json!([{"path": path, "to": {"b": {"c": 1}}}]),
         &Ownership::default(),
         Budget::unlimited(),
     )
@@ -102,12 +115,9 @@ fn a_write_that_would_nest_past_the_limit_is_refused_and_changes_nothing() {
     );
     assert_eq!(doc, json!({}));
     // At the limit exactly, it applies and the result reads back through serde_json.
-    let push = request(json!([{"path": path, "to": 1}]));
-    evaluate_within(
+    evaluate(
         &mut doc,
-        &push,
-        0,
-        &[],
+        json!([{"path": path, "to": 1}]),
         &Ownership::default(),
         Budget::unlimited(),
     )
@@ -120,22 +130,12 @@ fn a_write_that_would_nest_past_the_limit_is_refused_and_changes_nothing() {
 #[test]
 fn repeated_copy_from_the_root_stops_at_the_quota_before_growing() {
     let mut doc = json!({"seed": "x".repeat(1000)});
-    let (_, size) = checksum_and_size(&doc);
     // 40 doublings would be a terabyte.
     let changes: Vec<Value> = (0..40)
         .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
         .collect();
-    let push = request(Value::Array(changes));
     let before = doc.clone();
-    let err = evaluate_within(
-        &mut doc,
-        &push,
-        0,
-        &[],
-        &Ownership::default(),
-        Budget::for_document(size, 8 * 1024 * 1024),
-    )
-    .unwrap_err();
+    let err = refused_at_quota(&mut doc, Value::Array(changes));
     assert!(
         matches!(err.limit, Some(LimitError::TooLarge { .. })),
         "{err:?}"
@@ -146,21 +146,11 @@ fn repeated_copy_from_the_root_stops_at_the_quota_before_growing() {
 #[test]
 fn rewriting_a_big_value_over_and_over_is_bounded_work() {
     let mut doc = json!({"big": "x".repeat(512 * 1024), "t": 0});
-    let (_, size) = checksum_and_size(&doc);
     // Same size each time, so the quota never trips; the written-bytes budget does.
     let changes: Vec<Value> = (0..1000)
         .map(|_| json!({"op": "copy", "from": "/big", "path": "/t"}))
         .collect();
-    let push = request(Value::Array(changes));
-    let err = evaluate_within(
-        &mut doc,
-        &push,
-        0,
-        &[],
-        &Ownership::default(),
-        Budget::for_document(size, 8 * 1024 * 1024),
-    )
-    .unwrap_err();
+    let err = refused_at_quota(&mut doc, Value::Array(changes));
     assert!(
         matches!(err.limit, Some(LimitError::TooMuchWork { .. })),
         "{err:?}"
@@ -183,25 +173,15 @@ fn a_root_write_is_checked_against_every_owned_path_it_changes() {
         json!([{"op": "move", "from": "/decisions_log", "path": "/notes/-"}]),
     ] {
         let before = doc.clone();
-        let eval = evaluate_within(
-            &mut doc,
-            &request(changes.clone()),
-            0,
-            &[],
-            &ownership,
-            Budget::unlimited(),
-        )
-        .unwrap();
+        let eval = evaluate(&mut doc, changes.clone(), &ownership, Budget::unlimited()).unwrap();
         assert_eq!(eval.rejected.len(), 1, "{changes}: {eval:?}");
         assert_eq!(eval.rejected[0].reason, "not_owner");
         assert_eq!(doc, before, "{changes}");
     }
     // A root write that leaves the owned part as it is goes through.
-    let eval = evaluate_within(
+    let eval = evaluate(
         &mut doc,
-        &request(json!([{"path": "", "to": {"decisions_log": {"recent": [{"id": "d1"}]}, "notes": [1]}}])),
-        0,
-        &[],
+        json!([{"path": "", "to": {"decisions_log": {"recent": [{"id": "d1"}]}, "notes": [1]}}]),
         &ownership,
         Budget::unlimited(),
     )

@@ -24,6 +24,21 @@ fn push(agent: &str, strategy: Strategy, changes: Value) -> PushRequest {
     }
 }
 
+/// `path` set to `value` in `context` by the builder, which must apply.
+fn set(s: &SqliteStore, context: &str, path: &str, value: Value) {
+    let r = s
+        .push(
+            context,
+            push(
+                "builder",
+                Strategy::Merge,
+                json!([{"path": path, "to": value}]),
+            ),
+        )
+        .unwrap();
+    assert_eq!(r.applied.len(), 1, "{r:?}");
+}
+
 fn owned() -> StoreOptions {
     StoreOptions {
         ownership: ctxsync_core::Ownership::new(vec![OwnershipRule {
@@ -90,11 +105,7 @@ fn deep_paths_are_refused_without_overflowing_the_writer() {
     assert_eq!(s.head("default").unwrap().revision, 0);
     assert_eq!(s.read("default", None).unwrap().document, json!({}));
     // The writer is still alive.
-    s.push(
-        "default",
-        push("builder", Strategy::Merge, json!([{"path": "ok", "to": 1}])),
-    )
-    .unwrap();
+    set(&s, "default", "ok", json!(1));
 }
 
 #[test]
@@ -249,11 +260,7 @@ fn a_tampered_snapshot_fails_verify_and_is_not_served() {
         let s = open(&dir, options());
         s.create_context("default", json!({"n": 0})).unwrap();
         for i in 1..=7 {
-            s.push(
-                "default",
-                push("builder", Strategy::Merge, json!([{"path": "n", "to": i}])),
-            )
-            .unwrap();
+            set(&s, "default", "n", json!(i));
         }
     }
     // Rewrite the snapshot at revision 5, keeping its checksum column.
@@ -288,11 +295,7 @@ fn one_unreadable_op_log_row_does_not_hide_the_rest() {
         s.create_context("default", json!({"n": 0})).unwrap();
         s.create_context("other", json!({"m": 0})).unwrap();
         for i in 1..=3 {
-            s.push(
-                "default",
-                push("builder", Strategy::Merge, json!([{"path": "n", "to": i}])),
-            )
-            .unwrap();
+            set(&s, "default", "n", json!(i));
         }
     }
     sql(&dir)
@@ -319,11 +322,7 @@ fn one_unreadable_op_log_row_does_not_hide_the_rest() {
     );
     // Other contexts are untouched by it.
     assert_eq!(s.read("other", None).unwrap().document, json!({"m": 0}));
-    s.push(
-        "other",
-        push("builder", Strategy::Merge, json!([{"path": "m", "to": 1}])),
-    )
-    .unwrap();
+    set(&s, "other", "m", json!(1));
     // Revisions before the bad row still read; the newest document does not, and says how
     // to get it back: an admin's revert to a readable revision.
     assert_eq!(
@@ -343,11 +342,7 @@ fn one_unreadable_op_log_row_does_not_hide_the_rest() {
     let r = s.revert("default", 1, &admin).unwrap();
     assert_eq!(r.revision, 4);
     assert_eq!(s.read("default", None).unwrap().document, json!({"n": 1}));
-    s.push(
-        "default",
-        push("builder", Strategy::Merge, json!([{"path": "n", "to": 5}])),
-    )
-    .unwrap();
+    set(&s, "default", "n", json!(5));
     drop(s);
     let s = open(&dir, StoreOptions::default());
     assert_eq!(s.read("default", None).unwrap().document, json!({"n": 5}));
@@ -368,11 +363,7 @@ fn a_deleted_wal_stops_writes_and_keeps_what_was_acknowledged() {
     {
         let s = open(&dir, StoreOptions::default());
         s.create_context("default", json!({"n": 0})).unwrap();
-        s.push(
-            "default",
-            push("builder", Strategy::Merge, json!([{"path": "n", "to": 1}])),
-        )
-        .unwrap();
+        set(&s, "default", "n", json!(1));
         assert!(s.writable().is_ok());
         std::fs::remove_file(&wal).unwrap();
         assert!(matches!(s.writable(), Err(StoreError::ReadOnly(_))));
@@ -400,11 +391,7 @@ fn a_truncated_wal_stops_writes() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir, StoreOptions::default());
     s.create_context("default", json!({"n": 0})).unwrap();
-    s.push(
-        "default",
-        push("builder", Strategy::Merge, json!([{"path": "n", "to": 1}])),
-    )
-    .unwrap();
+    set(&s, "default", "n", json!(1));
     let wal = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.path().join("ctx.db-wal"))

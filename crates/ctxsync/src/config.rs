@@ -116,7 +116,7 @@ impl Config {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let text = ctxsync_client::decode_text(bytes, &path.display().to_string())?;
-            toml::from_str(ctxsync_client::strip_bom(&text))
+            toml::from_str(ctxsync_core::limits::strip_bom(&text))
                 .map_err(|e| crate::InputError(format!("{}: {e}", path.display())))?
         } else {
             FileConfig::default()

@@ -525,24 +525,21 @@ fn rebuild_from(
     let edits = serde_json::to_string(&[edit]).map_err(corrupt)?;
     let summary =
         format!("rebuild from revision {to}: the newest document could not be read ({reason})");
-    tx.prepare_cached(
-        "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)",
-    )?
-    .execute(params![
+    append_revision(
+        tx,
         context,
-        revision as i64,
-        agent,
-        Level::Checkpoint.as_str(),
-        now_ms() as i64,
-        summary,
-        edits,
-        sum
-    ])?;
-    tx.prepare_cached(
-        "UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4",
-    )?
-    .execute(params![revision as i64, sum, size as i64, context])?;
+        &NewRevision {
+            revision,
+            agent,
+            level: Level::Checkpoint,
+            ts_ms: now_ms(),
+            summary: &summary,
+            request_id: None,
+            edits: &edits,
+            checksum: &sum,
+            size,
+        },
+    )?;
     let cached = Cached {
         head: Head {
             revision,
@@ -734,25 +731,21 @@ fn push_with(
         } else {
             request.summary.clone()
         };
-        tx.prepare_cached(
-            "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
+        append_revision(
+            tx,
             context,
-            revision as i64,
-            request.agent,
-            request.level.as_str(),
-            now as i64,
-            summary,
-            request.request_id,
-            edits,
-            sum
-        ])?;
-        tx.prepare_cached(
-            "UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4",
-        )?
-        .execute(params![revision as i64, sum, size as i64, context])?;
+            &NewRevision {
+                revision,
+                agent: &request.agent,
+                level: request.level,
+                ts_ms: now,
+                summary: &summary,
+                request_id: request.request_id.as_deref(),
+                edits: &edits,
+                checksum: &sum,
+                size,
+            },
+        )?;
         cached.head.revision = revision;
         cached.head.checksum = sum.clone();
         cached.head.size = size;
@@ -811,12 +804,56 @@ fn push_with(
     Ok(response)
 }
 
+/// One op-log row and the head it moves the context to.
+struct NewRevision<'a> {
+    revision: u64,
+    agent: &'a str,
+    level: Level,
+    ts_ms: u64,
+    summary: &'a str,
+    request_id: Option<&'a str>,
+    /// The edits, as the JSON text the op log stores.
+    edits: &'a str,
+    checksum: &'a str,
+    size: u64,
+}
+
+/// Appends a revision to the op log and moves the context's head to it.
+fn append_revision(tx: &Connection, context: &str, r: &NewRevision<'_>) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        context,
+        r.revision as i64,
+        r.agent,
+        r.level.as_str(),
+        r.ts_ms as i64,
+        r.summary,
+        r.request_id,
+        r.edits,
+        r.checksum
+    ])?;
+    tx.prepare_cached(
+        "UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4",
+    )?
+    .execute(params![
+        r.revision as i64,
+        r.checksum,
+        r.size as i64,
+        context
+    ])?;
+    Ok(())
+}
+
 /// What a request asks for, apart from its key: a replay with the same key must ask for the
 /// same thing, or it is a different request that reused a key.
 fn fingerprint(request: &PushRequest) -> String {
-    let mut keyless = request.clone();
-    keyless.request_id = None;
-    let value = serde_json::to_value(&keyless).unwrap_or(Value::Null);
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("request_id");
+    }
     ctxsync_core::checksum(&value)
 }
 

@@ -64,7 +64,7 @@ pub(crate) fn server_token(config: &Config) -> Result<Option<String>> {
     match std::fs::read(&path) {
         Ok(bytes) => {
             let text = ctxsync_client::decode_text(bytes, &path.display().to_string())?;
-            let token = ctxsync_client::strip_bom(&text).trim();
+            let token = ctxsync_core::limits::strip_bom(&text).trim();
             Ok(Some(token.to_owned()).filter(|t| !t.is_empty()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
