@@ -63,7 +63,8 @@ pub struct Common {
 /// Who acts and how urgently.
 #[derive(Args, Clone, Debug)]
 pub struct Acting {
-    /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
+    /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml; in remote mode the
+    /// token's agent). A write names one: there is no default agent.
     #[arg(long, env = "CTXSYNC_AGENT")]
     pub agent: Option<String>,
     /// Sync level: critical, checkpoint, periodic or session.
@@ -200,7 +201,8 @@ enum Command {
         /// The revision whose document the new revision gets.
         #[arg(long)]
         to: u64,
-        /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
+        /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml; in remote
+        /// mode the token's agent). A write names one: there is no default agent.
         #[arg(long, env = "CTXSYNC_AGENT")]
         agent: Option<String>,
         /// Embedded mode: revert as an admin, whatever the ownership rules say (also the

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod contexts;
 pub mod events;
 pub mod health;
+pub mod identity;
 pub mod pull;
 pub mod push;
 
@@ -54,6 +55,7 @@ pub struct FormatQuery {
 /// Every route of the API.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/whoami", get(identity::whoami))
         .route("/v1/contexts", get(contexts::list))
         .route("/v1/contexts/{ctx}", get(pull::pull).put(contexts::create))
         .route("/v1/contexts/{ctx}/head", get(contexts::head))
