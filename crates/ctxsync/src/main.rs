@@ -14,6 +14,7 @@ mod config;
 mod context;
 mod remote;
 mod serve;
+mod setup;
 mod token;
 
 use std::path::PathBuf;
@@ -221,6 +222,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Register ctxsync's MCP server with a client (claude, vscode, codex, cursor,
+    /// gemini), plus Claude Code's hooks; `--check` tells what is configured.
+    Setup(setup::SetupArgs),
 }
 
 fn main() -> ExitCode {
@@ -294,6 +298,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Setup(args) => setup::run(&args),
     };
     match result {
         Ok(code) => code,

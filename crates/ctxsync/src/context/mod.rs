@@ -5,7 +5,7 @@
 
 mod backend;
 pub mod commands;
-mod env;
+pub(crate) mod env;
 pub mod live;
 mod output;
 
