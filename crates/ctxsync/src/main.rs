@@ -12,6 +12,7 @@ mod out;
 mod agents_cli;
 mod config;
 mod context;
+mod hook;
 mod remote;
 mod serve;
 mod setup;
@@ -225,6 +226,9 @@ enum Command {
     /// Register ctxsync's MCP server with a client (claude, vscode, codex, cursor,
     /// gemini), plus Claude Code's hooks; `--check` tells what is configured.
     Setup(setup::SetupArgs),
+    /// Claude Code hook: print the critical revisions by other agents not yet seen
+    /// (nothing when there are none); never fails (exit 0).
+    Hook(hook::HookArgs),
 }
 
 fn main() -> ExitCode {
@@ -237,7 +241,18 @@ fn main() -> ExitCode {
         // Colour codes are noise in a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Exit 2 from a hook blocks Claude Code's prompt: not even a bad command line may.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("hook") => {
+            errln!(
+                "ctxsync hook: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     use context::commands as c;
     let result = match cli.command {
         Command::Agents(args) => return agents_cli::run(args),
@@ -299,6 +314,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Setup(args) => setup::run(&args),
+        Command::Hook(args) => return hook::run(&args),
     };
     match result {
         Ok(code) => code,
