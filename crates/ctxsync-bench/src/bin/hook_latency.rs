@@ -112,7 +112,13 @@ fn main() -> Result<()> {
     ctxsync(
         &o,
         dir.path(),
-        &["set", "technical_context.bulk", &value, "--agent", "planner"],
+        &[
+            "set",
+            "technical_context.bulk",
+            &value,
+            "--agent",
+            "planner",
+        ],
     )?;
     // A critical revision by another agent, shown once, so the runs measured below have
     // nothing left to report (and a presence row exists, as in a live session).
@@ -156,7 +162,11 @@ fn main() -> Result<()> {
     times.sort();
     let size = serde_json::from_str::<serde_json::Value>(&status)
         .ok()
-        .and_then(|s| s["head"]["size_bytes"].as_u64().or(s["size_bytes"].as_u64()));
+        .and_then(|s| {
+            s["head"]["size_bytes"]
+                .as_u64()
+                .or(s["size_bytes"].as_u64())
+        });
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let p99 = percentile(&times, 99.0);
     println!(
