@@ -18,7 +18,7 @@ use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
@@ -58,9 +58,10 @@ struct HookInput {
 const MAX_INPUT: u64 = 8 << 20;
 
 pub fn run(args: &HookArgs) -> ExitCode {
-    let input = read_input();
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
+    let input = read_input(deadline);
     let event = input.hook_event_name.clone().unwrap_or_default();
-    match notices(args, &input) {
+    match notices(args, &input, deadline) {
         Ok(list) if list.is_empty() => {}
         Ok(list) => print(&event, &list),
         Err(e) => errln!("ctxsync hook: {e:#}"),
@@ -69,29 +70,37 @@ pub fn run(args: &HookArgs) -> ExitCode {
 }
 
 /// Standard input as hook input; a terminal (someone running the command by hand), an
-/// empty or unreadable input is no input.
-fn read_input() -> HookInput {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
+/// empty, unreadable or unfinished input (a writer that never closes it: read on a
+/// thread, given up at the deadline) is no input.
+fn read_input(deadline: Instant) -> HookInput {
+    if std::io::stdin().is_terminal() {
         return HookInput::default();
     }
-    let mut bytes = Vec::new();
-    if stdin
-        .lock()
-        .take(MAX_INPUT)
-        .read_to_end(&mut bytes)
-        .is_err()
-    {
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::Builder::new()
+        .name("ctxsync-hook-stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut bytes = Vec::new();
+            let read = stdin.lock().take(MAX_INPUT).read_to_end(&mut bytes);
+            let input = match read {
+                Ok(_) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                Err(_) => HookInput::default(),
+            };
+            let _ = tx.send(input);
+            // Drain the rest so the writer never sees a broken pipe.
+            let _ = std::io::copy(&mut stdin.lock(), &mut std::io::sink());
+        });
+    if reader.is_err() {
         return HookInput::default();
     }
-    // Drain the rest so the writer never sees a broken pipe.
-    let _ = std::io::copy(&mut stdin.lock(), &mut std::io::sink());
-    serde_json::from_slice(&bytes).unwrap_or_default()
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or_default()
 }
 
 /// The unseen critical revisions, marked seen; an error when the store cannot be asked
 /// or did not answer within the deadline.
-fn notices(args: &HookArgs, input: &HookInput) -> Result<Vec<CriticalNotice>> {
+fn notices(args: &HookArgs, input: &HookInput, deadline: Instant) -> Result<Vec<CriticalNotice>> {
     let root = args
         .root
         .clone()
@@ -108,7 +117,7 @@ fn notices(args: &HookArgs, input: &HookInput) -> Result<Vec<CriticalNotice>> {
         .spawn(move || {
             let _ = tx.send(ask(&config, &context, agent.as_deref()));
         })?;
-    match rx.recv_timeout(Duration::from_millis(args.timeout_ms)) {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(answer) => answer,
         Err(_) => anyhow::bail!(
             "the store did not answer within {} ms; skipped",

@@ -241,6 +241,20 @@ fn the_hook_never_fails_the_agent() {
         .unwrap();
     quiet(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    // Standard input that is never closed: given up at the deadline, still exit 0.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ctxsync"))
+        .args(["hook", "--agent", "builder", "--timeout-ms", "300"])
+        .current_dir(p.path())
+        .env_remove("CTXSYNC_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    quiet(&out);
     // A bad context name.
     let out = p
         .cmd(&["hook", "--agent", "builder", "--context", "Not Valid"])
