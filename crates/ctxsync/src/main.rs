@@ -221,6 +221,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Take (or renew) a lease on a list element or field; exit 1 if another agent holds it.
+    Claim(context::claims::ClaimArgs),
+    /// Give up a claim (exit 1 if this agent holds none there).
+    Release(context::claims::ReleaseArgs),
+    /// The agents of a context: last seen, lag, live claims, unseen critical revisions.
+    Who(context::claims::WhoArgs),
 }
 
 fn main() -> ExitCode {
@@ -294,6 +300,9 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Claim(args) => context::claims::claim(&args),
+        Command::Release(args) => context::claims::release(&args),
+        Command::Who(args) => context::claims::who(&args),
     };
     match result {
         Ok(code) => code,
