@@ -229,6 +229,12 @@ enum Command {
     /// Claude Code hook: print the critical revisions by other agents not yet seen
     /// (nothing when there are none); never fails (exit 0).
     Hook(hook::HookArgs),
+    /// Take (or renew) a lease on a list element or field; exit 1 if another agent holds it.
+    Claim(context::claims::ClaimArgs),
+    /// Give up a claim (exit 1 if this agent holds none there).
+    Release(context::claims::ReleaseArgs),
+    /// The agents of a context: last seen, lag, live claims, unseen critical revisions.
+    Who(context::claims::WhoArgs),
 }
 
 fn main() -> ExitCode {
@@ -315,6 +321,9 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Setup(args) => setup::run(&args),
         Command::Hook(args) => return hook::run(&args),
+        Command::Claim(args) => context::claims::claim(&args),
+        Command::Release(args) => context::claims::release(&args),
+        Command::Who(args) => context::claims::who(&args),
     };
     match result {
         Ok(code) => code,

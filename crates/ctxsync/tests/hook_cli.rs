@@ -12,14 +12,10 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 use support::{Mode, Project};
 
-both_modes!(the_session_start_hook_pulls_the_working_copy);
-
-// Remote mode joins once the server answers `GET .../agents/{agent}/critical` (the
-// claims branch's RemoteStore::unseen_critical; until then it says "not supported").
-#[test]
-fn the_notice_hook_prints_unseen_critical_revisions_once_embedded() {
-    the_notice_hook_prints_unseen_critical_revisions_once(Mode::Embedded)
-}
+both_modes!(
+    the_notice_hook_prints_unseen_critical_revisions_once,
+    the_session_start_hook_pulls_the_working_copy,
+);
 
 /// The command of `event`'s ctxsync hook in the project's settings.
 fn hook_command(p: &Project, event: &str) -> String {
