@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo build --release -p ctxsync -p ctxsync-bench
-//! target/release/hook_latency --bin target/release/ctxsync --runs 200
+//! target/release/hook_latency --bin target/release/ctxsync --runs 200 [--remote]
 //! ```
 #![forbid(unsafe_code)]
 // A benchmark's report is its output.
@@ -26,6 +26,22 @@ struct Options {
     bin: PathBuf,
     runs: usize,
     context_kb: usize,
+    /// Against a `ctxsync serve` child on loopback instead of the embedded store.
+    remote: bool,
+}
+
+/// Remote mode's server and the hook's credentials.
+struct Remote {
+    child: std::process::Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn parse_args() -> Result<Options> {
@@ -33,20 +49,28 @@ fn parse_args() -> Result<Options> {
         bin: PathBuf::from("target/release/ctxsync"),
         runs: 200,
         context_kb: 100,
+        remote: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--remote" {
+            o.remote = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
             "--bin" => o.bin = value.into(),
             "--runs" => o.runs = value.parse()?,
             "--context-kb" => o.context_kb = value.parse()?,
-            _ => bail!("usage: hook_latency [--bin PATH] [--runs N] [--context-kb KB]"),
+            _ => bail!("usage: hook_latency [--bin PATH] [--runs N] [--context-kb KB] [--remote]"),
         }
     }
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    // The runs happen in a temp dir: a relative path would not be found from there.
+    o.bin = std::fs::canonicalize(&o.bin)
+        .with_context(|| format!("no ctxsync binary at {}", o.bin.display()))?;
     Ok(o)
 }
 
@@ -67,14 +91,58 @@ fn ctxsync(o: &Options, dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// One hook run as Claude Code makes it; its stdout.
-fn hook(o: &Options, dir: &Path, input: &[u8]) -> Result<(Duration, Vec<u8>)> {
-    let started = Instant::now();
+/// Starts `ctxsync serve` over `dir`'s store on a free loopback port, with a token for
+/// `builder`.
+fn serve(o: &Options, dir: &Path) -> Result<Remote> {
+    let token = ctxsync(o, dir, &["token", "create", "--agent", "builder"])?
+        .trim()
+        .to_owned();
     let mut child = Command::new(&o.bin)
         .current_dir(dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("CTXSYNC_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let mut remote = Remote {
+        child,
+        url: String::new(),
+        token,
+    };
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line?;
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            remote.url = format!("http://{addr}");
+            break;
+        }
+    }
+    if remote.url.is_empty() {
+        bail!("the server did not start");
+    }
+    Ok(remote)
+}
+
+/// One hook run as Claude Code makes it; its stdout.
+fn hook(
+    o: &Options,
+    dir: &Path,
+    remote: Option<&Remote>,
+    input: &[u8],
+) -> Result<(Duration, Vec<u8>)> {
+    let started = Instant::now();
+    let mut cmd = Command::new(&o.bin);
+    cmd.current_dir(dir)
         .args(["hook", "--agent", "builder"])
         .env_remove("CTXSYNC_SERVER")
-        .env_remove("CTXSYNC_TOKEN")
+        .env_remove("CTXSYNC_TOKEN");
+    if let Some(r) = remote {
+        cmd.env("CTXSYNC_SERVER", &r.url)
+            .env("CTXSYNC_TOKEN", &r.token);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,13 +212,18 @@ fn main() -> Result<()> {
         "prompt": "go on"
     })
     .to_string();
-    let (_, first) = hook(&o, dir.path(), input.as_bytes())?;
+    let remote = if o.remote {
+        Some(serve(&o, dir.path())?)
+    } else {
+        None
+    };
+    let (_, first) = hook(&o, dir.path(), remote.as_ref(), input.as_bytes())?;
     if first.is_empty() {
         bail!("the first run should have reported the critical revision");
     }
     let mut times = Vec::with_capacity(o.runs);
     for _ in 0..o.runs {
-        let (took, stdout) = hook(&o, dir.path(), input.as_bytes())?;
+        let (took, stdout) = hook(&o, dir.path(), remote.as_ref(), input.as_bytes())?;
         if !stdout.is_empty() {
             bail!(
                 "a run with nothing to report printed: {}",
@@ -162,15 +235,16 @@ fn main() -> Result<()> {
     times.sort();
     let size = serde_json::from_str::<serde_json::Value>(&status)
         .ok()
-        .and_then(|s| {
-            s["head"]["size_bytes"]
-                .as_u64()
-                .or(s["size_bytes"].as_u64())
-        });
+        .and_then(|s| s["head"]["size"].as_u64());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let p99 = percentile(&times, 99.0);
     println!(
-        "ctxsync hook, nothing to report, whole process ({} runs, context {}, {} cores)",
+        "ctxsync hook, nothing to report, whole process, {} ({} runs, context {}, {} cores)",
+        if o.remote {
+            "remote (loopback server)"
+        } else {
+            "embedded"
+        },
         o.runs,
         size.map_or(format!("~{} KB", o.context_kb), |b| format!("{} bytes", b)),
         std::thread::available_parallelism().map_or(0, |n| n.get())
