@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
-use ctxsync_store::{CriticalNotice, SqliteStore, Store as _};
+use ctxsync_store::{CriticalNotice, SqliteStore, Store};
 use serde::Deserialize;
 
 use crate::config::Config;
@@ -133,13 +133,10 @@ fn ask(config: &Config, context: &str, agent: Option<&str>) -> Result<Vec<Critic
         );
     };
     if let Some(url) = crate::context::env::server_url(config)? {
-        let store = RemoteStore::new(&url, crate::context::env::server_token(config)?);
         // `GET /v1/contexts/{ctx}/agents/{agent}/critical?mark_seen=true`: one request,
         // no outbox flush (that is for commands that push).
-        return store
-            .client
-            .unseen_critical(context, agent, true)
-            .map_err(|e| crate::remote::store_error(context, e).into());
+        let store = RemoteStore::new(&url, crate::context::env::server_token(config)?);
+        return Ok(store.unseen_critical(context, agent, true)?);
     }
     let db = config.db_path();
     if !db.exists() {
