@@ -508,5 +508,9 @@ fn bad_arguments_are_input_errors() {
     assert_eq!(out.status.code(), Some(2));
     let out = setup(&p, &[]);
     assert_eq!(out.status.code(), Some(2));
+    let missing = p.path().join("no-such-folder");
+    let out = setup(&p, &["claude", "-C", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!missing.exists());
     assert!(!p.path().join(".mcp.json").exists());
 }

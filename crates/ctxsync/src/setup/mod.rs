@@ -53,6 +53,9 @@ pub struct SetupArgs {
 }
 
 pub fn run(args: &SetupArgs) -> Result<ExitCode> {
+    if let Some(root) = args.root.as_deref().filter(|r| !r.is_dir()) {
+        return Err(InputError(format!("{} is not a folder", root.display())).into());
+    }
     let config = Config::load(args.root.as_deref())?;
     if let Some(agent) = &args.agent {
         ctxsync_store::validate_agent_name(agent)?;
@@ -475,16 +478,9 @@ fn hook_matches(command: &str, spec: &HookSpec, any_agent: bool) -> bool {
         == clients::without_agent(&clients::shell_words(&spec.command))
 }
 
-/// `.mcp.json: /usr/bin/ctxsync mcp --agent builder`
+/// `.mcp.json: /usr/bin/ctxsync mcp --agent builder (agent builder)`
 fn describe(rel: &str, entry: &Value) -> String {
     let command = entry.get("command").and_then(Value::as_str).unwrap_or("?");
-    let args: Vec<String> = entry
-        .get("args")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.as_str().map(clients::shell_quote))
-        .collect();
     let words: Vec<String> = entry
         .get("args")
         .and_then(Value::as_array)
@@ -492,12 +488,13 @@ fn describe(rel: &str, entry: &Value) -> String {
         .flatten()
         .filter_map(|a| a.as_str().map(str::to_owned))
         .collect();
+    let quoted: Vec<String> = words.iter().map(|w| clients::shell_quote(w)).collect();
     let agent = clients::agent_in(&words)
         .map(|a| format!(" (agent {a})"))
         .unwrap_or_default();
     format!(
         "{rel}: {} {}{agent}",
         clients::shell_quote(command),
-        args.join(" ")
+        quoted.join(" ")
     )
 }
