@@ -6,8 +6,9 @@
 //! It must never get in the agent's way: nothing at all on stdout when there is nothing
 //! to tell, and on any failure (no store, no agent, a server that does not answer) a
 //! short line on stderr, nothing on stdout, and exit 0. It is also cheap: one small
-//! query on the store (no document read, no tokenizer), with a deadline after which it
-//! gives up rather than keep the agent waiting.
+//! read on the store (no document read, no tokenizer; a write only when there is
+//! something to mark shown), with a deadline after which it gives up rather than keep
+//! the agent waiting.
 //!
 //! Input and output follow Claude Code's hook protocol: a JSON object on stdin
 //! (`session_id`, `cwd`, `hook_event_name`, ...). For `UserPromptSubmit` (and
@@ -136,7 +137,7 @@ fn ask(config: &Config, context: &str, agent: Option<&str>) -> Result<Vec<Critic
         // `GET /v1/contexts/{ctx}/agents/{agent}/critical?mark_seen=true`: one request,
         // no outbox flush (that is for commands that push).
         let store = RemoteStore::new(&url, crate::context::env::server_token(config)?);
-        return Ok(store.unseen_critical(context, agent, true)?);
+        return shown(&store, context, agent);
     }
     let db = config.db_path();
     if !db.exists() {
@@ -148,6 +149,18 @@ fn ask(config: &Config, context: &str, agent: Option<&str>) -> Result<Vec<Critic
         ..config.store_options()?
     };
     let store = SqliteStore::open(&db, options)?;
+    shown(&store, context, agent)
+}
+
+/// The unseen critical revisions, marked shown. A read first, and the marking (a durable
+/// write: several fsyncs, tens of milliseconds on a busy disk) only when there is
+/// something to show, so the usual call, with nothing new, writes nothing. What is
+/// printed is what the marking call returned: a revision landing in between is shown
+/// and marked together with the others.
+fn shown(store: &dyn Store, context: &str, agent: &str) -> Result<Vec<CriticalNotice>> {
+    if store.unseen_critical(context, agent, false)?.is_empty() {
+        return Ok(Vec::new());
+    }
     Ok(store.unseen_critical(context, agent, true)?)
 }
 

@@ -111,7 +111,8 @@ fn serve(o: &Options, dir: &Path) -> Result<Remote> {
         url: String::new(),
         token,
     };
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.by_ref() {
         let line = line?;
         if let Some(rest) = line.split("listening on ").nth(1) {
             let addr = rest.split_whitespace().next().unwrap_or_default();
@@ -119,6 +120,8 @@ fn serve(o: &Options, dir: &Path) -> Result<Remote> {
             break;
         }
     }
+    // Keep reading its log: a closed or full pipe would stop the server.
+    std::thread::spawn(move || lines.for_each(drop));
     if remote.url.is_empty() {
         bail!("the server did not start");
     }
