@@ -1,7 +1,6 @@
-//! Claims and away handovers on the embedded store: each is decided and written inside
-//! one write transaction, so of N processes racing for a claim exactly one revision
-//! takes it (the claim change also carries a `from` test on the entry, the same CAS any
-//! other backend relies on).
+//! Claims and away handovers on the embedded store. A claim is one revision guarded by a
+//! `from` test on its entry (a CAS): pushes are decided one after another under SQLite's
+//! write lock, also across processes, so of N racing claimants exactly one test passes.
 
 use std::time::Instant;
 
@@ -12,8 +11,10 @@ use serde_json::{json, Value};
 
 use super::now_ms;
 use super::writer::{load, push_with, Writer};
+use super::SqliteStore;
 use crate::error::StoreError;
 use crate::types::*;
+use crate::Store;
 
 /// The agent the store writes its own maintenance revisions as (away handovers).
 pub const SYSTEM_AGENT: &str = "ctxsync";
@@ -22,20 +23,29 @@ fn claim_error(e: ctxsync_core::claims::ClaimError) -> StoreError {
     StoreError::Invalid(e.to_string())
 }
 
-impl Writer {
-    pub(crate) fn claim(
-        &mut self,
+/// How often a claim or release looks again when the entry changed between its read
+/// and its commit (another claimant, a renewal): each retry means someone else's revision
+/// landed, so this bounds only a pathological storm.
+const CAS_ATTEMPTS: usize = 16;
+
+impl SqliteStore {
+    /// A claim as one CAS revision: decided against the newest document read without the
+    /// writer (a live claim of another agent is answered `Held` at once, which costs the
+    /// writer nothing), then pushed with a `from` test on the claim entry, so it is group
+    /// committed with other pushes and claims; of several claimants in one batch exactly
+    /// one passes the test. A failed test means the entry moved: look again.
+    pub(crate) fn claim_cas(
+        &self,
         context: &str,
         agent: &str,
         path: &str,
         ttl_ms: u64,
     ) -> Result<ClaimOutcome, StoreError> {
         super::validate_agent_name(agent)?;
-        self.transaction(context, |tx, docs, shared| {
-            let now = now_ms();
-            let cached = load(tx, docs, context)?;
-            let base = cached.head.revision;
-            let plan = plan_claim(&cached.doc, agent, path, ttl_ms, now).map_err(claim_error)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.with_reader(|conn| self.current(conn, context))?;
+            let plan =
+                plan_claim(&current.doc, agent, path, ttl_ms, now_ms()).map_err(claim_error)?;
             let (change, claim, renewed) = match plan {
                 ClaimPlan::Held(claim) => return Ok(ClaimOutcome::Held { claim }),
                 ClaimPlan::Take {
@@ -47,7 +57,7 @@ impl Writer {
             // Claiming is writing: an agent may claim only what it may write.
             let claimed =
                 Path::parse(&claim.path).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            if let Err(not_owner) = shared.options.ownership.check(agent, &claimed) {
+            if let Err(not_owner) = self.shared.options.ownership.check(agent, &claimed) {
                 return Err(StoreError::Forbidden(format!(
                     "{agent} may not claim {} (owned by {} under rule {})",
                     claim.path,
@@ -55,117 +65,92 @@ impl Writer {
                     not_owner.rule
                 )));
             }
-            let request = PushRequest {
-                agent: agent.to_owned(),
-                level: Level::Checkpoint,
-                base_revision: Some(base),
-                request_id: None,
-                strategy: Strategy::Atomic,
-                summary: format!(
-                    "{} {} until {}",
-                    if renewed { "renew claim on" } else { "claim" },
-                    claim.path,
-                    claim.expires_at_ms
-                ),
-                changes: vec![change],
-            };
-            let response = push_with(
-                tx,
-                docs,
-                shared,
+            let response = self.push(
                 context,
-                request,
-                Instant::now(),
-                &shared.options.ownership,
-                true,
+                PushRequest {
+                    agent: agent.to_owned(),
+                    level: Level::Checkpoint,
+                    base_revision: None,
+                    request_id: None,
+                    strategy: Strategy::Atomic,
+                    summary: format!(
+                        "{} {} until {}",
+                        if renewed { "renew claim on" } else { "claim" },
+                        claim.path,
+                        claim.expires_at_ms
+                    ),
+                    changes: vec![change],
+                },
             )?;
-            if response.applied.is_empty() {
-                // The entry's test failed or a rule refused it: report who holds it now.
-                let cached = load(tx, docs, context)?;
-                if let Some(c) = ctxsync_core::claims::stored_claim(&cached.doc, &claim.path) {
-                    if c.is_live(now) {
-                        return Ok(ClaimOutcome::Held {
-                            claim: ClaimView::new(&claim.path, &c),
-                        });
-                    }
-                }
-                let why = response
-                    .rejected
-                    .first()
-                    .map(|r| format!("{} (rule {})", r.reason, r.rule))
-                    .or_else(|| {
-                        response
-                            .conflicts
-                            .first()
-                            .map(|c| c.reason.as_str().to_owned())
-                    })
-                    .unwrap_or_else(|| "nothing applied".into());
+            if !response.applied.is_empty() {
+                return Ok(ClaimOutcome::Granted {
+                    revision: response.revision,
+                    claim,
+                    renewed,
+                });
+            }
+            // `claimed`: another claimant's revision landed first; look again (and see it).
+            if let Some(r) = response.rejected.iter().find(|r| r.reason != "claimed") {
                 return Err(StoreError::Forbidden(format!(
-                    "cannot claim {}: {why}",
-                    claim.path
+                    "cannot claim {}: {} (rule {})",
+                    claim.path, r.reason, r.rule
                 )));
             }
-            Ok(ClaimOutcome::Granted {
-                revision: response.revision,
-                claim,
-                renewed,
-            })
-        })
+        }
+        Err(StoreError::Refused(format!(
+            "the claim on {path} kept changing under {CAS_ATTEMPTS} attempts; try again"
+        )))
     }
 
-    pub(crate) fn release(
-        &mut self,
+    /// A release as one CAS revision (a `remove` tested with `from`), like [`Self::claim_cas`].
+    pub(crate) fn release_cas(
+        &self,
         context: &str,
         agent: &str,
         path: &str,
     ) -> Result<ReleaseOutcome, StoreError> {
         super::validate_agent_name(agent)?;
-        self.transaction(context, |tx, docs, shared| {
-            let now = now_ms();
-            let cached = load(tx, docs, context)?;
-            let base = cached.head.revision;
-            let change = match plan_release(&cached.doc, agent, path, now).map_err(claim_error)? {
-                ReleasePlan::NotHeld => return Ok(ReleaseOutcome::NotHeld),
-                ReleasePlan::HeldByOther(claim) => {
-                    return Ok(ReleaseOutcome::HeldByOther { claim })
-                }
-                ReleasePlan::Remove(change) => change,
-            };
-            let request = PushRequest {
-                agent: agent.to_owned(),
-                level: Level::Checkpoint,
-                base_revision: Some(base),
-                request_id: None,
-                strategy: Strategy::Atomic,
-                summary: format!("release claim on {}", path),
-                changes: vec![change],
-            };
-            let response = push_with(
-                tx,
-                docs,
-                shared,
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.with_reader(|conn| self.current(conn, context))?;
+            let change =
+                match plan_release(&current.doc, agent, path, now_ms()).map_err(claim_error)? {
+                    ReleasePlan::NotHeld => return Ok(ReleaseOutcome::NotHeld),
+                    ReleasePlan::HeldByOther(claim) => {
+                        return Ok(ReleaseOutcome::HeldByOther { claim })
+                    }
+                    ReleasePlan::Remove(change) => change,
+                };
+            let response = self.push(
                 context,
-                request,
-                Instant::now(),
-                &shared.options.ownership,
-                true,
+                PushRequest {
+                    agent: agent.to_owned(),
+                    level: Level::Checkpoint,
+                    base_revision: None,
+                    request_id: None,
+                    strategy: Strategy::Atomic,
+                    summary: format!("release claim on {path}"),
+                    changes: vec![change],
+                },
             )?;
-            if response.applied.is_empty() {
-                let why = response
-                    .rejected
-                    .first()
-                    .map(|r| format!("{} (rule {})", r.reason, r.rule))
-                    .unwrap_or_else(|| "nothing applied".into());
+            if !response.applied.is_empty() {
+                return Ok(ReleaseOutcome::Released {
+                    revision: response.revision,
+                });
+            }
+            if let Some(r) = response.rejected.iter().find(|r| r.reason != "claimed") {
                 return Err(StoreError::Forbidden(format!(
-                    "cannot release {path}: {why}"
+                    "cannot release {path}: {} (rule {})",
+                    r.reason, r.rule
                 )));
             }
-            Ok(ReleaseOutcome::Released {
-                revision: response.revision,
-            })
-        })
+        }
+        Err(StoreError::Refused(format!(
+            "the claim on {path} kept changing under {CAS_ATTEMPTS} attempts; try again"
+        )))
     }
+}
 
+impl Writer {
     /// Releases the expired claims of each agent in `away` and writes one handover stub
     /// per agent into `communication.handovers`, all in one revision by
     /// [`SYSTEM_AGENT`]. Idempotent: once released, there is nothing left to hand over.

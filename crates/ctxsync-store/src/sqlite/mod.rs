@@ -546,8 +546,7 @@ impl Store for SqliteStore {
         ttl_ms: u64,
     ) -> Result<ClaimOutcome, StoreError> {
         self.note_alive(context, agent);
-        let (context, agent, path) = (context.to_owned(), agent.to_owned(), path.to_owned());
-        self.exec(move |w| w.claim(&context, &agent, &path, ttl_ms))
+        self.claim_cas(context, agent, path, ttl_ms)
     }
 
     fn release(
@@ -557,8 +556,7 @@ impl Store for SqliteStore {
         path: &str,
     ) -> Result<ReleaseOutcome, StoreError> {
         self.note_alive(context, agent);
-        let (context, agent, path) = (context.to_owned(), agent.to_owned(), path.to_owned());
-        self.exec(move |w| w.release(&context, &agent, &path))
+        self.release_cas(context, agent, path)
     }
 
     fn observe(
