@@ -10,8 +10,9 @@ use std::time::Duration;
 use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, Head, HistoryFilter, LogEntry, Metrics, Prefer, Role, Snapshot, Store, StoreError,
-    StoredConflict, SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
+    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
+    SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -210,6 +211,59 @@ impl Store for RemoteStore {
 
     fn authenticate(&self, _: &str) -> Result<Option<TokenInfo>, StoreError> {
         Err(tokens_are_local())
+    }
+
+    // The server acts as the token's agent: `agent` is not sent (a token for another
+    // agent is refused there).
+    fn claim(
+        &self,
+        context: &str,
+        _agent: &str,
+        path: &str,
+        ttl_ms: u64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.client
+            .claim(context, path, ttl_ms)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn release(
+        &self,
+        context: &str,
+        _agent: &str,
+        path: &str,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.client
+            .release(context, path)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn observe(
+        &self,
+        context: &str,
+        _agent: &str,
+        seen_revision: u64,
+    ) -> Result<StaleView, StoreError> {
+        self.client
+            .seen(context, seen_revision)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn agents(&self, context: &str, _now_ms: u64) -> Result<Vec<AgentPresence>, StoreError> {
+        self.client
+            .agents(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn unseen_critical(
+        &self,
+        context: &str,
+        agent: &str,
+        mark_seen: bool,
+    ) -> Result<Vec<CriticalNotice>, StoreError> {
+        self.client
+            .unseen_critical(context, agent, mark_seen)
+            .map_err(|e| store_error(context, e))
     }
 }
 

@@ -4,8 +4,9 @@
 //! `Store` trait, with a durable outbox for pushes that cannot reach it.
 
 mod backend;
+pub mod claims;
 pub mod commands;
-mod env;
+pub(crate) mod env;
 pub mod live;
 mod output;
 
