@@ -128,17 +128,25 @@ fn notices(args: &HookArgs, input: &HookInput, deadline: Instant) -> Result<Vec<
 }
 
 fn ask(config: &Config, context: &str, agent: Option<&str>) -> Result<Vec<CriticalNotice>> {
+    if let Some(url) = crate::context::env::server_url(config)? {
+        // `GET /v1/contexts/{ctx}/agents/{agent}/critical?mark_seen=true`: one request
+        // (two when the token has to name the agent), no outbox flush (that is for
+        // commands that push).
+        let store = RemoteStore::new(&url, crate::context::env::server_token(config)?);
+        let agent = match agent {
+            Some(agent) => agent.to_owned(),
+            None => store
+                .client
+                .whoami()
+                .map_err(|e| anyhow::anyhow!("cannot learn the token's agent: {e}"))?,
+        };
+        return shown(&store, context, &agent);
+    }
     let Some(agent) = agent else {
         anyhow::bail!(
             "no agent named: pass --agent NAME (or set CTXSYNC_AGENT or `agent` in ctxsync.toml)"
         );
     };
-    if let Some(url) = crate::context::env::server_url(config)? {
-        // `GET /v1/contexts/{ctx}/agents/{agent}/critical?mark_seen=true`: one request,
-        // no outbox flush (that is for commands that push).
-        let store = RemoteStore::new(&url, crate::context::env::server_token(config)?);
-        return shown(&store, context, agent);
-    }
     let db = config.db_path();
     if !db.exists() {
         anyhow::bail!("no ctxsync store at {} (run `ctxsync init`)", db.display());

@@ -289,3 +289,28 @@ fn the_hook_finds_the_project_from_the_input_cwd() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Remote mode needs no agent name in the hooks: the token's agent is asked for.
+#[test]
+fn in_remote_mode_the_hook_acts_as_the_tokens_agent() {
+    let p = Project::new(Mode::Remote);
+    p.init();
+    p.ok(&["setup", "claude"]);
+    let prompt = hook_command(&p, "UserPromptSubmit");
+    assert!(!prompt.contains("--agent"), "{prompt}");
+    quiet(&run_hook(&p, &prompt, &input(&p, "UserPromptSubmit")));
+    p.ok(&[
+        "set",
+        "project_state.current_phase",
+        "frozen",
+        "--agent",
+        "planner",
+        "--level",
+        "critical",
+    ]);
+    let out = run_hook(&p, &prompt, &input(&p, "UserPromptSubmit"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("by planner"), "{text}");
+    // Shown to builder (the token's agent), so the next prompt is quiet.
+    quiet(&run_hook(&p, &prompt, &input(&p, "UserPromptSubmit")));
+}

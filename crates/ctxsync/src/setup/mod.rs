@@ -178,9 +178,8 @@ fn warn_about_identity(config: &Config, launch: &Launch, client: Client) {
         if launch.remote_vars.is_empty() && client == Client::Codex {
             errln!("note: remote mode without CTXSYNC_SERVER/CTXSYNC_TOKEN in the environment: the server reads ctxsync.toml and .ctxsync/token");
         }
-        if client == Client::Claude && launch.agent.is_none() && config.file.agent.is_none() {
-            errln!("note: the hooks ask the server for one agent's notices: run again with --agent NAME (the token's agent), or set CTXSYNC_AGENT or `agent` in ctxsync.toml");
-        }
+        // Remote mode needs no name: the server, the hooks and writes act as the
+        // token's agent (`GET /v1/whoami`).
         return;
     }
     if !config.db_path().exists() {
