@@ -12,6 +12,7 @@ mod out;
 mod agents_cli;
 mod config;
 mod context;
+mod mcp_cli;
 mod remote;
 mod serve;
 mod token;
@@ -221,9 +222,16 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Serve the shared context to an AI agent over MCP on stdin/stdout (tools pull, get,
+    /// set, push, conflicts, resolve, history, claim, release, wait, handover, who).
+    Mcp(mcp_cli::McpArgs),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `mcp` talks to a program on stdout; its stderr goes to that program's log.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && !matches!(cli.command, Command::Mcp(_));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CTXSYNC_LOG")
@@ -231,9 +239,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         // Colour codes are noise in a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .init();
-    let cli = Cli::parse();
     use context::commands as c;
     let result = match cli.command {
         Command::Agents(args) => return agents_cli::run(args),
@@ -294,6 +301,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Mcp(args) => mcp_cli::run(&args),
     };
     match result {
         Ok(code) => code,
