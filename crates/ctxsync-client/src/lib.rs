@@ -8,6 +8,7 @@
 //! remote document back and moves the base.
 #![forbid(unsafe_code)]
 
+mod claims;
 mod files;
 pub mod outbox;
 pub mod remote;

@@ -143,7 +143,7 @@ impl std::fmt::Debug for RemoteClient {
     }
 }
 
-type Response = ureq::http::Response<ureq::Body>;
+pub(crate) type Response = ureq::http::Response<ureq::Body>;
 
 impl RemoteClient {
     /// `base_url` like `http://127.0.0.1:7711`; `token` is the bearer secret.
@@ -181,7 +181,11 @@ impl RemoteClient {
         self.token.as_ref().map(|t| format!("Bearer {t}"))
     }
 
-    fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Response, RemoteError> {
+    pub(crate) fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Response, RemoteError> {
         let mut req = self.agent.get(self.url(path));
         if let Some(auth) = self.auth() {
             req = req.header("Authorization", auth);
@@ -194,8 +198,28 @@ impl RemoteClient {
             .map_err(|e| self.transport(e))
     }
 
-    fn send(&self, method: &str, path: &str, body: &Value) -> Result<Response, RemoteError> {
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Response, RemoteError> {
         let url = self.url(path);
+        if method == "DELETE" {
+            let mut req = self.agent.delete(url);
+            if let Some(auth) = self.auth() {
+                req = req.header("Authorization", auth);
+            }
+            if let Some(fields) = body.as_object() {
+                for (k, v) in fields {
+                    req = req.query(k, v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                }
+            }
+            return req
+                .header("Accept", "application/json")
+                .call()
+                .map_err(|e| self.transport(e));
+        }
         let mut req = match method {
             "PUT" => self.agent.put(url),
             _ => self.agent.post(url),
@@ -209,7 +233,7 @@ impl RemoteClient {
     }
 
     /// The body of a 2xx answer, or the server's error.
-    fn expect<T: DeserializeOwned>(
+    pub(crate) fn expect<T: DeserializeOwned>(
         &self,
         response: Response,
         ok: &[u16],
@@ -493,7 +517,7 @@ struct Entries {
     entries: Vec<LogEntry>,
 }
 
-fn ctx_path(context: &str, rest: &str) -> String {
+pub(crate) fn ctx_path(context: &str, rest: &str) -> String {
     format!("/v1/contexts/{context}{rest}")
 }
 
@@ -503,7 +527,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bodies larger than this are refused rather than read into memory.
 const MAX_BODY: u64 = 256 * 1024 * 1024;
 
-fn read_body(response: Response) -> Result<String, RemoteError> {
+pub(crate) fn read_body(response: Response) -> Result<String, RemoteError> {
     response
         .into_body()
         .into_with_config()
@@ -512,7 +536,7 @@ fn read_body(response: Response) -> Result<String, RemoteError> {
         .map_err(|e| RemoteError::Decode(format!("reading the answer: {e}")))
 }
 
-fn status_error(status: u16, text: &str) -> RemoteError {
+pub(crate) fn status_error(status: u16, text: &str) -> RemoteError {
     let (code, message) = match serde_json::from_str::<ErrorBody>(text) {
         Ok(body) if !body.message.is_empty() || !body.error.is_empty() => {
             (body.error, body.message)

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod budget;
 pub mod change;
 pub mod checksum;
+pub mod claims;
 pub mod limits;
 pub mod ownership;
 pub mod path;
@@ -23,6 +24,7 @@ pub use apply::{
 };
 pub use change::{Change, ChangeError, Expect, Op};
 pub use checksum::{canonical_json, checksum, checksum_and_size};
+pub use claims::{Claim, ClaimView};
 pub use ownership::{NotOwner, Ownership, OwnershipRule};
 pub use path::{Path, PathError, Segment};
 pub mod level;
@@ -32,7 +34,8 @@ pub mod template;
 
 pub use level::{Level, PeriodicPolicy};
 pub use push::{
-    evaluate, Conflict, ConflictReason, PriorWrite, PushRequest, PushResponse, Strategy,
+    evaluate, evaluate_at, Conflict, ConflictReason, PriorWrite, PushRequest, PushResponse,
+    Strategy,
 };
 pub mod diff;
 pub mod merge3;

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::apply::{apply_change_within, canonicalize, get, undo, ApplyError, Edit};
 use crate::change::{Change, Expect, Op};
+use crate::claims::ClaimGuard;
 use crate::level::Level;
 use crate::limits::{Budget, LimitError};
 use crate::ownership::Ownership;
@@ -148,6 +149,11 @@ pub struct PushResponse {
     pub checksum: String,
     #[serde(default)]
     pub replayed: bool,
+    /// What the pushing agent had not seen (`behind`, `changed_sections`,
+    /// `since_revision`), filled in by whoever answers the agent; never stored with the
+    /// idempotency key, so a replay carries a fresh one.
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub stale: Option<crate::records::StaleView>,
 }
 
 impl PushResponse {
@@ -231,7 +237,32 @@ pub fn evaluate_within(
     current_revision: u64,
     since_base: &[PriorWrite],
     ownership: &Ownership,
+    budget: Budget,
+) -> Result<Evaluation, InvalidPush> {
+    evaluate_at(
+        doc,
+        request,
+        current_revision,
+        since_base,
+        ownership,
+        budget,
+        None,
+    )
+}
+
+/// [`evaluate_within`] that also enforces the document's claims live at `now_ms` (the
+/// store's clock; `None` enforces none): a change writing at, below or above a path
+/// another agent holds a live claim on, or to that claim's entry, is rejected with reason
+/// `claimed` (the holder in `owners`, the claimed path in `rule`) unless the strategy is
+/// `force`. Ownership is checked first and still applies under `force`.
+pub fn evaluate_at(
+    doc: &mut Value,
+    request: &PushRequest,
+    current_revision: u64,
+    since_base: &[PriorWrite],
+    ownership: &Ownership,
     mut budget: Budget,
+    now_ms: Option<u64>,
 ) -> Result<Evaluation, InvalidPush> {
     let moved_on = match request.base_revision {
         Some(base) if base > current_revision => {
@@ -248,6 +279,12 @@ pub fn evaluate_within(
     };
     let force = request.strategy == Strategy::Force;
     let mut out = Evaluation::default();
+    // The claims as they were before this push: a push cannot lift someone's claim and
+    // write under it in one go.
+    let guard = match now_ms {
+        Some(now) if !force => ClaimGuard::new(doc, now),
+        _ => ClaimGuard::default(),
+    };
 
     'changes: for (index, change) in request.changes.iter().enumerate() {
         let written: Vec<Path> = change
@@ -263,6 +300,21 @@ pub fn evaluate_within(
                     reason: "not_owner".into(),
                     rule: not_owner.rule,
                     owners: not_owner.owners,
+                });
+                continue 'changes;
+            }
+        }
+        if !guard.is_empty() {
+            if let Some(claim) = written
+                .iter()
+                .find_map(|path| guard.blocking(&request.agent, path))
+            {
+                out.rejected.push(Rejection {
+                    index,
+                    path: change.path.to_string(),
+                    reason: "claimed".into(),
+                    rule: claim.path.clone(),
+                    owners: vec![claim.holder.clone()],
                 });
                 continue 'changes;
             }

@@ -213,3 +213,112 @@ impl Actor {
         }
     }
 }
+
+/// What an agent has not seen: the revisions by *other* agents after the revision it last
+/// saw (DESIGN §13). Every answer to an agent carries it as `behind` and
+/// `changed_sections`, so an agent learns it acted on an old view without another call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleView {
+    /// How many revisions by others came after `since_revision`.
+    pub behind: u64,
+    /// The sections those revisions wrote: the first two segments of each written
+    /// canonical path (`project_state.active_tasks`), deduplicated, sorted. Gathered from
+    /// at most the newest [`STALE_SCAN_LIMIT`] of them.
+    pub changed_sections: Vec<String>,
+    /// The revision the agent had seen before this answer.
+    pub since_revision: u64,
+}
+
+/// How many of the revisions an agent missed are read to name the changed sections (the
+/// count itself is exact): the notice stays cheap however far behind an agent is.
+pub const STALE_SCAN_LIMIT: usize = 64;
+
+/// The answer to a claim: granted (one new revision), or held by someone else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ClaimOutcome {
+    Granted {
+        revision: u64,
+        claim: crate::claims::ClaimView,
+        /// True when the holder extended its own live claim.
+        renewed: bool,
+    },
+    Held {
+        claim: crate::claims::ClaimView,
+    },
+}
+
+impl ClaimOutcome {
+    pub fn claim(&self) -> &crate::claims::ClaimView {
+        match self {
+            Self::Granted { claim, .. } | Self::Held { claim } => claim,
+        }
+    }
+    pub fn granted(&self) -> bool {
+        matches!(self, Self::Granted { .. })
+    }
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    /// The claim entry was removed in `revision`.
+    Released { revision: u64 },
+    /// There was no claim of this agent's on the path.
+    NotHeld,
+    /// Another agent holds a live claim on it.
+    HeldByOther { claim: crate::claims::ClaimView },
+}
+
+/// One agent as `who` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPresence {
+    pub agent: String,
+    /// When the agent last pulled, pushed, waited or subscribed (ms since the epoch).
+    pub last_seen_ms: u64,
+    /// The newest revision it has seen.
+    pub seen_revision: u64,
+    /// Revisions between what it saw and the current one.
+    pub lag: u64,
+    /// Unseen for longer than the away threshold.
+    pub away: bool,
+    /// Its live claims.
+    pub claims: Vec<crate::claims::ClaimView>,
+    /// Critical revisions by others it has not been shown yet.
+    pub unseen_critical: Vec<u64>,
+}
+
+/// A critical revision an agent has not been shown yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CriticalNotice {
+    pub revision: u64,
+    pub agent: String,
+    pub summary: String,
+    /// The canonical paths it wrote.
+    pub paths: Vec<String>,
+    pub timestamp_ms: u64,
+}
+
+/// The section a write at `path` belongs to, for the stale-view notice: its first two
+/// segments when both are keys (`project_state.active_tasks`), else its first one
+/// (`decisions_log` for `decisions_log[id=d1]`); the root is `""`.
+pub fn section_of(path: &crate::Path) -> String {
+    use crate::path::Segment;
+    let keys: Vec<Segment> = path
+        .segments()
+        .iter()
+        .take(2)
+        .take_while(|s| matches!(s, Segment::Key(_)))
+        .cloned()
+        .collect();
+    crate::Path::from_segments(keys).to_string()
+}
+
+/// The sections written by `edits`, deduplicated and sorted.
+pub fn sections_of(edits: &[Edit]) -> Vec<String> {
+    let mut out: Vec<String> = edits.iter().map(|e| section_of(&e.path)).collect();
+    out.sort();
+    out.dedup();
+    out
+}

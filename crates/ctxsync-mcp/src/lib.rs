@@ -277,9 +277,9 @@ fn dispatch(name: &str, call: &Call, arguments: &Map<String, Value>) -> tools::T
         "resolve" => tools::resolve(call, arguments),
         "history" => tools::history(call, arguments),
         "handover" => tools::handover(call, arguments, now_ms()),
-        "claim" | "release" | "who" => Err(ToolError::Input(format!(
-            "{name} needs claim and presence support in the store, which this build lacks"
-        ))),
+        "claim" => tools::claim(call, arguments),
+        "release" => tools::release(call, arguments),
+        "who" => tools::who(call, arguments),
         other => Err(ToolError::Input(format!(
             "unknown tool {other:?}; the tools are {}",
             schema::TOOL_NAMES.join(", ")

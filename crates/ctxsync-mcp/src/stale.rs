@@ -1,33 +1,46 @@
 //! The stale-view notice every answer carries: how many revisions by *other* agents came
 //! after the one this agent last saw, and which sections they wrote.
 //!
-//! This is a stand-in for `Store::observe` (the shared contract of issue 11), kept in
-//! memory per server process, until the store records presence itself; the answer
-//! fields are the same.
+//! The store decides it and records presence ([`Store::observe`]). A store that cannot
+//! (a server too old for the presence routes) gets the same answer computed here from
+//! the op log, with the last-seen revisions kept in memory for this process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use ctxsync_store::{Store, StoreError};
 
-/// What an agent has not seen (see the module doc).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StaleView {
-    pub behind: u64,
-    pub changed_sections: Vec<String>,
-    pub since_revision: u64,
-}
+pub use ctxsync_store::StaleView;
 
 /// Most revisions read to name the changed sections (the count stays exact).
-const SCAN_LIMIT: usize = 64;
+const SCAN_LIMIT: usize = ctxsync_store::STALE_SCAN_LIMIT;
 
 /// The revision each (context, agent) last saw.
 #[derive(Default)]
 pub struct Seen(Mutex<HashMap<(String, String), u64>>);
 
 impl Seen {
-    /// Records that `agent` now sees `seen` and returns what it had not seen before.
+    /// Records that `agent` now sees `seen` and returns what it had not seen before: the
+    /// store's answer, else this process's.
     pub fn observe(
+        &self,
+        store: &dyn Store,
+        context: &str,
+        agent: &str,
+        seen: u64,
+    ) -> Result<StaleView, StoreError> {
+        match store.observe(context, agent, seen) {
+            Err(StoreError::Refused(why)) => {
+                tracing::debug!(
+                    "the store keeps no presence ({why}); computing the stale view here"
+                );
+                self.observe_here(store, context, agent, seen)
+            }
+            other => other,
+        }
+    }
+
+    fn observe_here(
         &self,
         store: &dyn Store,
         context: &str,

@@ -310,5 +310,50 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
+    tokio::spawn(hand_over_away(state.clone()));
     conn::serve(listener, app, state, shutdown).await
+}
+
+/// How often the server looks for away agents whose expired claims to hand over (the
+/// same happens lazily whenever anyone lists the agents).
+const AWAY_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Releases the expired claims of away agents, in every context, now and then.
+async fn hand_over_away(state: AppState) {
+    let mut closing = state.closing();
+    let mut tick = tokio::time::interval(AWAY_SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = closing.changed() => return,
+        }
+        let swept = state
+            .blocking(|store| {
+                let mut moved = Vec::new();
+                for head in store.list_contexts()? {
+                    let now = store.now_ms();
+                    match store.agents(&head.context, now) {
+                        Ok(_) => {
+                            if store.head(&head.context)?.revision != head.revision {
+                                moved.push(head.context);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(context = %head.context, error = %e, "away sweep failed")
+                        }
+                    }
+                }
+                Ok(moved)
+            })
+            .await;
+        match swept {
+            Ok(moved) => {
+                for context in moved {
+                    state.hub().notify(&context);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "away sweep failed"),
+        }
+    }
 }

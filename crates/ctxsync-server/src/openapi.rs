@@ -158,7 +158,7 @@ pub mod schemas {
     }
 
     /// 200 when anything applied or nothing conflicted, 409 when conflicts stopped it,
-    /// 403 when every change was `not_owner`.
+    /// 403 when every change was `not_owner` or `claimed`.
     #[derive(ToSchema)]
     pub struct PushResponse {
         pub revision: u64,
@@ -167,6 +167,116 @@ pub mod schemas {
         pub rejected: Vec<Rejection>,
         pub checksum: String,
         pub replayed: bool,
+        /// Revisions by other agents since the one this agent last saw.
+        pub behind: Option<u64>,
+        /// Sections those revisions wrote (`project_state.active_tasks`).
+        pub changed_sections: Option<Vec<String>>,
+        /// The revision the agent had seen before this answer.
+        pub since_revision: Option<u64>,
+    }
+
+    /// What an agent had not seen.
+    #[derive(ToSchema)]
+    pub struct StaleView {
+        /// Revisions by other agents after `since_revision`.
+        pub behind: u64,
+        /// The sections they wrote.
+        pub changed_sections: Vec<String>,
+        pub since_revision: u64,
+    }
+
+    /// Body of `POST /v1/contexts/{ctx}/seen`.
+    #[derive(ToSchema)]
+    pub struct SeenRequest {
+        pub revision: u64,
+    }
+
+    /// Body of `POST /v1/contexts/{ctx}/claims`.
+    #[derive(ToSchema)]
+    pub struct ClaimRequest {
+        /// Dotted path or JSON Pointer of a list element or field
+        /// (`project_state.active_tasks[id=task-7]`).
+        pub path: String,
+        /// Lease length in milliseconds (1 ms to a day).
+        pub ttl_ms: u64,
+        /// Optional; must be the token's agent.
+        pub agent: Option<String>,
+    }
+
+    /// A claim: who holds which path until when.
+    #[derive(ToSchema)]
+    pub struct ClaimView {
+        /// Canonical dotted path (also the key under the document's `claims`).
+        pub path: String,
+        pub holder: String,
+        pub claimed_at_ms: u64,
+        pub expires_at_ms: u64,
+    }
+
+    /// `granted` (200) or `held` (409, by `claim.holder`).
+    #[derive(ToSchema)]
+    pub struct ClaimOutcome {
+        /// granted or held.
+        pub outcome: String,
+        /// With granted: the revision that took the claim.
+        pub revision: Option<u64>,
+        pub claim: ClaimView,
+        /// With granted: the holder extended its own claim.
+        pub renewed: Option<bool>,
+        pub behind: Option<u64>,
+        pub changed_sections: Option<Vec<String>>,
+        pub since_revision: Option<u64>,
+    }
+
+    /// `released` (with `revision`), `not_held`, or `held_by_other` (409, with `claim`).
+    #[derive(ToSchema)]
+    pub struct ReleaseOutcome {
+        /// released, not_held or held_by_other.
+        pub outcome: String,
+        pub revision: Option<u64>,
+        pub claim: Option<ClaimView>,
+        pub behind: Option<u64>,
+        pub changed_sections: Option<Vec<String>>,
+        pub since_revision: Option<u64>,
+    }
+
+    /// One agent of a context.
+    #[derive(ToSchema)]
+    pub struct AgentPresence {
+        pub agent: String,
+        pub last_seen_ms: u64,
+        pub seen_revision: u64,
+        /// Revisions between what it saw and the current one.
+        pub lag: u64,
+        /// Unseen for longer than the server's away threshold.
+        pub away: bool,
+        pub claims: Vec<ClaimView>,
+        /// Critical revisions by others it has not been shown yet.
+        pub unseen_critical: Vec<u64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct AgentList {
+        pub context: String,
+        /// The server's clock, which claims expire against.
+        pub now_ms: u64,
+        pub agents: Vec<AgentPresence>,
+    }
+
+    /// A critical revision an agent has not been shown.
+    #[derive(ToSchema)]
+    pub struct CriticalNotice {
+        pub revision: u64,
+        pub agent: String,
+        pub summary: String,
+        pub paths: Vec<String>,
+        pub timestamp_ms: u64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct CriticalList {
+        pub agent: String,
+        pub notices: Vec<CriticalNotice>,
     }
 
     #[derive(ToSchema)]
@@ -219,6 +329,10 @@ pub mod schemas {
         pub document: Value,
         /// With `budget_tokens`: dotted paths left out.
         pub omitted: Option<Vec<String>>,
+        /// Revisions by other agents since the one this agent last saw.
+        pub behind: Option<u64>,
+        pub changed_sections: Option<Vec<String>>,
+        pub since_revision: Option<u64>,
     }
 
     /// A delta pull (`since`): apply `edits` in order to the document at `since`.
@@ -230,6 +344,10 @@ pub mod schemas {
         pub checksum: String,
         pub delta: bool,
         pub edits: Vec<Edit>,
+        /// Revisions by other agents since the one this agent last saw.
+        pub behind: Option<u64>,
+        pub changed_sections: Option<Vec<String>>,
+        pub since_revision: Option<u64>,
     }
 
     #[derive(ToSchema)]
@@ -361,6 +479,11 @@ impl Modify for BearerAuth {
         routes::pull::pull,
         routes::push::push,
         routes::events::events,
+        routes::claims::claim,
+        routes::claims::release,
+        routes::claims::agents,
+        routes::claims::critical,
+        routes::claims::seen,
         routes::admin::history,
         routes::admin::log,
         routes::admin::conflicts,

@@ -14,6 +14,7 @@ mod types;
 pub use error::StoreError;
 pub use sqlite::{
     validate_agent_name, validate_context_name, SqliteStore, StoreOptions, Synchronous,
+    DEFAULT_AWAY_AFTER_MS, SYSTEM_AGENT,
 };
 pub use types::*;
 
@@ -93,5 +94,48 @@ pub trait Store: Send + Sync {
     /// the store's files went missing or its disk is full (readiness reports it).
     fn writable(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Takes (or, for its holder, renews) a lease of `ttl_ms` on `path` for `agent`: one
+    /// CAS revision, so of N concurrent claimants exactly one is `Granted`; the others get
+    /// `Held` with the holder and expiry. An expired claim counts as none. Claiming needs
+    /// the right to write `path` under the ownership rules (`Forbidden` otherwise).
+    fn claim(
+        &self,
+        context: &str,
+        agent: &str,
+        path: &str,
+        ttl_ms: u64,
+    ) -> Result<ClaimOutcome, StoreError>;
+    /// Removes `agent`'s claim on `path` (live or expired) in one revision.
+    fn release(&self, context: &str, agent: &str, path: &str)
+        -> Result<ReleaseOutcome, StoreError>;
+    /// Records that `agent` saw `seen_revision` now (presence) and returns what it had
+    /// not seen before: the revisions by others after the one it saw last, up to
+    /// `seen_revision`. Cheap: a bounded scan, no replay.
+    fn observe(
+        &self,
+        context: &str,
+        agent: &str,
+        seen_revision: u64,
+    ) -> Result<StaleView, StoreError>;
+    /// Every agent seen in `context` (and every holder of a live claim), with last seen
+    /// time, lag, live claims and unseen critical revisions. Agents away (unseen past the
+    /// store's threshold) have their expired claims released with a handover stub in
+    /// `communication.handovers`, here, lazily.
+    fn agents(&self, context: &str, now_ms: u64) -> Result<Vec<AgentPresence>, StoreError>;
+    /// Critical revisions by others that `agent` has not been shown yet, oldest first (at
+    /// most the newest 20); `mark_seen`: they are being shown now.
+    fn unseen_critical(
+        &self,
+        context: &str,
+        agent: &str,
+        mark_seen: bool,
+    ) -> Result<Vec<CriticalNotice>, StoreError>;
+    /// The store's clock (ms since the epoch): what claims expire against.
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }

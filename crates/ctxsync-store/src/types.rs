@@ -1,5 +1,6 @@
 //! The records a store hands out; defined in `ctxsync-core` so the server and the client
 //! share them.
 
+pub use ctxsync_core::claims::{Claim, ClaimView};
 pub use ctxsync_core::records::*;
 pub use ctxsync_core::Prefer;

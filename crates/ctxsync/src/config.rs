@@ -45,6 +45,9 @@ pub struct StoreConfig {
     pub synchronous: Option<Synchronous>,
     pub snapshot_every: Option<u64>,
     pub max_document_bytes: Option<u64>,
+    /// An agent unseen this long is `away` (its expired claims are handed over), e.g.
+    /// `"30m"` (the default); `CTXSYNC_AWAY_AFTER` overrides.
+    pub away_after: Option<String>,
 }
 
 /// `[watch]`: how `ctxsync watch` turns edits of a working copy into syncs.
@@ -159,6 +162,15 @@ impl Config {
             max_document_bytes: s.max_document_bytes.unwrap_or(defaults.max_document_bytes),
             ownership: Ownership::new(self.file.ownership.clone())
                 .map_err(|e| crate::InputError(format!("{CONFIG_FILE}: {e}")))?,
+            away_after_ms: match std::env::var("CTXSYNC_AWAY_AFTER")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or(s.away_after.clone())
+            {
+                Some(text) => crate::context::claims::parse_duration(&text)
+                    .map_err(|e| crate::InputError(format!("away_after: {e}")))?,
+                None => defaults.away_after_ms,
+            },
             ..defaults
         })
     }

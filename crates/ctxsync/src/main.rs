@@ -222,6 +222,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Take (or renew) a lease on a list element or field; exit 1 if another agent holds it.
+    Claim(context::claims::ClaimArgs),
+    /// Give up a claim (exit 1 if this agent holds none there).
+    Release(context::claims::ReleaseArgs),
+    /// The agents of a context: last seen, lag, live claims, unseen critical revisions.
+    Who(context::claims::WhoArgs),
     /// Serve the shared context to an AI agent over MCP on stdin/stdout (tools pull, get,
     /// set, push, conflicts, resolve, history, claim, release, wait, handover, who).
     Mcp(mcp_cli::McpArgs),
@@ -301,6 +307,9 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Claim(args) => context::claims::claim(&args),
+        Command::Release(args) => context::claims::release(&args),
+        Command::Who(args) => context::claims::who(&args),
         Command::Mcp(args) => mcp_cli::run(&args),
     };
     match result {

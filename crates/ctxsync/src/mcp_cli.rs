@@ -16,8 +16,9 @@ use clap::Args;
 use ctxsync_client::{Outbox, RemoteClient};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, Head, HistoryFilter, LogEntry, Metrics, Prefer, Role, Snapshot, Store, StoreError,
-    StoredConflict, SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
+    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
+    SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -192,5 +193,39 @@ impl Store for QueuingStore {
     }
     fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>, StoreError> {
         self.inner.authenticate(secret)
+    }
+    fn claim(
+        &self,
+        context: &str,
+        agent: &str,
+        path: &str,
+        ttl_ms: u64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.inner.claim(context, agent, path, ttl_ms)
+    }
+    fn release(
+        &self,
+        context: &str,
+        agent: &str,
+        path: &str,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.inner.release(context, agent, path)
+    }
+    fn observe(&self, context: &str, agent: &str, seen: u64) -> Result<StaleView, StoreError> {
+        self.inner.observe(context, agent, seen)
+    }
+    fn agents(&self, context: &str, now_ms: u64) -> Result<Vec<AgentPresence>, StoreError> {
+        self.inner.agents(context, now_ms)
+    }
+    fn unseen_critical(
+        &self,
+        context: &str,
+        agent: &str,
+        mark_seen: bool,
+    ) -> Result<Vec<CriticalNotice>, StoreError> {
+        self.inner.unseen_critical(context, agent, mark_seen)
+    }
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
     }
 }

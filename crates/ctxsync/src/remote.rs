@@ -10,8 +10,9 @@ use std::time::Duration;
 use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, Head, HistoryFilter, LogEntry, Metrics, Prefer, Role, Snapshot, Store, StoreError,
-    StoredConflict, SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
+    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
+    SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -211,6 +212,35 @@ impl Store for RemoteStore {
     fn authenticate(&self, _: &str) -> Result<Option<TokenInfo>, StoreError> {
         Err(tokens_are_local())
     }
+
+    fn claim(&self, _: &str, _: &str, _: &str, _: u64) -> Result<ClaimOutcome, StoreError> {
+        Err(not_yet("claims"))
+    }
+
+    fn release(&self, _: &str, _: &str, _: &str) -> Result<ReleaseOutcome, StoreError> {
+        Err(not_yet("claims"))
+    }
+
+    fn observe(&self, _: &str, _: &str, _: u64) -> Result<StaleView, StoreError> {
+        Err(not_yet("presence"))
+    }
+
+    fn agents(&self, _: &str, _: u64) -> Result<Vec<AgentPresence>, StoreError> {
+        Err(not_yet("presence"))
+    }
+
+    fn unseen_critical(
+        &self,
+        _: &str,
+        _: &str,
+        _: bool,
+    ) -> Result<Vec<CriticalNotice>, StoreError> {
+        Err(not_yet("critical notices"))
+    }
+}
+
+fn not_yet(what: &str) -> StoreError {
+    StoreError::Refused(format!("{what} are not supported by this server yet"))
 }
 
 fn tokens_are_local() -> StoreError {

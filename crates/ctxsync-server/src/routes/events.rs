@@ -126,7 +126,14 @@ pub async fn events(
     };
     let context = ctx.clone();
     let head = state
-        .authed(bearer, move |store, _token| Ok(store.head(&context)?))
+        .authed(bearer, move |store, token| {
+            let head = store.head(&context)?;
+            // Presence: a subscriber has seen up to where its stream starts.
+            if resume.is_none_or(|r| r <= head.revision) {
+                super::claims::observe(store, &context, &token, resume.unwrap_or(head.revision));
+            }
+            Ok(head)
+        })
         .await?;
     if let Some(since) = resume.filter(|r| *r > head.revision) {
         return Err(ApiError::bad_request(format!(

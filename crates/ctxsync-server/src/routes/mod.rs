@@ -2,6 +2,7 @@
 //! rejections into our error shape.
 
 pub mod admin;
+pub mod claims;
 pub mod contexts;
 pub mod events;
 pub mod health;
@@ -59,6 +60,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contexts/{ctx}/head", get(contexts::head))
         .route("/v1/contexts/{ctx}/push", post(push::push))
         .route("/v1/contexts/{ctx}/events", get(events::events))
+        .route(
+            "/v1/contexts/{ctx}/claims",
+            post(claims::claim).delete(claims::release),
+        )
+        .route("/v1/contexts/{ctx}/agents", get(claims::agents))
+        .route("/v1/contexts/{ctx}/seen", post(claims::seen))
+        .route(
+            "/v1/contexts/{ctx}/agents/{agent}/critical",
+            get(claims::critical),
+        )
         .route("/v1/contexts/{ctx}/history", get(admin::history))
         .route("/v1/contexts/{ctx}/log", get(admin::log))
         .route("/v1/contexts/{ctx}/conflicts", get(admin::conflicts))

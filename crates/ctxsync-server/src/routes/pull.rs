@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ctxsync_core::apply::Edit;
-use ctxsync_store::Store;
+use ctxsync_store::{StaleView, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -45,6 +45,8 @@ struct FullAnswer {
     document: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     omitted: Option<Vec<String>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stale: Option<StaleView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,12 +57,15 @@ struct DeltaAnswer {
     checksum: String,
     delta: bool,
     edits: Vec<Edit>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stale: Option<StaleView>,
 }
 
 enum Pulled {
     NotModified(u64),
-    /// A full answer already encoded as JSON.
-    Encoded(u64, Bytes),
+    /// A full answer already encoded as JSON (shared by every agent), and this agent's
+    /// stale view to add to it.
+    Encoded(u64, Bytes, Option<StaleView>),
     Full(FullAnswer),
     Delta(DeltaAnswer),
 }
@@ -118,7 +123,8 @@ pub async fn pull(
         && format == Format::Json;
     let cache = state.clone();
     let pulled = state
-        .authed(bearer, move |store, _token| {
+        .authed(bearer, move |store, token| {
+            let seen = |revision| super::claims::observe(store, &ctx, &token, revision);
             let head = if if_none_match.is_some() || plain {
                 Some(store.head(&ctx)?)
             } else {
@@ -131,30 +137,45 @@ pub async fn pull(
                     (None, None) => store.head(&ctx)?.revision,
                 };
                 if matches_etag(if_none_match.as_ref(), revision) {
+                    seen(revision);
                     return Ok(Pulled::NotModified(revision));
                 }
             }
             if plain {
                 let revision = head.map_or(0, |h| h.revision);
                 if let Some(bytes) = cache.cached_pull(&ctx, revision) {
-                    return Ok(Pulled::Encoded(revision, bytes));
+                    return Ok(Pulled::Encoded(revision, bytes, seen(revision)));
                 }
                 let answer = full(store, ctx.clone(), None, &Sections::default(), None)?;
                 let bytes = Bytes::from(negotiate::encode(Format::Json, &answer)?);
                 cache.cache_pull(&ctx, answer.revision, bytes.clone());
-                return Ok(Pulled::Encoded(answer.revision, bytes));
+                return Ok(Pulled::Encoded(
+                    answer.revision,
+                    bytes,
+                    seen(answer.revision),
+                ));
             }
             match q.since {
-                Some(since) => delta(store, ctx, since, &sections).map(Pulled::Delta),
-                None => full(store, ctx, q.at, &sections, q.budget_tokens).map(Pulled::Full),
+                Some(since) => delta(store, ctx.clone(), since, &sections).map(|mut d| {
+                    d.stale = seen(d.revision);
+                    Pulled::Delta(d)
+                }),
+                None => full(store, ctx.clone(), q.at, &sections, q.budget_tokens).map(|mut f| {
+                    f.stale = seen(f.revision);
+                    Pulled::Full(f)
+                }),
             }
         })
         .await?;
     let (revision, mut response) = match pulled {
         Pulled::NotModified(revision) => (revision, StatusCode::NOT_MODIFIED.into_response()),
-        Pulled::Encoded(revision, bytes) => (
+        Pulled::Encoded(revision, bytes, stale) => (
             revision,
-            ([(header::CONTENT_TYPE, Format::Json.content_type())], bytes).into_response(),
+            (
+                [(header::CONTENT_TYPE, Format::Json.content_type())],
+                with_stale(bytes, stale.as_ref()),
+            )
+                .into_response(),
         ),
         Pulled::Full(answer) => (
             answer.revision,
@@ -169,6 +190,34 @@ pub async fn pull(
         response.headers_mut().insert(header::ETAG, tag);
     }
     Ok(response)
+}
+
+/// A cached JSON object answer with the agent's stale view added as its last members
+/// (the cache stays shared: only these few bytes differ per agent).
+fn with_stale(bytes: Bytes, stale: Option<&StaleView>) -> Bytes {
+    let Some(stale) = stale else {
+        return bytes;
+    };
+    let Ok(Value::Object(fields)) = serde_json::to_value(stale) else {
+        return bytes;
+    };
+    let Some(body) = bytes.strip_suffix(b"}") else {
+        return bytes;
+    };
+    let mut out = Vec::with_capacity(bytes.len() + 96);
+    out.extend_from_slice(body);
+    for (key, value) in &fields {
+        out.push(b',');
+        if serde_json::to_writer(&mut out, key).is_err() {
+            return bytes;
+        }
+        out.push(b':');
+        if serde_json::to_writer(&mut out, value).is_err() {
+            return bytes;
+        }
+    }
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 fn full(
@@ -197,6 +246,7 @@ fn full(
         checksum: snapshot.checksum,
         document,
         omitted,
+        stale: None,
     })
 }
 
@@ -237,6 +287,7 @@ fn delta(
         checksum,
         delta: true,
         edits,
+        stale: None,
     })
 }
 

@@ -62,7 +62,7 @@ pub async fn push(
                 let _ = answer.send(result);
             }),
         );
-        Ok(answered)
+        Ok((answered, token))
     };
     // A large body is parsed on the blocking pool, never on an async worker, so a slow
     // parse cannot stall other requests (health checks, event streams).
@@ -71,15 +71,19 @@ pub async fn push(
     } else {
         state.authed_write(bearer, parse_and_queue).await
     };
+    let mut agent = None;
     let result = match queued {
-        Ok(answered) => match answered.await {
-            Ok(Ok(response)) => Ok(response),
+        Ok((answered, token)) => match answered.await {
+            Ok(Ok(response)) => {
+                agent = Some(token);
+                Ok(response)
+            }
             Ok(Err(e)) => Err(ApiError::from(e)),
             Err(_) => Err(ApiError::unavailable("the store stopped before answering")),
         },
         Err(e) => Err(e),
     };
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(e) => {
             state
@@ -92,6 +96,15 @@ pub async fn push(
     state.metrics().record_push(outcome, started.elapsed());
     if outcome == PushOutcome::Applied {
         state.hub().notify(&ctx);
+    }
+    // The stale view: what this agent had not seen when it pushed (a cheap read).
+    if let Some(token) = agent {
+        let (context, revision) = (ctx.clone(), response.revision);
+        response.stale = state
+            .read(move |store| Ok(super::claims::observe(store, &context, &token, revision)))
+            .await
+            .ok()
+            .flatten();
     }
     let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
     Ok(negotiate::reply(format, status, &response))

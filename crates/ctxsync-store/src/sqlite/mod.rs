@@ -7,7 +7,9 @@
 //! checked against the database's revision, so several processes sharing one file stay
 //! correct: each transaction re-reads the head under SQLite's write lock.
 
+mod claims;
 mod health;
+mod presence;
 mod read;
 mod schema;
 mod tokens;
@@ -56,7 +58,13 @@ pub struct StoreOptions {
     pub group_commit_window: std::time::Duration,
     /// Checkpoint the WAL from a background thread instead of inside commits.
     pub background_checkpoint: bool,
+    /// An agent unseen for longer than this is `away` (its expired claims are released
+    /// with a handover stub). Default 30 minutes.
+    pub away_after_ms: u64,
 }
+
+/// The default of [`StoreOptions::away_after_ms`]: 30 minutes.
+pub const DEFAULT_AWAY_AFTER_MS: u64 = 30 * 60 * 1000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -69,6 +77,7 @@ impl Default for StoreOptions {
             max_batch: 512,
             group_commit_window: std::time::Duration::from_micros(300),
             background_checkpoint: true,
+            away_after_ms: DEFAULT_AWAY_AFTER_MS,
         }
     }
 }
@@ -86,6 +95,9 @@ pub(crate) struct Shared {
     options: StoreOptions,
     cache: Mutex<HashMap<String, Arc<Cached>>>,
     readers: Mutex<Vec<Connection>>,
+    /// This process's newest view of each (context, agent) presence row, ahead of the
+    /// database until the writer commits it.
+    presence: Mutex<HashMap<(String, String), presence::Row>>,
 }
 
 /// The embedded store: a SQLite file.
@@ -94,6 +106,8 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+pub use claims::SYSTEM_AGENT;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -120,6 +134,7 @@ impl SqliteStore {
             options,
             cache: Mutex::new(HashMap::new()),
             readers: Mutex::new(Vec::new()),
+            presence: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer::new(conn, Arc::clone(&shared));
@@ -190,6 +205,59 @@ impl SqliteStore {
             }
         }
         result
+    }
+
+    /// Records a presence update: in memory now, in the database with the next commit.
+    fn note_presence(&self, update: presence::Update, db_row: Option<presence::Row>) {
+        if let Ok(mut map) = self.shared.presence.lock() {
+            let key = (update.context.clone(), update.agent.clone());
+            let row = map.get(&key).copied().or(db_row).unwrap_or_default();
+            map.insert(key, row.apply(&update));
+        }
+        if let Ok(jobs) = self.jobs.lock() {
+            if let Some(sender) = jobs.as_ref() {
+                let _ = sender.send(Job::Presence(update));
+            }
+        }
+    }
+
+    /// Records that `agent` is alive (a claim or release), without moving what it saw.
+    fn note_alive(&self, context: &str, agent: &str) {
+        if validate_agent_name(agent).is_err() {
+            return;
+        }
+        let update = presence::Update {
+            context: context.to_owned(),
+            agent: agent.to_owned(),
+            seen: None,
+            critical_shown: None,
+            at_ms: now_ms(),
+        };
+        let db_row = self
+            .with_reader(|conn| presence::row(conn, context, agent))
+            .ok()
+            .flatten();
+        self.note_presence(update, db_row);
+    }
+
+    /// The presence row of `agent`, this process's updates included.
+    fn presence_row(
+        &self,
+        conn: &Connection,
+        context: &str,
+        agent: &str,
+    ) -> Result<Option<presence::Row>, StoreError> {
+        let db = presence::row(conn, context, agent)?;
+        let mine = self
+            .shared
+            .presence
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(context.to_owned(), agent.to_owned())).copied());
+        Ok(match (db, mine) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// The newest document, from the cache when it is current.
@@ -468,6 +536,159 @@ impl Store for SqliteStore {
 
     fn writable(&self) -> Result<(), StoreError> {
         self.shared.health.check(&self.shared.path)
+    }
+
+    fn claim(
+        &self,
+        context: &str,
+        agent: &str,
+        path: &str,
+        ttl_ms: u64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.note_alive(context, agent);
+        let (context, agent, path) = (context.to_owned(), agent.to_owned(), path.to_owned());
+        self.exec(move |w| w.claim(&context, &agent, &path, ttl_ms))
+    }
+
+    fn release(
+        &self,
+        context: &str,
+        agent: &str,
+        path: &str,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.note_alive(context, agent);
+        let (context, agent, path) = (context.to_owned(), agent.to_owned(), path.to_owned());
+        self.exec(move |w| w.release(&context, &agent, &path))
+    }
+
+    fn observe(
+        &self,
+        context: &str,
+        agent: &str,
+        seen_revision: u64,
+    ) -> Result<StaleView, StoreError> {
+        validate_agent_name(agent)?;
+        let (view, row) = self.with_reader(|conn| {
+            let head = read::head(conn, context)?;
+            let seen = seen_revision.min(head.revision);
+            let row = self.presence_row(conn, context, agent)?;
+            // Never seen before: everything by others is news.
+            let since = row.map_or(0, |r| r.seen);
+            Ok((
+                presence::stale(conn, context, agent, since, seen)?,
+                (row, seen),
+            ))
+        })?;
+        let (db_row, seen) = row;
+        self.note_presence(
+            presence::Update {
+                context: context.to_owned(),
+                agent: agent.to_owned(),
+                seen: Some(seen),
+                // First contact: the view it now has supersedes older critical notices.
+                critical_shown: db_row.is_none().then_some(seen),
+                at_ms: now_ms(),
+            },
+            db_row,
+        );
+        Ok(view)
+    }
+
+    fn agents(&self, context: &str, now_ms: u64) -> Result<Vec<AgentPresence>, StoreError> {
+        let away_after = self.shared.options.away_after_ms;
+        let list = |conn: &Connection| -> Result<Vec<AgentPresence>, StoreError> {
+            let current = self.current(conn, context)?;
+            let mut rows = presence::rows(conn, context)?;
+            if let Ok(mine) = self.shared.presence.lock() {
+                for ((ctx, agent), row) in mine.iter() {
+                    if ctx != context {
+                        continue;
+                    }
+                    match rows.iter_mut().find(|(a, _)| a == agent) {
+                        Some((_, r)) => *r = r.max(*row),
+                        None => rows.push((agent.clone(), *row)),
+                    }
+                }
+            }
+            let claims = ctxsync_core::claims::live_claims(&current.doc, now_ms);
+            // Holders of claims that never pulled or pushed are listed too.
+            for claim in &claims {
+                if !rows.iter().any(|(a, _)| *a == claim.holder) {
+                    rows.push((claim.holder.clone(), presence::Row::default()));
+                }
+            }
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            rows.into_iter()
+                .map(|(agent, row)| {
+                    Ok(AgentPresence {
+                        unseen_critical: presence::critical_revisions_after(
+                            conn,
+                            context,
+                            &agent,
+                            row.critical_shown,
+                        )?,
+                        claims: claims
+                            .iter()
+                            .filter(|c| c.holder == agent)
+                            .cloned()
+                            .collect(),
+                        last_seen_ms: row.last_seen_ms,
+                        seen_revision: row.seen,
+                        lag: current.head.revision.saturating_sub(row.seen),
+                        away: now_ms.saturating_sub(row.last_seen_ms) > away_after,
+                        agent,
+                    })
+                })
+                .collect()
+        };
+        let listed = self.with_reader(list)?;
+        // Away agents' expired claims are released lazily, here.
+        let expired_away: Vec<String> = {
+            let doc = self.with_reader(|conn| Ok(self.current(conn, context)?.doc.clone()))?;
+            listed
+                .iter()
+                .filter(|p| p.away)
+                .filter(|p| {
+                    !ctxsync_core::claims::expired_claims_of(&doc, &p.agent, now_ms).is_empty()
+                })
+                .map(|p| p.agent.clone())
+                .collect()
+        };
+        if expired_away.is_empty() {
+            return Ok(listed);
+        }
+        let ctx = context.to_owned();
+        self.exec(move |w| w.hand_over_away(&ctx, expired_away))?;
+        self.with_reader(list)
+    }
+
+    fn unseen_critical(
+        &self,
+        context: &str,
+        agent: &str,
+        mark_seen: bool,
+    ) -> Result<Vec<CriticalNotice>, StoreError> {
+        validate_agent_name(agent)?;
+        let (notices, db_row, head) = self.with_reader(|conn| {
+            let head = read::head(conn, context)?;
+            let row = self.presence_row(conn, context, agent)?;
+            let shown = row.map_or(0, |r| r.critical_shown);
+            let notices = presence::critical_after(conn, context, agent, shown)?;
+            Ok((notices, row, head.revision))
+        })?;
+        if mark_seen {
+            self.note_presence(
+                presence::Update {
+                    context: context.to_owned(),
+                    agent: agent.to_owned(),
+                    seen: None,
+                    critical_shown: Some(head),
+                    at_ms: now_ms(),
+                },
+                db_row,
+            );
+        }
+        Ok(notices)
     }
 }
 

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::Synchronous;
 
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(
@@ -32,7 +32,25 @@ CREATE TABLE IF NOT EXISTS oplog(
     request_id TEXT,
     edits      TEXT NOT NULL,
     checksum   TEXT NOT NULL,
+    -- the sections the revision wrote, a JSON array (schema 4): the stale-view notice
+    -- reads these instead of the edits
+    sections   TEXT,
     PRIMARY KEY(context, revision)
+) WITHOUT ROWID;
+-- Critical revisions, for the unseen-critical notices an agent's hook asks for on every
+-- prompt (schema 4).
+CREATE INDEX IF NOT EXISTS oplog_critical ON oplog(context, revision) WHERE level = 'critical';
+
+-- Presence (schema 4): per agent of a context, the newest revision it has seen, when it
+-- was last seen, the newest revision up to which it was shown critical revisions, and
+-- when it was last handed over as away.
+CREATE TABLE IF NOT EXISTS presence(
+    context        TEXT NOT NULL,
+    agent          TEXT NOT NULL,
+    seen_revision  INTEGER NOT NULL,
+    last_seen_ms   INTEGER NOT NULL,
+    critical_shown INTEGER NOT NULL,
+    PRIMARY KEY(context, agent)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS snapshots(
@@ -99,6 +117,7 @@ CREATE TABLE IF NOT EXISTS tokens(
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("requests", "fingerprint", "TEXT"),
     ("tokens", "role", "TEXT NOT NULL DEFAULT 'agent'"),
+    ("oplog", "sections", "TEXT"),
 ];
 
 /// Settings for every connection: WAL so readers never block the writer, a generous busy

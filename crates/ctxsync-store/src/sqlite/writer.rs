@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use ctxsync_core::limits::{Budget, LimitError};
-use ctxsync_core::push::{evaluate_within, PriorWrite, Strategy};
+use ctxsync_core::push::{evaluate_at, PriorWrite, Strategy};
 use ctxsync_core::{checksum_and_size, Change, Level, Ownership, Path, PushRequest, PushResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
@@ -31,6 +31,8 @@ pub(crate) enum Job {
         done: PushDone,
     },
     Exec(Box<dyn FnOnce(&mut Writer) + Send>),
+    /// Fire and forget: committed with the next batch (see [`super::presence`]).
+    Presence(super::presence::Update),
 }
 
 /// Commits between background checkpoints (each commit appends a few WAL frames, so this
@@ -45,6 +47,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     /// The newest document per context as this writer last committed or read it.
     docs: HashMap<String, Cached>,
+    /// Presence updates waiting for the next commit.
+    presence: Vec<super::presence::Update>,
 }
 
 impl Writer {
@@ -60,6 +64,7 @@ impl Writer {
             commits_since_checkpoint: 0,
             shared,
             docs: HashMap::new(),
+            presence: Vec::new(),
         }
     }
 
@@ -109,9 +114,11 @@ impl Writer {
                         self.commit_pushes(std::mem::take(&mut pushes));
                         f(&mut self);
                     }
+                    Job::Presence(update) => self.presence.push(update),
                 }
             }
             self.commit_pushes(pushes);
+            self.flush_presence();
             self.maybe_checkpoint();
         }
     }
@@ -179,6 +186,14 @@ impl Writer {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut results = Vec::with_capacity(requests.len());
+            // Presence rides along with the pushes' commit (a failure there only loses
+            // presence, which the next answer records again).
+            if !self.presence.is_empty() {
+                if let Err(e) = super::presence::write(&tx, &self.presence) {
+                    warn!(error = %e, "presence not recorded");
+                }
+                self.presence.clear();
+            }
             for (context, request, started) in requests {
                 match push_one(
                     &tx,
@@ -216,6 +231,29 @@ impl Writer {
                     done(Err(StoreError::CommitFailed(message.clone())));
                 }
             }
+        }
+    }
+
+    /// Commits presence updates that no push took along.
+    fn flush_presence(&mut self) {
+        if self.presence.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.presence);
+        if self.check_durable().is_err() {
+            return;
+        }
+        let result = (|| -> Result<(), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            super::presence::write(&tx, &updates)?;
+            tx.commit()?;
+            self.shared.health.note_wal();
+            Ok(())
+        })();
+        if let Err(e) = result {
+            warn!(error = %e, "presence not recorded");
         }
     }
 
@@ -258,7 +296,7 @@ impl Writer {
     }
 
     /// Runs `f` in its own immediate transaction; on failure forgets cached documents.
-    fn transaction<T>(
+    pub(super) fn transaction<T>(
         &mut self,
         context: &str,
         f: impl FnOnce(&Transaction<'_>, &mut HashMap<String, Cached>, &Shared) -> Result<T, StoreError>,
@@ -376,7 +414,17 @@ impl Writer {
                     } else {
                         &shared.options.ownership
                     };
-                    let r = push_with(tx, docs, shared, context, request, Instant::now(), ownership)?;
+                    // Settling "mine" is forced like the push it stands for.
+                    let r = push_with(
+                        tx,
+                        docs,
+                        shared,
+                        context,
+                        request,
+                        Instant::now(),
+                        ownership,
+                        true,
+                    )?;
                     if let Some(rejected) = r.rejected.first() {
                         return Err(StoreError::Invalid(format!(
                             "{agent} may not write {} (owners: {})",
@@ -471,6 +519,8 @@ impl Writer {
                 request,
                 Instant::now(),
                 ownership,
+                // An admin's revert is the way out of any state, claims included.
+                actor.role != Role::Admin,
             )
         })
     }
@@ -538,6 +588,7 @@ fn rebuild_from(
             edits: &edits,
             checksum: &sum,
             size,
+            sections: "[\"\"]",
         },
     )?;
     let cached = Cached {
@@ -562,6 +613,7 @@ fn rebuild_from(
         rejected: Vec::new(),
         checksum: sum,
         replayed: false,
+        stale: None,
     })
 }
 
@@ -590,7 +642,7 @@ fn whole_key_changes(from: &Value, to: &Value) -> Vec<Change> {
 }
 
 /// The writer's copy of the newest document, reloaded when another process moved it.
-fn load<'a>(
+pub(super) fn load<'a>(
     tx: &Connection,
     docs: &'a mut HashMap<String, Cached>,
     context: &str,
@@ -621,10 +673,12 @@ fn push_one(
         request,
         started,
         &shared.options.ownership,
+        true,
     )
 }
 
-fn push_with(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn push_with(
     tx: &Transaction<'_>,
     docs: &mut HashMap<String, Cached>,
     shared: &Shared,
@@ -632,6 +686,7 @@ fn push_with(
     request: PushRequest,
     started: Instant,
     ownership: &Ownership,
+    enforce_claims: bool,
 ) -> Result<PushResponse, StoreError> {
     if request.agent.trim().is_empty() {
         return Err(StoreError::Invalid("a push needs an `agent`".into()));
@@ -689,13 +744,15 @@ fn push_with(
         _ => Vec::new(),
     };
     let budget = Budget::for_document(cached.head.size, shared.options.max_document_bytes);
-    let evaluation = evaluate_within(
+    let now = now_ms();
+    let evaluation = evaluate_at(
         &mut cached.doc,
         &request,
         cached.head.revision,
         &since_base,
         ownership,
         budget,
+        enforce_claims.then_some(now),
     )
     .map_err(|e| match e.limit {
         Some(LimitError::TooLarge { size, limit }) => StoreError::TooLarge { size, limit },
@@ -705,7 +762,6 @@ fn push_with(
         None => StoreError::Invalid(e.to_string()),
     })?;
 
-    let now = now_ms();
     let mut response = PushResponse {
         revision: cached.head.revision,
         applied: evaluation.applied,
@@ -713,6 +769,7 @@ fn push_with(
         rejected: evaluation.rejected,
         checksum: cached.head.checksum.clone(),
         replayed: false,
+        stale: None,
     };
     if !evaluation.edits.is_empty() {
         let (sum, size) = checksum_and_size(&cached.doc);
@@ -724,6 +781,9 @@ fn push_with(
         }
         let revision = cached.head.revision + 1;
         let edits = serde_json::to_string(&evaluation.edits).map_err(corrupt)?;
+        let sections =
+            serde_json::to_string(&ctxsync_core::records::sections_of(&evaluation.edits))
+                .map_err(corrupt)?;
         let summary = if request.summary.is_empty() {
             let n = response.applied.len();
             let changes = if n == 1 { "change" } else { "changes" };
@@ -744,6 +804,7 @@ fn push_with(
                 edits: &edits,
                 checksum: &sum,
                 size,
+                sections: &sections,
             },
         )?;
         cached.head.revision = revision;
@@ -816,13 +877,15 @@ struct NewRevision<'a> {
     edits: &'a str,
     checksum: &'a str,
     size: u64,
+    /// The sections written, as the JSON text the op log stores.
+    sections: &'a str,
 }
 
 /// Appends a revision to the op log and moves the context's head to it.
 fn append_revision(tx: &Connection, context: &str, r: &NewRevision<'_>) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id, edits, checksum, sections)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         context,
@@ -833,7 +896,8 @@ fn append_revision(tx: &Connection, context: &str, r: &NewRevision<'_>) -> Resul
         r.summary,
         r.request_id,
         r.edits,
-        r.checksum
+        r.checksum,
+        r.sections
     ])?;
     tx.prepare_cached(
         "UPDATE contexts SET revision = ?1, checksum = ?2, size = ?3 WHERE name = ?4",

@@ -131,13 +131,19 @@ pub fn set(
 }
 
 fn report_push(env: &Env, request: PushRequest, json: bool) -> Result<ExitCode> {
-    let response = match &env.remote {
+    let agent = request.agent.clone();
+    let mut response = match &env.remote {
         None => env.store.push(&env.context, request)?,
         Some(remote) => match push_or_queue(env, remote, request, json)? {
             Some(response) => response,
             None => return exit(0),
         },
     };
+    // Embedded: presence, and what this agent had not seen (a server does both itself
+    // and puts the notice in its answer).
+    if response.stale.is_none() {
+        response.stale = super::claims::stale_view(env, &agent, response.revision);
+    }
     if json {
         print_json(&response);
     } else {
@@ -291,10 +297,12 @@ pub fn pull(
             }
         }
         let base = pull_into(&wc, &env.backend(), &env.context, periodic)?;
+        let stale = super::claims::stale_view(&env, agent, base.revision);
         if as_json {
-            print_json(
-                &json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}),
-            );
+            print_json(&super::claims::with_stale(
+                json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}),
+                stale.as_ref(),
+            ));
         } else {
             outln!(
                 "wrote {} at revision {}",
@@ -305,6 +313,12 @@ pub fn pull(
         return exit(0);
     }
     let current = env.store.read(&env.context, None)?;
+    // A named agent (CTXSYNC_AGENT or ctxsync.toml) gets the stale-view notice.
+    let stale = std::env::var("CTXSYNC_AGENT")
+        .ok()
+        .filter(|a| !a.is_empty())
+        .or(env.config.file.agent.clone())
+        .and_then(|agent| super::claims::stale_view(&env, &agent, current.revision));
     if let Some(since) = since {
         let old = env.store.read(&env.context, Some(since))?;
         // A section removed since `since` is a change worth showing; one that exists at
@@ -327,7 +341,7 @@ pub fn pull(
             "changes": changes,
         });
         if as_json {
-            print_json(&delta);
+            print_json(&super::claims::with_stale(delta, stale.as_ref()));
         } else {
             out!("{}", ctxsync_client::to_yaml(&delta));
         }
@@ -338,9 +352,10 @@ pub fn pull(
         Err(section) => return no_section(section, current.revision),
     };
     if as_json {
-        print_json(
-            &json!({"revision": current.revision, "checksum": current.checksum, "document": document}),
-        );
+        print_json(&super::claims::with_stale(
+            json!({"revision": current.revision, "checksum": current.checksum, "document": document}),
+            stale.as_ref(),
+        ));
     } else {
         outln!(
             "# context {} revision {} checksum {}",

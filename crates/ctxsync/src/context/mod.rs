@@ -4,6 +4,7 @@
 //! `Store` trait, with a durable outbox for pushes that cannot reach it.
 
 mod backend;
+pub mod claims;
 pub mod commands;
 mod env;
 pub mod live;

@@ -66,6 +66,15 @@ pub fn print_push(r: &PushResponse) {
         print_conflict(c);
     }
     for x in &r.rejected {
+        if x.reason == "claimed" {
+            outln!(
+                "  rejected {} [claimed]: {} holds a claim on {} (--strategy force overrides)",
+                x.path,
+                x.owners.join(", "),
+                x.rule
+            );
+            continue;
+        }
         outln!(
             "  rejected {} [{}]: rule {:?} allows only {}",
             x.path,
