@@ -449,7 +449,10 @@ pub fn http_service(
         .disable_allowed_hosts()
         .with_sse_keep_alive(Some(Duration::from_secs(15)));
     config.cancellation_token = cancel;
-    config.max_request_body_bytes = server.shared.options.max_argument_bytes + 64 * 1024;
+    // Room above the argument limit, so an oversized argument is answered as a tool
+    // error result (which an agent reads) rather than a bare 413; far larger bodies are
+    // still cut off by the transport.
+    config.max_request_body_bytes = (server.shared.options.max_argument_bytes * 4).max(4 << 20);
     rmcp::transport::StreamableHttpService::new(
         move || Ok(server.session()),
         Default::default(),

@@ -47,7 +47,9 @@ pub async fn wait(
     let max = server.options().max_wait;
     let timeout = match a.timeout_seconds {
         None => max,
-        Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t.min(max.as_secs_f64())),
+        Some(t) if t.is_finite() && t >= 0.0 && t <= max.as_secs_f64() => {
+            Duration::from_secs_f64(t)
+        }
         Some(t) => {
             return Err(ToolError::Input(format!(
                 "timeout_seconds must be between 0 and {}, not {t}",
