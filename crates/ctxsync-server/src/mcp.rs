@@ -170,3 +170,65 @@ mod tests {
         }
     }
 }
+
+/// MCP over Streamable HTTP (JSON-RPC 2.0 messages; see the MCP specification,
+/// revisions 2025-11-25 and 2026-07-28). Tools: pull, get, set, push, conflicts, resolve,
+/// history, claim, release, wait, handover, who.
+#[utoipa::path(
+    post, path = "/mcp", tag = "mcp",
+    request_body(content = serde_json::Value, content_type = "application/json",
+                 description = "A JSON-RPC request, notification or response"),
+    params(
+        ("Accept" = String, Header, description = "Must allow application/json and text/event-stream"),
+        ("MCP-Protocol-Version" = Option<String>, Header, description = "2025-11-25 after initialize, or 2026-07-28"),
+        ("Mcp-Session-Id" = Option<String>, Header, description = "The session (2025-11-25, after initialize)"),
+    ),
+    responses(
+        (status = 200, description = "The JSON-RPC answer, as JSON or as an event stream", content_type = "text/event-stream", body = serde_json::Value),
+        (status = 202, description = "A notification or response was accepted"),
+        (status = 400, description = "Not a JSON-RPC message, or protocol headers that do not fit it", body = serde_json::Value),
+        (status = 401, description = "Missing, malformed, unknown or revoked token", body = crate::openapi::schemas::ErrorBody),
+        (status = 403, description = "An Origin other than a loopback one", body = crate::openapi::schemas::ErrorBody),
+        (status = 404, description = "No such session (it ended; initialize again)", body = serde_json::Value),
+        (status = 406, description = "Accept allows neither application/json nor text/event-stream", body = serde_json::Value),
+        (status = 413, description = "The body is too large", body = serde_json::Value),
+        (status = 415, description = "The body is not application/json", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+pub(crate) async fn post_doc() {}
+
+/// The server-to-client event stream of a 2025-11-25 session.
+#[utoipa::path(
+    get, path = "/mcp", tag = "mcp",
+    params(("Mcp-Session-Id" = String, Header, description = "The session")),
+    responses(
+        (status = 200, description = "Server-to-client messages", content_type = "text/event-stream", body = String),
+        (status = 400, description = "No session named", body = serde_json::Value),
+        (status = 401, description = "Missing, malformed, unknown or revoked token", body = crate::openapi::schemas::ErrorBody),
+        (status = 403, description = "An Origin other than a loopback one", body = crate::openapi::schemas::ErrorBody),
+        (status = 404, description = "No such session", body = serde_json::Value),
+        (status = 405, description = "No stream without a session (2026-07-28 is stateless)", body = serde_json::Value),
+        (status = 406, description = "Accept does not allow text/event-stream", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+pub(crate) async fn get_doc() {}
+
+/// Ends a 2025-11-25 session.
+#[utoipa::path(
+    delete, path = "/mcp", tag = "mcp",
+    params(("Mcp-Session-Id" = String, Header, description = "The session")),
+    responses(
+        (status = 202, description = "The session ended"),
+        (status = 400, description = "No session named", body = serde_json::Value),
+        (status = 401, description = "Missing, malformed, unknown or revoked token", body = crate::openapi::schemas::ErrorBody),
+        (status = 403, description = "An Origin other than a loopback one", body = crate::openapi::schemas::ErrorBody),
+        (status = 404, description = "No such session", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+pub(crate) async fn delete_doc() {}

@@ -591,10 +591,15 @@ fn openapi_describes_every_route() {
         "/v1/contexts/{ctx}/syncs",
         "/v1/contexts/{ctx}/snapshot",
         "/v1/contexts/{ctx}/metrics",
+        "/v1/contexts/{ctx}/claims",
+        "/v1/contexts/{ctx}/agents",
+        "/v1/contexts/{ctx}/agents/{agent}/critical",
+        "/v1/contexts/{ctx}/seen",
         "/healthz",
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/mcp",
     ]
     .into_iter()
     .map(String::from)
