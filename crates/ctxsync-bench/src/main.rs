@@ -6,7 +6,9 @@
 //!   over HTTP keep-alive connections;
 //! * pull of a ~100 KB context, latency;
 //! * a critical push → received by 1,000 SSE subscribers, latency;
-//! * bytes of a delta after one change vs a full pull.
+//! * bytes of a delta after one change vs a full pull;
+//! * claim races (`--only claims`): N contenders (default 8) claim the same task at once,
+//!   round after round, the winner releasing it; claims decided per second.
 //!
 //! Clients run in the same process (and on the same 2 cores) as the server, so every
 //! figure includes the client's cost too.
@@ -30,7 +32,9 @@ struct Options {
     subscribers: usize,
     pulls: usize,
     fanout_pushes: usize,
-    /// Run only this part: pushes, pull or fanout.
+    /// Claimants per claim race.
+    contenders: usize,
+    /// Run only this part: pushes, store, pull, fanout or claims.
     only: Option<String>,
 }
 
@@ -42,12 +46,13 @@ fn parse_args() -> Result<Options> {
         subscribers: 1000,
         pulls: 3000,
         fanout_pushes: 30,
+        contenders: 8,
         only: None,
     };
     match args.next().as_deref() {
         Some("server") => {}
         _ => bail!(
-            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N]"
+            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--only pushes|store|pull|fanout|claims]"
         ),
     }
     while let Some(flag) = args.next() {
@@ -58,6 +63,7 @@ fn parse_args() -> Result<Options> {
             "--subscribers" => o.subscribers = value.parse()?,
             "--pulls" => o.pulls = value.parse()?,
             "--fanout-pushes" => o.fanout_pushes = value.parse()?,
+            "--contenders" => o.contenders = value.parse()?,
             "--only" => o.only = Some(value),
             other => bail!("unknown flag {other}"),
         }
@@ -404,6 +410,121 @@ fn bench_pushes(server: &Running, o: &Options) -> Result<PushFigures> {
     })
 }
 
+struct ClaimFigures {
+    decided_per_sec: f64,
+    rounds: u64,
+    p50: Duration,
+    p99: Duration,
+    double_grants: u64,
+}
+
+/// Claim races over HTTP: every round, all contenders claim the same task at once (one
+/// connection each); exactly one must get 200, the rest 409 naming it; the winner then
+/// releases it for the next round. A claim is "decided" when its answer arrives.
+fn bench_claims(server: &Running, o: &Options) -> Result<ClaimFigures> {
+    let n = o.contenders.max(2);
+    let tokens: Vec<String> = (0..n)
+        .map(|i| server.token(&format!("claimant-{i}")))
+        .collect::<Result<_>>()?;
+    let (status, _) = send(
+        &agent(),
+        "PUT",
+        &server.url("/v1/contexts/claims"),
+        &tokens[0],
+        Some(
+            json!({"document": {"project_state": {"active_tasks": [{"id": "task-7", "status": "todo"}]}}})
+                .to_string(),
+        ),
+    )?;
+    if status != 201 {
+        bail!("create context: {status}");
+    }
+    let measure = Duration::from_secs_f64(o.seconds);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let addr = server.addr.clone();
+    runtime.block_on(async move {
+        let barrier = Arc::new(tokio::sync::Barrier::new(n));
+        let deadline = Instant::now() + measure;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for token in tokens {
+            let (addr, barrier, stop) = (addr.clone(), Arc::clone(&barrier), Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                let mut conn = HttpConn::connect(&addr).await?;
+                let mut latencies = Vec::new();
+                let mut wins = Vec::new();
+                let body = r#"{"path":"project_state.active_tasks[id=task-7]","ttl_ms":600000}"#;
+                let release =
+                    "/v1/contexts/claims/claims?path=project_state.active_tasks%5Bid%3Dtask-7%5D";
+                let mut round = 0u64;
+                loop {
+                    // Everyone starts the round together, and one decides for all when
+                    // time is up, so no contender waits at a barrier alone.
+                    if barrier.wait().await.is_leader() && Instant::now() >= deadline {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    barrier.wait().await;
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let t0 = Instant::now();
+                    let (status, answer) = conn
+                        .call("POST", "/v1/contexts/claims/claims", &token, Some(body))
+                        .await?;
+                    latencies.push(t0.elapsed());
+                    match status {
+                        200 => wins.push(round),
+                        409 => {}
+                        other => bail!(
+                            "claim answered {other}: {}",
+                            String::from_utf8_lossy(&answer)
+                        ),
+                    }
+                    // All answers are in before the winner releases.
+                    barrier.wait().await;
+                    if status == 200 {
+                        let (status, answer) = conn.call("DELETE", release, &token, None).await?;
+                        if status != 200 {
+                            bail!(
+                                "release answered {status}: {}",
+                                String::from_utf8_lossy(&answer)
+                            );
+                        }
+                    }
+                    round += 1;
+                }
+                Ok::<_, anyhow::Error>((latencies, wins, round))
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut wins_per_round = std::collections::HashMap::<u64, u64>::new();
+        let mut rounds = 0;
+        for t in tasks {
+            let (l, wins, r) = t.await??;
+            latencies.extend(l);
+            for w in wins {
+                *wins_per_round.entry(w).or_default() += 1;
+            }
+            rounds = r;
+        }
+        let double_grants = wins_per_round.values().filter(|&&w| w > 1).count() as u64;
+        let undecided = rounds - wins_per_round.len() as u64;
+        if undecided > 0 {
+            bail!("{undecided} rounds without a winner");
+        }
+        latencies.sort();
+        Ok(ClaimFigures {
+            decided_per_sec: latencies.len() as f64 / measure.as_secs_f64(),
+            rounds,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            double_grants,
+        })
+    })
+}
+
 /// A realistic context of about `target` bytes: the seed's sections filled with tasks,
 /// decisions, questions, dependencies and code changes.
 const OWNERS: [&str; 3] = ["builder", "planner", "reviewer"];
@@ -738,6 +859,14 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    // Not part of the default run (it is not a DESIGN §11 target): `--only claims`.
+    let claims = if o.only.as_deref() == Some("claims") {
+        let c = bench_claims(&server, &o)?;
+        eprintln!("claims done");
+        Some(c)
+    } else {
+        None
+    };
     let fan = if run("fanout") {
         let f = bench_fanout(&server, &o)?;
         eprintln!("fan-out done");
@@ -826,6 +955,27 @@ fn main() -> Result<()> {
             ),
             "<= 1 %",
             verdict(delta_pct <= 1.0)
+        );
+    }
+    if let Some(claims) = claims {
+        println!(
+            "{:<56} {:>26} {:>16} {:>10}",
+            format!("claims decided/s ({} contenders per race)", o.contenders),
+            format!("{:.0}/s ({} rounds)", claims.decided_per_sec, claims.rounds),
+            "",
+            ""
+        );
+        println!(
+            "{:<56} {:>26} {:>16} {:>10}",
+            "  claim latency p50 / p99, double grants",
+            format!(
+                "{} / {}, {}",
+                ms(claims.p50),
+                ms(claims.p99),
+                claims.double_grants
+            ),
+            "0 double grants",
+            verdict(claims.double_grants == 0)
         );
     }
     println!("{:-<112}", "");

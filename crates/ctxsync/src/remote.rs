@@ -213,34 +213,58 @@ impl Store for RemoteStore {
         Err(tokens_are_local())
     }
 
-    fn claim(&self, _: &str, _: &str, _: &str, _: u64) -> Result<ClaimOutcome, StoreError> {
-        Err(not_yet("claims"))
+    // The server acts as the token's agent: `agent` is not sent (a token for another
+    // agent is refused there).
+    fn claim(
+        &self,
+        context: &str,
+        _agent: &str,
+        path: &str,
+        ttl_ms: u64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.client
+            .claim(context, path, ttl_ms)
+            .map_err(|e| store_error(context, e))
     }
 
-    fn release(&self, _: &str, _: &str, _: &str) -> Result<ReleaseOutcome, StoreError> {
-        Err(not_yet("claims"))
+    fn release(
+        &self,
+        context: &str,
+        _agent: &str,
+        path: &str,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.client
+            .release(context, path)
+            .map_err(|e| store_error(context, e))
     }
 
-    fn observe(&self, _: &str, _: &str, _: u64) -> Result<StaleView, StoreError> {
-        Err(not_yet("presence"))
+    fn observe(
+        &self,
+        context: &str,
+        _agent: &str,
+        seen_revision: u64,
+    ) -> Result<StaleView, StoreError> {
+        self.client
+            .seen(context, seen_revision)
+            .map_err(|e| store_error(context, e))
     }
 
-    fn agents(&self, _: &str, _: u64) -> Result<Vec<AgentPresence>, StoreError> {
-        Err(not_yet("presence"))
+    fn agents(&self, context: &str, _now_ms: u64) -> Result<Vec<AgentPresence>, StoreError> {
+        self.client
+            .agents(context)
+            .map_err(|e| store_error(context, e))
     }
 
     fn unseen_critical(
         &self,
-        _: &str,
-        _: &str,
-        _: bool,
+        context: &str,
+        agent: &str,
+        mark_seen: bool,
     ) -> Result<Vec<CriticalNotice>, StoreError> {
-        Err(not_yet("critical notices"))
+        self.client
+            .unseen_critical(context, agent, mark_seen)
+            .map_err(|e| store_error(context, e))
     }
-}
-
-fn not_yet(what: &str) -> StoreError {
-    StoreError::Refused(format!("{what} are not supported by this server yet"))
 }
 
 fn tokens_are_local() -> StoreError {

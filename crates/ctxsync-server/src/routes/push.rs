@@ -97,14 +97,11 @@ pub async fn push(
     if outcome == PushOutcome::Applied {
         state.hub().notify(&ctx);
     }
-    // The stale view: what this agent had not seen when it pushed (a cheap read).
+    // The stale view: what this agent had not seen when it pushed. A bounded read on a
+    // warm reader connection (tens of microseconds), done here like the inline parse of
+    // a small body, rather than paying a hop to the blocking pool on every push.
     if let Some(token) = agent {
-        let (context, revision) = (ctx.clone(), response.revision);
-        response.stale = state
-            .read(move |store| Ok(super::claims::observe(store, &context, &token, revision)))
-            .await
-            .ok()
-            .flatten();
+        response.stale = super::claims::observe(&**state.store(), &ctx, &token, response.revision);
     }
     let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
     Ok(negotiate::reply(format, status, &response))
