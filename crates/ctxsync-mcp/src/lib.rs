@@ -183,13 +183,12 @@ impl CtxsyncMcp {
     async fn run_tool(
         &self,
         name: &str,
+        ctx: String,
         arguments: Map<String, Value>,
         agent: Option<String>,
         role: Role,
         context: &RequestContext<RoleServer>,
     ) -> Result<(String, Value), (Option<String>, ToolError)> {
-        let ctx =
-            tools::context_of(&arguments, &self.shared.options.context).map_err(|e| (None, e))?;
         if role == Role::Viewer
             && !matches!(
                 name,
@@ -237,32 +236,39 @@ impl CtxsyncMcp {
         }
     }
 
-    /// Adds `context`, `behind` and `changed_sections` to an answer, recording that the
-    /// agent saw the answer's revision.
-    async fn annotate(&self, ctx: &str, agent: Option<&str>, answer: &mut Value) {
-        let revision = answer.get("revision").and_then(Value::as_u64);
-        let mut view = stale::StaleView::default();
-        if let (Some(agent), Some(revision)) = (agent, revision) {
-            let shared = Arc::clone(&self.shared);
-            let (ctx2, agent2) = (ctx.to_owned(), agent.to_owned());
-            let observed = tokio::task::spawn_blocking(move || {
-                shared
-                    .seen
-                    .observe(shared.store.as_ref(), &ctx2, &agent2, revision)
-            })
-            .await;
-            match observed {
-                Ok(Ok(v)) => view = v,
-                Ok(Err(e)) => tracing::warn!("cannot compute the stale view: {e}"),
-                Err(e) => tracing::warn!("cannot compute the stale view: {e}"),
+    /// Records that `agent` sees `seen` (clamped to the head by the store) and returns
+    /// what it had not seen before; a store that cannot tell gives an empty view.
+    async fn observe(&self, ctx: &str, agent: &str, seen: u64) -> stale::StaleView {
+        let shared = Arc::clone(&self.shared);
+        let (ctx2, agent2) = (ctx.to_owned(), agent.to_owned());
+        let observed = tokio::task::spawn_blocking(move || {
+            shared
+                .seen
+                .observe(shared.store.as_ref(), &ctx2, &agent2, seen)
+        })
+        .await;
+        match observed {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::debug!("no stale view: {e}");
+                stale::StaleView::default()
+            }
+            Err(e) => {
+                tracing::warn!("no stale view: {e}");
+                stale::StaleView::default()
             }
         }
-        if let Value::Object(map) = answer {
-            map.insert("context".into(), json!(ctx));
-            map.insert("revision".into(), json!(revision.unwrap_or(0)));
-            map.insert("behind".into(), json!(view.behind));
-            map.insert("changed_sections".into(), json!(view.changed_sections));
-        }
+    }
+}
+
+/// Adds `context`, `behind` and `changed_sections` to an answer.
+fn annotate(ctx: &str, view: &stale::StaleView, answer: &mut Value) {
+    let revision = answer.get("revision").and_then(Value::as_u64).unwrap_or(0);
+    if let Value::Object(map) = answer {
+        map.insert("context".into(), json!(ctx));
+        map.insert("revision".into(), json!(revision));
+        map.insert("behind".into(), json!(view.behind));
+        map.insert("changed_sections".into(), json!(view.changed_sections));
     }
 }
 
@@ -338,22 +344,38 @@ impl ServerHandler for CtxsyncMcp {
             return Ok(error_result(&e, None).into());
         }
         let (agent, role) = self.identity(&context);
+        let ctx = match tools::context_of(&arguments, &self.shared.options.context) {
+            Ok(ctx) => ctx,
+            Err(e) => return Ok(error_result(&e, None).into()),
+        };
+        // The stale view is taken as the call starts: what others wrote since this agent
+        // last looked, up to now. (Taken after, it would miss what the call itself showed
+        // a remote server, which records presence on every pull and push.)
+        let view = match &agent {
+            Some(agent) => self.observe(&ctx, agent, u64::MAX).await,
+            None => stale::StaleView::default(),
+        };
         let started = std::time::Instant::now();
         let outcome = self
-            .run_tool(&name, arguments, agent.clone(), role, &context)
+            .run_tool(&name, ctx, arguments, agent.clone(), role, &context)
             .await;
         tracing::debug!(tool = %name, elapsed_us = started.elapsed().as_micros() as u64, ok = outcome.is_ok(), "tool call");
         let result = match outcome {
             Ok((ctx, mut answer)) => {
-                self.annotate(&ctx, agent.as_deref(), &mut answer).await;
+                if let (Some(agent), "wait") = (&agent, name.as_str()) {
+                    // What the wait returned is seen too.
+                    if let Some(revision) = answer.get("revision").and_then(Value::as_u64) {
+                        self.observe(&ctx, agent, revision).await;
+                    }
+                }
+                annotate(&ctx, &view, &mut answer);
                 CallToolResult::structured(answer)
             }
             Err((ctx, e)) => {
-                // A refused push still reflects a revision the agent now knows of.
                 let extra = match (&e, ctx) {
                     (ToolError::Refused { detail, .. }, Some(ctx)) => {
                         let mut d = detail.clone();
-                        self.annotate(&ctx, agent.as_deref(), &mut d).await;
+                        annotate(&ctx, &view, &mut d);
                         Some(d)
                     }
                     (_, Some(ctx)) => Some(json!({"context": ctx})),

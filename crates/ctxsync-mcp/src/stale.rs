@@ -47,6 +47,7 @@ impl Seen {
         agent: &str,
         seen: u64,
     ) -> Result<StaleView, StoreError> {
+        let seen = seen.min(store.head(context)?.revision);
         let key = (context.to_owned(), agent.to_owned());
         let previous = match self.0.lock() {
             Ok(map) => map.get(&key).copied(),

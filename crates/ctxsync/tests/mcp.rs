@@ -91,9 +91,6 @@ fn stdio(mode: Mode, scenarios: &[&str]) {
             "transport": "stdio",
             "mode": protocol,
             "env": agent_env(&project, &AGENTS),
-            // The CLI's remote store has no presence routes yet (`who` over stdio in
-            // remote mode); the server's own /mcp has them.
-            "no_presence": mode == Mode::Remote,
         });
         for scenario in scenarios {
             run(scenario, &config);

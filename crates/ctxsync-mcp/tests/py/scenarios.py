@@ -113,8 +113,7 @@ async def schemas():
         await call(c, "get", {"path": "project_state.current_phase"})
         await call(c, "conflicts", {})
         await call(c, "history", {"last": 3})
-        if not CFG.get("no_presence"):
-            await call(c, "who", {})
+        await call(c, "who", {})
         await call(c, "wait", {"timeout_seconds": 0})
     print(f"ok: {len(names)} tools, flat schemas, protocol {CFG['mode']}")
 
