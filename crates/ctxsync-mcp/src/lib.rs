@@ -420,6 +420,21 @@ impl ServerHandler for CtxsyncMcp {
         resources::subscribe(self, &request.uri, context.peer.clone()).await
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        let uris = resources::accepted(requested.resource_subscriptions.as_deref().unwrap_or(&[]));
+        let mut filter = rmcp::model::SubscriptionFilter::new();
+        filter.resource_subscriptions = Some(uris);
+        Some(filter)
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        resources::listen(self, context).await;
+        Ok(())
+    }
+
     #[allow(deprecated)]
     async fn unsubscribe(
         &self,

@@ -155,22 +155,100 @@ pub async fn subscribe(
 }
 
 /// Notifies the subscribed URIs whose content a new revision wrote, until the peer is
-/// gone.
+/// gone (2025-11-25 `resources/subscribe`).
 async fn watch(server: CtxsyncMcp, peer: Peer<RoleServer>, first: (String, u64)) {
+    let subscriptions = Arc::clone(&server.subscriptions);
+    let closed = peer.clone();
+    follow(
+        &server,
+        Some(first),
+        move || subscriptions.all(),
+        move || closed.is_transport_closed(),
+        |uri| {
+            let peer = peer.clone();
+            async move {
+                peer.notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                    uri,
+                ))
+                .await
+                .is_ok()
+            }
+        },
+    )
+    .await;
+}
+
+/// The URIs of a 2026-07-28 `subscriptions/listen` filter this server can follow.
+pub fn accepted(requested: &[String]) -> Vec<String> {
+    requested
+        .iter()
+        .filter(|uri| parse_uri(uri).is_ok())
+        .cloned()
+        .collect()
+}
+
+/// Runs one 2026-07-28 subscription until the client cancels it.
+pub async fn listen(server: &CtxsyncMcp, context: rmcp::service::SubscriptionContext) {
+    let uris = context
+        .accepted()
+        .resource_subscriptions
+        .clone()
+        .unwrap_or_default();
+    if uris.is_empty() {
+        context.cancelled().await;
+        return;
+    }
+    let sink = context.sink().clone();
+    let following = follow(
+        server,
+        None,
+        move || uris.clone(),
+        || false,
+        |uri| {
+            let sink = sink.clone();
+            async move { sink.notify_resource_updated(uri).await.is_ok() }
+        },
+    );
+    tokio::select! {
+        _ = following => {}
+        _ = context.cancelled() => {}
+    }
+}
+
+/// Every poll interval, looks at the heads of the contexts of `uris()` and calls
+/// `notify` for each URI whose content a new revision wrote; ends when `closed()` or a
+/// notification cannot be sent. `first`: a head already read.
+async fn follow<U, C, N, F>(
+    server: &CtxsyncMcp,
+    first: Option<(String, u64)>,
+    uris: U,
+    closed: C,
+    notify: N,
+) where
+    U: Fn() -> Vec<String>,
+    C: Fn() -> bool,
+    N: Fn(String) -> F,
+    F: std::future::Future<Output = bool>,
+{
     let mut last: HashMap<String, u64> = HashMap::new();
-    last.insert(first.0, first.1);
+    if let Some((ctx, revision)) = first {
+        last.insert(ctx, revision);
+    }
     let interval = server
         .options()
         .poll_interval
         .max(std::time::Duration::from_millis(50));
+    let mut started = false;
     loop {
-        tokio::time::sleep(interval).await;
-        if peer.is_transport_closed() {
+        if started {
+            tokio::time::sleep(interval).await;
+        }
+        started = true;
+        if closed() {
             return;
         }
-        let uris = server.subscriptions.all();
         let mut by_context: HashMap<String, Vec<(String, Path)>> = HashMap::new();
-        for uri in uris {
+        for uri in uris() {
             if let Ok((ctx, path)) = parse_uri(&uri) {
                 by_context.entry(ctx).or_default().push((uri, path));
             }
@@ -195,20 +273,13 @@ async fn watch(server: CtxsyncMcp, peer: Peer<RoleServer>, first: (String, u64))
                 continue;
             };
             last.insert(ctx.clone(), revision);
-            if entries.is_empty() {
-                continue;
-            }
             for (uri, path) in subs {
                 let touched = path.is_root()
                     || entries
                         .iter()
                         .any(|e| e.edits.iter().any(|x| x.path.overlaps(&path)));
-                if touched {
-                    let _ = peer
-                        .notify_resource_updated(
-                            rmcp::model::ResourceUpdatedNotificationParam::new(uri),
-                        )
-                        .await;
+                if touched && !notify(uri).await {
+                    return;
                 }
             }
         }

@@ -118,14 +118,17 @@ fn stdio_embedded_resources_and_subscriptions() {
     if !python_mcp() {
         return;
     }
-    // resources/subscribe belongs to the handshake revision.
-    let project = Project::new(Mode::Embedded);
-    project.init();
-    let config = json!({
-        "bin": assert_cmd::cargo::cargo_bin("ctxsync"), "cwd": project.path(),
-        "transport": "stdio", "mode": "legacy", "env": agent_env(&project, &AGENTS),
-    });
-    run("subscribe", &config);
+    // resources/subscribe belongs to the handshake revision, subscriptions/listen to
+    // the stateless one.
+    for (protocol, scenario) in [("legacy", "subscribe"), ("2026-07-28", "listen")] {
+        let project = Project::new(Mode::Embedded);
+        project.init();
+        let config = json!({
+            "bin": assert_cmd::cargo::cargo_bin("ctxsync"), "cwd": project.path(),
+            "transport": "stdio", "mode": protocol, "env": agent_env(&project, &AGENTS),
+        });
+        run(scenario, &config);
+    }
 }
 
 #[test]

@@ -271,6 +271,20 @@ async def subscribe():
     print("ok: resources listed, read, and a subscription notified")
 
 
+async def listen():
+    """2026-07-28: subscriptions/listen instead of resources/subscribe."""
+    uri = "ctxsync://default/project_state"
+    async with client("alice") as c:
+        async with c.listen(resource_subscriptions=[uri, "https://not.ours/x"]) as sub:
+            assert sub.honored.resource_subscriptions == [uri], sub.honored
+            # A write elsewhere is not news for this section; one inside is.
+            assert other_process_set("carol", "decisions_log.elsewhere", "1").wait(timeout=30) == 0
+            assert other_process_set("carol", "project_state.listened", "1").wait(timeout=30) == 0
+            event = await asyncio.wait_for(sub.__anext__(), timeout=20)
+            assert getattr(event, "uri", None) == uri, event
+    print("ok: subscriptions/listen notified a write to the section")
+
+
 async def claims_handover():
     async with client("alice") as a, client("bob") as b:
         await call(a, "set", {"path": "project_state.active_tasks", "value": [{"id": "task-7", "status": "todo"}]})
