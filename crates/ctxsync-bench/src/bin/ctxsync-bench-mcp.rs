@@ -8,8 +8,8 @@
 //! answer: `pull` of the whole context, `set` of one field, and `push` of two changes
 //! with a base revision. Prints p50/p99/mean per tool.
 //!
-//! Usage: `ctxsync-bench-mcp [--bin PATH] [--calls N]` (default: the `ctxsync` beside
-//! this binary, 2,000 calls per tool).
+//! Usage: `ctxsync-bench-mcp [--bin PATH] [--calls N] [--synchronous full|normal]`
+//! (default: the `ctxsync` beside this binary, 2,000 calls per tool, fsync per commit).
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -23,6 +23,9 @@ use serde_json::{json, Value};
 struct Options {
     bin: PathBuf,
     calls: usize,
+    /// The store's `synchronous` (full: fsync per commit, the default; normal: the
+    /// same work without the fsync, to see what the disk costs).
+    synchronous: String,
 }
 
 fn parse_args() -> Result<Options> {
@@ -33,6 +36,7 @@ fn parse_args() -> Result<Options> {
     let mut o = Options {
         bin: beside,
         calls: 2000,
+        synchronous: "full".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -40,8 +44,9 @@ fn parse_args() -> Result<Options> {
         match flag.as_str() {
             "--bin" => o.bin = PathBuf::from(value),
             "--calls" => o.calls = value.parse()?,
+            "--synchronous" => o.synchronous = value,
             other => {
-                bail!("unknown flag {other} (usage: ctxsync-bench-mcp [--bin PATH] [--calls N])")
+                bail!("unknown flag {other} (usage: ctxsync-bench-mcp [--bin PATH] [--calls N] [--synchronous full|normal])")
             }
         }
     }
@@ -193,6 +198,10 @@ fn main() -> Result<()> {
         }
         Ok(())
     };
+    std::fs::write(
+        dir.path().join("ctxsync.toml"),
+        format!("[store]\nsynchronous = {:?}\n", o.synchronous),
+    )?;
     run(&["init"])?;
     let changes = big_context(100 * 1024);
     let file = dir.path().join("fill.json");
@@ -204,9 +213,10 @@ fn main() -> Result<()> {
     let (pulled, _) = mcp.tool("pull", json!({}))?;
     let doc_bytes = pulled["document"].to_string().len();
     println!(
-        "context: {doc_bytes} bytes of JSON at revision {}; {} calls per tool; server {}",
+        "context: {doc_bytes} bytes of JSON at revision {}; {} calls per tool; synchronous={}; server {}",
         pulled["revision"],
         o.calls,
+        o.synchronous,
         o.bin.display()
     );
     // Warm up (the first calls open reader connections and fill caches).
