@@ -13,13 +13,14 @@
 //!   token's agent) in the request's extensions.
 //!
 //! Modules: [`schema`] (tool list, flat input schemas), [`tools`] (what each tool does,
-//! blocking), [`wait`] (the `wait` tool), [`resources`] (`ctxsync://` resources and their
+//! blocking; the claim tools in [`claims`]), [`wait`] (the `wait` tool), [`resources`] (`ctxsync://` resources and their
 //! subscriptions), [`stale`] (the `behind`/`changed_sections` notice).
 //!
 //! Every failure of a tool — bad input, unknown tool, a refused or conflicting push — is
 //! a tool result with `isError: true`, never a JSON-RPC error, and changes nothing.
 #![forbid(unsafe_code)]
 
+pub mod claims;
 pub mod resources;
 pub mod schema;
 pub mod stale;
@@ -283,9 +284,9 @@ fn dispatch(name: &str, call: &Call, arguments: &Map<String, Value>) -> tools::T
         "resolve" => tools::resolve(call, arguments),
         "history" => tools::history(call, arguments),
         "handover" => tools::handover(call, arguments, now_ms()),
-        "claim" => tools::claim(call, arguments),
-        "release" => tools::release(call, arguments),
-        "who" => tools::who(call, arguments),
+        "claim" => claims::claim(call, arguments),
+        "release" => claims::release(call, arguments),
+        "who" => claims::who(call, arguments),
         other => Err(ToolError::Input(format!(
             "unknown tool {other:?}; the tools are {}",
             schema::TOOL_NAMES.join(", ")
