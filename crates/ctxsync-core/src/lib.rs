@@ -1,6 +1,6 @@
 //! The ctxsync document model, free of I/O: paths, changes and how they apply, canonical
 //! paths and conflict detection, push strategies, ownership, checksums, document diff
-//! and three-way merge, and the sync-level policy.
+//! and three-way merge, the sync-level policy and token budgets.
 //!
 //! Everything here is a pure function of its inputs, so the embedded store, the server
 //! and the client all decide the same way.
@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod budget;
 pub mod change;
 pub mod checksum;
 pub mod claims;

@@ -11,10 +11,13 @@
 //!   [`yaml`] — the YAML writer of answers.
 //! * [`errors`] — the single error shape and the mapping of store errors to statuses.
 //! * [`view`] — sections, delta filtering and collapsing.
-//! * [`budget`] — trimming a document to a token budget.
+//! * [`budget`] — trimming a document to a token budget (in `ctxsync-core`, re-exported
+//!   here, so the MCP server trims the same way).
 //! * [`fanout`] — the per-context publisher and broadcast channel behind the event stream.
 //! * [`metrics`] — counters, Prometheus text, compression byte counting.
 //! * [`openapi`] — the OpenAPI document served at `/openapi.json`.
+//! * [`mcp`] — `/mcp`, the MCP server (`ctxsync-mcp`) over Streamable HTTP, behind the
+//!   Origin and token checks.
 //! * `conn` — the accept loop and per-connection limits (cap, header, body and idle
 //!   timeouts); [`limits`] — the descriptor limit the cap must fit in.
 //!
@@ -23,11 +26,12 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod budget;
+pub use ctxsync_core::budget;
 mod conn;
 pub mod errors;
 pub mod fanout;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
@@ -285,6 +289,7 @@ pub fn router(state: AppState) -> Router {
 
     routes::routes()
         .with_state(state.clone())
+        .merge(mcp::router(&state))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(metrics::count_raw))
         .layer(CompressionLayer::new())

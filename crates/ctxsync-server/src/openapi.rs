@@ -508,6 +508,9 @@ impl Modify for BearerAuth {
         routes::health::readyz,
         routes::health::prometheus,
         routes::health::openapi,
+        crate::mcp::post_doc,
+        crate::mcp::get_doc,
+        crate::mcp::delete_doc,
     ),
     components(schemas(schemas::PullDelta)),
     modifiers(&BearerAuth),
@@ -516,6 +519,7 @@ impl Modify for BearerAuth {
         (name = "events", description = "Server-Sent Events of new revisions"),
         (name = "admin", description = "History, conflicts, integrity, metrics"),
         (name = "health", description = "Liveness, readiness, Prometheus, this document"),
+        (name = "mcp", description = "The Model Context Protocol endpoint (Streamable HTTP)"),
     )
 )]
 pub struct ApiDoc;

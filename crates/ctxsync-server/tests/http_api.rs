@@ -606,6 +606,7 @@ fn openapi_describes_every_route() {
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/mcp",
     ]
     .into_iter()
     .map(String::from)

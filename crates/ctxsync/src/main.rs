@@ -13,6 +13,7 @@ mod agents_cli;
 mod config;
 mod context;
 mod hook;
+mod mcp_cli;
 mod remote;
 mod serve;
 mod setup;
@@ -237,18 +238,12 @@ enum Command {
     Release(context::claims::ReleaseArgs),
     /// The agents of a context: last seen, lag, live claims, unseen critical revisions.
     Who(context::claims::WhoArgs),
+    /// Serve the shared context to an AI agent over MCP on stdin/stdout (tools pull, get,
+    /// set, push, conflicts, resolve, history, claim, release, wait, handover, who).
+    Mcp(mcp_cli::McpArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CTXSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes are noise in a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Exit 2 from a hook blocks Claude Code's prompt: not even a bad command line may.
@@ -261,6 +256,18 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    // `mcp` talks to a program on stdout; its stderr goes to that program's log.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && !matches!(cli.command, Command::Mcp(_));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CTXSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        // Colour codes are noise in a log file or a pipe.
+        .with_ansi(ansi)
+        .init();
     use context::commands as c;
     let result = match cli.command {
         Command::Agents(args) => return agents_cli::run(args),
@@ -326,6 +333,7 @@ fn main() -> ExitCode {
         Command::Claim(args) => context::claims::claim(&args),
         Command::Release(args) => context::claims::release(&args),
         Command::Who(args) => context::claims::who(&args),
+        Command::Mcp(args) => mcp_cli::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_fitting_document_is_untouched() {
-        let doc = ctxsync_core::template::seed();
+        let doc = crate::template::seed();
         let t = trim(&doc, 100_000);
         assert_eq!(t.document, doc);
         assert!(t.omitted.is_empty());
