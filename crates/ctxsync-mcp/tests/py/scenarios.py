@@ -32,7 +32,9 @@ def client(agent, message_handler=None):
         for var in ("CTXSYNC_AGENT", "CTXSYNC_SERVER", "CTXSYNC_TOKEN", "CTXSYNC_CONTEXT"):
             env.pop(var, None)
         env.update(CFG["env"].get(agent or "", {}))
-        args = ["mcp"] + (["--agent", agent] if agent else [])
+        # Remote mode names no agent: the server's token does (GET /v1/whoami).
+        remote = "CTXSYNC_SERVER" in CFG["env"].get(agent or "", {})
+        args = ["mcp"] + (["--agent", agent] if agent and not remote else [])
         params = StdioServerParameters(command=CFG["bin"], args=args, cwd=CFG["cwd"], env=env)
         return Client(params, mode=mode, message_handler=message_handler)
     import httpx2
