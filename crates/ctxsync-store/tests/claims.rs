@@ -347,6 +347,7 @@ fn stale_count_is_exact_past_the_scan_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store = seeded(&dir, StoreOptions::default());
     store.observe("default", "b", 0).unwrap();
+    store.observe("default", "c", 0).unwrap();
     let mut last = 0;
     for i in 0..(ctxsync_core::records::STALE_SCAN_LIMIT + 10) {
         last = push(
@@ -364,6 +365,12 @@ fn stale_count_is_exact_past_the_scan_limit() {
         (ctxsync_core::records::STALE_SCAN_LIMIT + 10) as u64
     );
     assert_eq!(view.changed_sections.len(), 3);
+    // This process answered from the revisions it committed; another process (a second
+    // store on the file, which committed none of them) answers from the op log: the same.
+    drop(store);
+    let other = open(&dir, StoreOptions::default());
+    let from_log = other.observe("default", "c", last).unwrap();
+    assert_eq!(from_log, view);
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod claims;
 mod health;
 mod presence;
 mod read;
+mod recent;
 mod schema;
 mod tokens;
 mod writer;
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     /// This process's newest view of each (context, agent) presence row, ahead of the
     /// database until the writer commits it.
     presence: Mutex<HashMap<(String, String), presence::Row>>,
+    /// The newest revisions this process committed, for the stale-view notice.
+    recent: recent::Recent,
 }
 
 /// The embedded store: a SQLite file.
@@ -135,6 +138,7 @@ impl SqliteStore {
             cache: Mutex::new(HashMap::new()),
             readers: Mutex::new(Vec::new()),
             presence: Mutex::new(HashMap::new()),
+            recent: recent::Recent::default(),
         });
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer::new(conn, Arc::clone(&shared));
@@ -572,10 +576,11 @@ impl Store for SqliteStore {
             let row = self.presence_row(conn, context, agent)?;
             // Never seen before: everything by others is news.
             let since = row.map_or(0, |r| r.seen);
-            Ok((
-                presence::stale(conn, context, agent, since, seen)?,
-                (row, seen),
-            ))
+            let view = match self.shared.recent.stale(context, agent, since, seen) {
+                Some(view) => view,
+                None => presence::stale(conn, context, agent, since, seen)?,
+            };
+            Ok((view, (row, seen)))
         })?;
         let (db_row, seen) = row;
         self.note_presence(
