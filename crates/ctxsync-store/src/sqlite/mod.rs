@@ -244,6 +244,41 @@ impl SqliteStore {
         self.note_presence(update, db_row);
     }
 
+    /// [`Store::observe`] without touching the database, when this process has the
+    /// agent's presence row and the revisions up to `seen_revision` in memory.
+    fn observe_from_memory(
+        &self,
+        context: &str,
+        agent: &str,
+        seen_revision: u64,
+    ) -> Option<StaleView> {
+        let head = self
+            .shared
+            .cache
+            .lock()
+            .ok()?
+            .get(context)
+            .map(|c| c.head.revision)?;
+        if seen_revision > head {
+            return None;
+        }
+        let key = (context.to_owned(), agent.to_owned());
+        let row = self.shared.presence.lock().ok()?.get(&key).copied()?;
+        let view = self
+            .shared
+            .recent
+            .stale(context, agent, row.seen, seen_revision)?;
+        let update = presence::Update {
+            context: key.0,
+            agent: key.1,
+            seen: Some(seen_revision),
+            critical_shown: None,
+            at_ms: now_ms(),
+        };
+        self.note_presence(update, Some(row));
+        Some(view)
+    }
+
     /// The presence row of `agent`, this process's updates included.
     fn presence_row(
         &self,
@@ -570,6 +605,12 @@ impl Store for SqliteStore {
         seen_revision: u64,
     ) -> Result<StaleView, StoreError> {
         validate_agent_name(agent)?;
+        // The common case on a server: this process knows the agent and committed the
+        // revisions in between, so no query is needed (another process recording the
+        // same agent at once could make a notice be told twice; never lost).
+        if let Some(fast) = self.observe_from_memory(context, agent, seen_revision) {
+            return Ok(fast);
+        }
         let (view, row) = self.with_reader(|conn| {
             let head = read::head(conn, context)?;
             let seen = seen_revision.min(head.revision);
