@@ -528,3 +528,30 @@ fn a_version_3_store_migrates() {
         .unwrap();
     assert_eq!(version, 4);
 }
+
+#[test]
+fn away_handover_without_a_communication_object_still_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        &dir,
+        StoreOptions {
+            away_after_ms: 1,
+            ..StoreOptions::default()
+        },
+    );
+    store
+        .create_context(
+            "default",
+            json!({"project_state": {"active_tasks": [{"id": "task-7"}]}, "communication": "none"}),
+        )
+        .unwrap();
+    assert!(store
+        .claim("default", "builder", TASK, 1)
+        .unwrap()
+        .granted());
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    store.agents("default", store.now_ms()).unwrap();
+    let doc = store.read("default", None).unwrap().document;
+    assert!(doc["claims"].get(TASK).is_none());
+    assert_eq!(doc["communication"], "none");
+}
