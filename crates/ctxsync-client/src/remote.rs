@@ -247,6 +247,16 @@ impl RemoteClient {
         Err(status_error(status, &text))
     }
 
+    /// The agent the token acts as (`GET /v1/whoami`): remote mode's identity.
+    pub fn whoami(&self) -> Result<String, RemoteError> {
+        #[derive(Deserialize)]
+        struct Body {
+            agent: String,
+        }
+        let r = self.get("/v1/whoami", &[])?;
+        Ok(self.expect::<Body>(r, &[200])?.agent)
+    }
+
     pub fn list_contexts(&self) -> Result<Vec<Head>, RemoteError> {
         #[derive(Deserialize)]
         struct Body {

@@ -59,6 +59,16 @@ pub mod schemas {
         pub contexts: Vec<Head>,
     }
 
+    /// Who a token acts as (`GET /v1/whoami`).
+    #[derive(ToSchema)]
+    pub struct Identity {
+        pub agent: String,
+        /// agent, admin or viewer.
+        pub role: String,
+        /// The token's public id (`ctxsync token list`, `token revoke`).
+        pub token_id: String,
+    }
+
     /// Body of `PUT /v1/contexts/{ctx}` (optional).
     #[derive(ToSchema)]
     pub struct CreateContext {
@@ -473,6 +483,7 @@ impl Modify for BearerAuth {
         description = "Shared, versioned context documents for teams of AI agents: pull, push with compare-and-swap and field-level merge, event streams."
     ),
     paths(
+        routes::identity::whoami,
         routes::contexts::list,
         routes::contexts::create,
         routes::contexts::head,

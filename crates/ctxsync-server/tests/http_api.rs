@@ -583,6 +583,7 @@ fn openapi_describes_every_route() {
     );
     let paths: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     let expected: BTreeSet<String> = [
+        "/v1/whoami",
         "/v1/contexts",
         "/v1/contexts/{ctx}",
         "/v1/contexts/{ctx}/head",

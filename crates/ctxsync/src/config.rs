@@ -146,11 +146,12 @@ impl Config {
             .unwrap_or_else(|| "default".into())
     }
 
-    /// `--agent`, then `CTXSYNC_AGENT` (clap reads it), then the file, then `cli`.
-    pub fn agent(&self, flag: Option<&str>) -> String {
+    /// `--agent`, then `CTXSYNC_AGENT` (clap reads it), then the file; `None` when none
+    /// names one (there is no default agent: see `Env::writer`).
+    pub fn agent(&self, flag: Option<&str>) -> Option<String> {
         flag.map(str::to_owned)
+            .filter(|a| !a.is_empty())
             .or_else(|| self.file.agent.clone())
-            .unwrap_or_else(|| "cli".into())
     }
 
     pub fn store_options(&self) -> Result<StoreOptions> {

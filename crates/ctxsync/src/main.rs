@@ -12,8 +12,10 @@ mod out;
 mod agents_cli;
 mod config;
 mod context;
+mod hook;
 mod remote;
 mod serve;
+mod setup;
 mod token;
 
 use std::path::PathBuf;
@@ -63,7 +65,8 @@ pub struct Common {
 /// Who acts and how urgently.
 #[derive(Args, Clone, Debug)]
 pub struct Acting {
-    /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
+    /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml; in remote mode the
+    /// token's agent). A write names one: there is no default agent.
     #[arg(long, env = "CTXSYNC_AGENT")]
     pub agent: Option<String>,
     /// Sync level: critical, checkpoint, periodic or session.
@@ -200,7 +203,8 @@ enum Command {
         /// The revision whose document the new revision gets.
         #[arg(long)]
         to: u64,
-        /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml, else `cli`).
+        /// Agent to act as (default: CTXSYNC_AGENT, `agent` in ctxsync.toml; in remote
+        /// mode the token's agent). A write names one: there is no default agent.
         #[arg(long, env = "CTXSYNC_AGENT")]
         agent: Option<String>,
         /// Embedded mode: revert as an admin, whatever the ownership rules say (also the
@@ -221,6 +225,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Register ctxsync's MCP server with a client (claude, vscode, codex, cursor,
+    /// gemini), plus Claude Code's hooks; `--check` tells what is configured.
+    Setup(setup::SetupArgs),
+    /// Claude Code hook: print the critical revisions by other agents not yet seen
+    /// (nothing when there are none); never fails (exit 0).
+    Hook(hook::HookArgs),
     /// Take (or renew) a lease on a list element or field; exit 1 if another agent holds it.
     Claim(context::claims::ClaimArgs),
     /// Give up a claim (exit 1 if this agent holds none there).
@@ -239,7 +249,18 @@ fn main() -> ExitCode {
         // Colour codes are noise in a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Exit 2 from a hook blocks Claude Code's prompt: not even a bad command line may.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("hook") => {
+            errln!(
+                "ctxsync hook: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     use context::commands as c;
     let result = match cli.command {
         Command::Agents(args) => return agents_cli::run(args),
@@ -300,6 +321,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Setup(args) => setup::run(&args),
+        Command::Hook(args) => return hook::run(&args),
         Command::Claim(args) => context::claims::claim(&args),
         Command::Release(args) => context::claims::release(&args),
         Command::Who(args) => context::claims::who(&args),

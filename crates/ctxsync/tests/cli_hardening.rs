@@ -15,7 +15,6 @@ use support::{Mode, Project};
 both_modes!(
     bytes_that_are_not_utf8_are_exit_2_and_change_nothing,
     a_byte_order_mark_is_ignored_everywhere,
-    sync_without_an_agent_uses_the_only_working_copy_or_says_how_to_choose,
     ctxsync_agent_does_not_turn_pull_into_a_working_copy_write,
     pull_of_a_section_that_does_not_exist_is_exit_1,
     history_prints_rfc3339_times,
@@ -102,7 +101,7 @@ fn a_reader_that_goes_away_ends_every_command_quietly() {
         &["history", "--json"],
         &["conflicts"],
         &["verify"],
-        &["set", "x", "1"],
+        &["set", "x", "1", "--agent", "cli"],
         &["sync", "--agent", "builder"],
         &["agents", "log"],
         &["agents", "check"],
@@ -271,8 +270,11 @@ fn edit_phase(p: &Project, agent: &str, to: &str) {
     .unwrap();
 }
 
-fn sync_without_an_agent_uses_the_only_working_copy_or_says_how_to_choose(mode: Mode) {
-    let p = Project::new(mode);
+/// Embedded mode: no token names the agent, so a working-copy command picks the only
+/// working copy or lists them (remote mode: `the_token_names_the_agent_in_remote_mode`).
+#[test]
+fn sync_without_an_agent_uses_the_only_working_copy_or_says_how_to_choose() {
+    let p = Project::new(Mode::Embedded);
     p.init();
     // No working copy at all: nothing to guess from.
     let out = p.run(&["sync"]);
@@ -626,4 +628,96 @@ fn numbers_json_cannot_hold_are_refused_not_stored_as_null(mode: Mode) {
     p.ok(&["set", "y", "-1.5"]);
     assert_eq!(p.json(&["get", "y"]), json!(-1.5));
     assert!(p.ok(&["verify"]).starts_with("ok"));
+}
+
+/// Embedded mode has no default agent: a write that names nobody is refused, says how
+/// to name one, and changes nothing.
+#[test]
+fn an_embedded_write_without_an_agent_is_refused() {
+    let p = Project::new(Mode::Embedded);
+    p.init();
+    let head = p.ok(&["status", "--json"]);
+    for args in [
+        &["set", "project_state.current_phase", "build"][..],
+        &["revert", "--to", "0"],
+    ] {
+        let out = p.raw(args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for needed in ["needs an agent", "--agent", "CTXSYNC_AGENT", "agent = "] {
+            assert!(err.contains(needed), "{args:?}: {needed:?} not in {err}");
+        }
+    }
+    let file = p.write("c.json", r#"[{"path": "x", "to": 1}]"#);
+    let out = p
+        .raw(&["push", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(p.ok(&["status", "--json"]), head, "nothing was written");
+    // Named by the environment, or by the file pushed, it is written as that agent.
+    let out = p
+        .raw(&["set", "x", "1"])
+        .env("CTXSYNC_AGENT", "planner")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = p.write(
+        "c.json",
+        r#"{"agent": "builder", "changes": [{"path": "y", "to": 2}]}"#,
+    );
+    let out = p
+        .raw(&["push", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let history: Value = serde_json::from_str(&p.ok(&["history", "--json"])).unwrap();
+    let agents: Vec<&str> = history["entries"]
+        .as_array()
+        .or(history.as_array())
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["agent"].as_str())
+        .collect();
+    assert_eq!(&agents[..2], &["builder", "planner"], "{history}");
+}
+
+/// Remote mode: the token names the agent, with no `--agent` and no guessing from
+/// working copies; a named agent the token does not act as is refused by the server.
+#[test]
+fn the_token_names_the_agent_in_remote_mode() {
+    let p = Project::new(Mode::Remote);
+    p.init();
+    let server = p.server.as_ref().unwrap();
+    let as_builder = |args: &[&str]| {
+        p.raw(args)
+            .env("CTXSYNC_TOKEN", server.token("builder"))
+            .output()
+            .unwrap()
+    };
+    let out = as_builder(&["set", "project_state.current_phase", "build"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let history: Value = serde_json::from_str(&p.ok(&["history", "--json"])).unwrap();
+    let newest = history["entries"]
+        .as_array()
+        .or(history.as_array())
+        .unwrap()[0]
+        .clone();
+    assert_eq!(newest["agent"], "builder", "{history}");
+    // Working-copy commands act for the token's agent too, whatever copies exist.
+    p.ok(&["pull", "--agent", "planner"]);
+    let out = as_builder(&["sync"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"builder\" has no working copy"), "{err}");
+    let out = as_builder(&["pull", "--agent", "builder"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    edit_phase(&p, "builder", "review");
+    let out = as_builder(&["sync", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["syncs"][0]["agent"], "builder", "{report}");
+    // Naming another agent than the token's is refused, not rewritten.
+    let out = as_builder(&["set", "x", "1", "--agent", "planner"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

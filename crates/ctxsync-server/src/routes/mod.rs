@@ -6,6 +6,7 @@ pub mod claims;
 pub mod contexts;
 pub mod events;
 pub mod health;
+pub mod identity;
 pub mod pull;
 pub mod push;
 
@@ -55,6 +56,7 @@ pub struct FormatQuery {
 /// Every route of the API.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/whoami", get(identity::whoami))
         .route("/v1/contexts", get(contexts::list))
         .route("/v1/contexts/{ctx}", get(pull::pull).put(contexts::create))
         .route("/v1/contexts/{ctx}/head", get(contexts::head))

@@ -100,8 +100,8 @@ fn span(ms: u64) -> String {
 }
 
 /// The agent a claim or release acts as, as every other write picks it.
-fn acting_agent(env: &Env, acting: &Acting) -> String {
-    env.config.agent(acting.agent.as_deref())
+fn acting_agent(env: &Env, acting: &Acting) -> anyhow::Result<String> {
+    env.writer(acting.agent.as_deref())
 }
 
 /// What `agent` had not seen up to `revision`, recording that it has now: asked of the
@@ -133,7 +133,7 @@ pub(crate) fn with_stale(mut value: Value, stale: Option<&StaleView>) -> Value {
 pub fn claim(args: &ClaimArgs) -> Result<ExitCode> {
     let ttl_ms = parse_ttl(&args.ttl)?;
     let env = open(&args.common)?;
-    let agent = acting_agent(&env, &args.acting);
+    let agent = acting_agent(&env, &args.acting)?;
     let outcome = env.store.claim(&env.context, &agent, &args.path, ttl_ms)?;
     let seen = match &outcome {
         ClaimOutcome::Granted { revision, .. } => *revision,
@@ -171,7 +171,7 @@ pub fn claim(args: &ClaimArgs) -> Result<ExitCode> {
 
 pub fn release(args: &ReleaseArgs) -> Result<ExitCode> {
     let env = open(&args.common)?;
-    let agent = acting_agent(&env, &args.acting);
+    let agent = acting_agent(&env, &args.acting)?;
     let outcome = env.store.release(&env.context, &agent, &args.path)?;
     let seen = match &outcome {
         ReleaseOutcome::Released { revision } => *revision,

@@ -119,7 +119,7 @@ pub fn set(
     change.expect = expect;
     let env = open(common)?;
     let request = PushRequest {
-        agent: env.config.agent(acting.agent.as_deref()),
+        agent: env.writer(acting.agent.as_deref())?,
         level: acting.level,
         base_revision: None,
         request_id: Some(ulid::Ulid::new().to_string()),
@@ -183,9 +183,7 @@ pub fn push(
         (None, None) => Strategy::default(),
     };
     let request = PushRequest {
-        agent: env
-            .config
-            .agent(acting.agent.as_deref().or(field("agent").as_deref())),
+        agent: env.writer(acting.agent.as_deref().or(field("agent").as_deref()))?,
         level: acting.level,
         base_revision: base.or_else(|| body.get("base_revision").and_then(Value::as_u64)),
         request_id: request_id
@@ -625,7 +623,7 @@ pub fn revert(common: &Common, to: u64, agent: Option<&str>, admin: bool) -> Res
         )
         .into());
     }
-    let agent = env.config.agent(agent);
+    let agent = env.writer(agent)?;
     let actor = Actor {
         agent,
         role: if admin { Role::Admin } else { Role::Agent },

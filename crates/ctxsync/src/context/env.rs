@@ -27,7 +27,39 @@ pub(crate) struct Remote {
     pub outbox: Outbox,
 }
 
+impl Remote {
+    /// The agent the server says our token acts as.
+    pub fn token_agent(&self) -> Result<String> {
+        self.client.whoami().map_err(|e| {
+            let message = format!(
+                "cannot learn which agent the token acts as from {}: {e}",
+                self.client.base_url()
+            );
+            if e.is_unavailable() {
+                anyhow::Error::new(crate::remote::store_error("", e)).context(message)
+            } else {
+                InputError(format!("{message} ({NAME_THE_AGENT})")).into()
+            }
+        })
+    }
+}
+
 impl Env {
+    /// The agent a write acts as: the one named (`--agent`, CTXSYNC_AGENT, `agent` in
+    /// ctxsync.toml), else in remote mode the token's. There is no silent default: an
+    /// embedded write that names nobody is an input error saying how to name one, so
+    /// the op log never credits a change to a made-up agent.
+    pub fn writer(&self, flag: Option<&str>) -> Result<String> {
+        if let Some(agent) = self.config.agent(flag) {
+            ctxsync_store::validate_agent_name(&agent)?;
+            return Ok(agent);
+        }
+        match &self.remote {
+            Some(remote) => remote.token_agent(),
+            None => Err(InputError(format!("a write needs an agent: {NAME_THE_AGENT}")).into()),
+        }
+    }
+
     /// The working-copy backend: deltas and checksum checks in remote mode.
     pub fn backend(&self) -> StoreBackend<'_> {
         StoreBackend {
@@ -199,11 +231,24 @@ pub(crate) fn working_copy_names(state_dir: &FsPath) -> Vec<String> {
 }
 
 /// The agent a working-copy command (`sync`, `watch`, `session`) acts for: the one named,
-/// else the only working copy of the context (the CLI's own default agent `cli` never
-/// has one, so it is no useful guess).
+/// in remote mode the token's agent, else the only working copy of the context.
 pub(crate) fn choose_agent(env: &Env, flag: Option<&str>) -> Result<Chosen> {
-    if let Some(agent) = flag.map(str::to_owned).or(env.config.file.agent.clone()) {
+    if let Some(agent) = env.config.agent(flag) {
         return Ok(Chosen::Named(agent));
+    }
+    // Remote mode: the token names the agent. Offline, fall back to the working copies
+    // (a sync must still queue its push).
+    if let Some(remote) = &env.remote {
+        match remote.client.whoami() {
+            Ok(agent) => return Ok(Chosen::Named(agent)),
+            Err(e) if e.is_unavailable() => {}
+            Err(e) => {
+                return Err(InputError(format!(
+                    "cannot learn which agent the token acts as: {e} ({NAME_THE_AGENT})"
+                ))
+                .into())
+            }
+        }
     }
     let state_dir = env.config.state_dir();
     let mut copies: Vec<String> = working_copy_names(&state_dir)

@@ -6,7 +6,7 @@
 mod backend;
 pub mod claims;
 pub mod commands;
-mod env;
+pub(crate) mod env;
 pub mod live;
 mod output;
 

@@ -179,7 +179,8 @@ impl Project {
         self.dir.path()
     }
 
-    /// The agent a command acts as: its `--agent`, else the CLI's default `cli`.
+    /// The agent a command acts as: its `--agent`, else `cli` (the token's agent in
+    /// remote mode; named on embedded writes by [`Self::named_writer`]).
     fn acting_agent(args: &[&str]) -> String {
         args.iter()
             .position(|a| *a == "--agent")
@@ -187,10 +188,34 @@ impl Project {
             .map_or("cli".to_owned(), |a| (*a).to_owned())
     }
 
+    /// Writes must name their agent (there is no default one); most tests do not care
+    /// who writes, so a write without `--agent` acts as `cli`. Tests of the rule itself
+    /// use [`Self::raw`].
+    fn named_writer(args: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let writes = matches!(args.first(), Some(&("set" | "push" | "revert")));
+        if writes && !args.contains(&"--agent") && !args.contains(&"--") {
+            out.push("--agent".into());
+            out.push("cli".into());
+        }
+        out
+    }
+
+    /// A `ctxsync` command run exactly as given (no agent added).
+    pub fn raw(&self, args: &[&str]) -> Command {
+        let mut cmd = bin();
+        cmd.current_dir(self.path()).args(args);
+        if let Some(server) = &self.server {
+            cmd.env("CTXSYNC_SERVER", server.url())
+                .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
+        }
+        cmd
+    }
+
     /// A `ctxsync` command run in `dir` (a folder of this project).
     pub fn cmd_in(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = bin();
-        cmd.current_dir(dir).args(args);
+        cmd.current_dir(dir).args(Self::named_writer(args));
         if let Some(server) = &self.server {
             cmd.env("CTXSYNC_SERVER", server.url())
                 .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
@@ -209,7 +234,7 @@ impl Project {
             cmd.env_remove(var);
         }
         cmd.current_dir(self.path())
-            .args(args)
+            .args(Self::named_writer(args))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -229,7 +254,7 @@ impl Project {
             cmd.env_remove(var);
         }
         cmd.current_dir(self.path())
-            .args(args)
+            .args(Self::named_writer(args))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
