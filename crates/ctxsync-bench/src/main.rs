@@ -52,7 +52,7 @@ fn parse_args() -> Result<Options> {
     match args.next().as_deref() {
         Some("server") => {}
         _ => bail!(
-            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--only pushes|store|pull|fanout|claims]"
+            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--only pushes|store|pull|fanout|claims|observe]"
         ),
     }
     while let Some(flag) = args.next() {
@@ -408,6 +408,48 @@ fn bench_pushes(server: &Running, o: &Options) -> Result<PushFigures> {
         p99: percentile(&all, 0.99),
         total: all.len(),
     })
+}
+
+/// What the stale-view notice adds to each push answer: `Store::observe` right after a
+/// push, with `agents` agents taking turns (so each is `agents - 1` revisions behind, as
+/// under the push load above), straight on the store.
+fn bench_observe(o: &Options) -> Result<(Duration, Duration, u64)> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(
+        dir.path().join("observe.db"),
+        StoreOptions {
+            synchronous: Synchronous::Normal,
+            ..StoreOptions::default()
+        },
+    )?;
+    store.create_context("o", json!({"bench": {}}))?;
+    let mut times = Vec::new();
+    let mut behind = 0;
+    let rounds = 20_000 / o.agents.max(1);
+    for n in 0..rounds * o.agents.max(1) {
+        let agent = format!("agent-{}", n % o.agents.max(1));
+        let r = store.push(
+            "o",
+            ctxsync_core::PushRequest {
+                agent: agent.clone(),
+                level: ctxsync_core::Level::Checkpoint,
+                base_revision: None,
+                request_id: None,
+                strategy: ctxsync_core::Strategy::Merge,
+                summary: String::new(),
+                changes: vec![ctxsync_core::Change::set(
+                    ctxsync_core::Path::root().key("bench").key(&agent),
+                    json!(n),
+                )],
+            },
+        )?;
+        let t0 = Instant::now();
+        let view = store.observe("o", &agent, r.revision)?;
+        times.push(t0.elapsed());
+        behind = behind.max(view.behind);
+    }
+    times.sort();
+    Ok((percentile(&times, 0.50), percentile(&times, 0.99), behind))
 }
 
 struct ClaimFigures {
@@ -859,6 +901,11 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    let observe = if o.only.as_deref() == Some("observe") {
+        Some(bench_observe(&o)?)
+    } else {
+        None
+    };
     // Not part of the default run (it is not a DESIGN §11 target): `--only claims`.
     let claims = if o.only.as_deref() == Some("claims") {
         let c = bench_claims(&server, &o)?;
@@ -955,6 +1002,22 @@ fn main() -> Result<()> {
             ),
             "<= 1 %",
             verdict(delta_pct <= 1.0)
+        );
+    }
+    if let Some((p50, p99, behind)) = observe {
+        println!(
+            "{:<56} {:>26} {:>16} {:>10}",
+            format!(
+                "stale view per push answer ({} agents, {behind} behind)",
+                o.agents
+            ),
+            format!(
+                "{:.1} us / {:.1} us",
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6
+            ),
+            "p50 / p99",
+            ""
         );
     }
     if let Some(claims) = claims {

@@ -347,6 +347,7 @@ fn stale_count_is_exact_past_the_scan_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store = seeded(&dir, StoreOptions::default());
     store.observe("default", "b", 0).unwrap();
+    store.observe("default", "c", 0).unwrap();
     let mut last = 0;
     for i in 0..(ctxsync_core::records::STALE_SCAN_LIMIT + 10) {
         last = push(
@@ -364,6 +365,12 @@ fn stale_count_is_exact_past_the_scan_limit() {
         (ctxsync_core::records::STALE_SCAN_LIMIT + 10) as u64
     );
     assert_eq!(view.changed_sections.len(), 3);
+    // This process answered from the revisions it committed; another process (a second
+    // store on the file, which committed none of them) answers from the op log: the same.
+    drop(store);
+    let other = open(&dir, StoreOptions::default());
+    let from_log = other.observe("default", "c", last).unwrap();
+    assert_eq!(from_log, view);
 }
 
 #[test]
@@ -520,4 +527,31 @@ fn a_version_3_store_migrates() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, 4);
+}
+
+#[test]
+fn away_handover_without_a_communication_object_still_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        &dir,
+        StoreOptions {
+            away_after_ms: 1,
+            ..StoreOptions::default()
+        },
+    );
+    store
+        .create_context(
+            "default",
+            json!({"project_state": {"active_tasks": [{"id": "task-7"}]}, "communication": "none"}),
+        )
+        .unwrap();
+    assert!(store
+        .claim("default", "builder", TASK, 1)
+        .unwrap()
+        .granted());
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    store.agents("default", store.now_ms()).unwrap();
+    let doc = store.read("default", None).unwrap().document;
+    assert!(doc["claims"].get(TASK).is_none());
+    assert_eq!(doc["communication"], "none");
 }

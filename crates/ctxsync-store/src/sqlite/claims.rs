@@ -190,11 +190,16 @@ impl Writer {
             if changes.is_empty() {
                 return Ok(None);
             }
-            let handovers = cached
-                .doc
-                .get("communication")
-                .and_then(|c| c.get("handovers"));
+            let communication = cached.doc.get("communication");
+            let handovers = communication.and_then(|c| c.get("handovers"));
             match handovers {
+                // `communication` is some other value: nowhere to put a stub.
+                _ if communication.is_some_and(|c| !c.is_object()) => {
+                    tracing::warn!(
+                        context,
+                        "communication is not an object; away claims released without a stub"
+                    );
+                }
                 Some(Value::Array(_)) => {
                     for stub in stubs {
                         changes.push(Change::set(

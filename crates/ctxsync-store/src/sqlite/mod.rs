@@ -11,6 +11,7 @@ mod claims;
 mod health;
 mod presence;
 mod read;
+mod recent;
 mod schema;
 mod tokens;
 mod writer;
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     /// This process's newest view of each (context, agent) presence row, ahead of the
     /// database until the writer commits it.
     presence: Mutex<HashMap<(String, String), presence::Row>>,
+    /// The newest revisions this process committed, for the stale-view notice.
+    recent: recent::Recent,
 }
 
 /// The embedded store: a SQLite file.
@@ -135,6 +138,7 @@ impl SqliteStore {
             cache: Mutex::new(HashMap::new()),
             readers: Mutex::new(Vec::new()),
             presence: Mutex::new(HashMap::new()),
+            recent: recent::Recent::default(),
         });
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer::new(conn, Arc::clone(&shared));
@@ -238,6 +242,41 @@ impl SqliteStore {
             .ok()
             .flatten();
         self.note_presence(update, db_row);
+    }
+
+    /// [`Store::observe`] without touching the database, when this process has the
+    /// agent's presence row and the revisions up to `seen_revision` in memory.
+    fn observe_from_memory(
+        &self,
+        context: &str,
+        agent: &str,
+        seen_revision: u64,
+    ) -> Option<StaleView> {
+        let head = self
+            .shared
+            .cache
+            .lock()
+            .ok()?
+            .get(context)
+            .map(|c| c.head.revision)?;
+        if seen_revision > head {
+            return None;
+        }
+        let key = (context.to_owned(), agent.to_owned());
+        let row = self.shared.presence.lock().ok()?.get(&key).copied()?;
+        let view = self
+            .shared
+            .recent
+            .stale(context, agent, row.seen, seen_revision)?;
+        let update = presence::Update {
+            context: key.0,
+            agent: key.1,
+            seen: Some(seen_revision),
+            critical_shown: None,
+            at_ms: now_ms(),
+        };
+        self.note_presence(update, Some(row));
+        Some(view)
     }
 
     /// The presence row of `agent`, this process's updates included.
@@ -566,16 +605,23 @@ impl Store for SqliteStore {
         seen_revision: u64,
     ) -> Result<StaleView, StoreError> {
         validate_agent_name(agent)?;
+        // The common case on a server: this process knows the agent and committed the
+        // revisions in between, so no query is needed (another process recording the
+        // same agent at once could make a notice be told twice; never lost).
+        if let Some(fast) = self.observe_from_memory(context, agent, seen_revision) {
+            return Ok(fast);
+        }
         let (view, row) = self.with_reader(|conn| {
             let head = read::head(conn, context)?;
             let seen = seen_revision.min(head.revision);
             let row = self.presence_row(conn, context, agent)?;
             // Never seen before: everything by others is news.
             let since = row.map_or(0, |r| r.seen);
-            Ok((
-                presence::stale(conn, context, agent, since, seen)?,
-                (row, seen),
-            ))
+            let view = match self.shared.recent.stale(context, agent, since, seen) {
+                Some(view) => view,
+                None => presence::stale(conn, context, agent, since, seen)?,
+            };
+            Ok((view, (row, seen)))
         })?;
         let (db_row, seen) = row;
         self.note_presence(

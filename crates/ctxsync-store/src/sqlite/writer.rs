@@ -211,6 +211,10 @@ impl Writer {
             self.shared.health.note_wal();
             Ok(results)
         })();
+        match &outcome {
+            Ok(_) => self.shared.recent.commit(),
+            Err(_) => self.shared.recent.abort(),
+        }
         match outcome {
             Ok(results) => {
                 for context in &touched {
@@ -311,6 +315,10 @@ impl Writer {
             self.shared.health.note_wal();
             Ok(value)
         })();
+        match &result {
+            Ok(_) => self.shared.recent.commit(),
+            Err(_) => self.shared.recent.abort(),
+        }
         match &result {
             Ok(_) => self.publish(context),
             Err(_) => {
@@ -781,9 +789,8 @@ pub(super) fn push_with(
         }
         let revision = cached.head.revision + 1;
         let edits = serde_json::to_string(&evaluation.edits).map_err(corrupt)?;
-        let sections =
-            serde_json::to_string(&ctxsync_core::records::sections_of(&evaluation.edits))
-                .map_err(corrupt)?;
+        let section_list = ctxsync_core::records::sections_of(&evaluation.edits);
+        let sections = serde_json::to_string(&section_list).map_err(corrupt)?;
         let summary = if request.summary.is_empty() {
             let n = response.applied.len();
             let changes = if n == 1 { "change" } else { "changes" };
@@ -807,6 +814,14 @@ pub(super) fn push_with(
                 sections: &sections,
             },
         )?;
+        shared.recent.stage(
+            context,
+            super::recent::Entry {
+                revision,
+                agent: request.agent.as_str().into(),
+                sections: section_list.into(),
+            },
+        );
         cached.head.revision = revision;
         cached.head.checksum = sum.clone();
         cached.head.size = size;
