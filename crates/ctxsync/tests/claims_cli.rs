@@ -235,27 +235,56 @@ fn stale_notice_remote() {
     stale_notice(Mode::Remote);
 }
 
-#[test]
-fn stale_notice_on_an_embedded_pull() {
-    let p = seeded(Mode::Embedded, "");
-    let pull = |agent: &str| -> Value {
-        let out = p
-            .cmd(&["pull", "--json"])
-            .env("CTXSYNC_AGENT", agent)
-            .output()
-            .expect("pull");
-        serde_json::from_slice(&out.stdout).expect("json")
+fn stale_notice_on_a_pull(mode: Mode) {
+    let p = seeded(mode, "");
+    let run = |args: &[&str], agent: &str| -> Value {
+        let mut cmd = p.cmd(args);
+        cmd.env("CTXSYNC_AGENT", agent);
+        if let Some(server) = &p.server {
+            cmd.env("CTXSYNC_TOKEN", server.token(agent));
+        }
+        let out = cmd.output().expect("run ctxsync");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
     };
-    pull("b");
+    run(&["pull", "--json"], "b");
     p.set_as("a", "project_state.current_phase", "build");
     p.set_as("a", "project_state.current_phase", "test");
-    let view = pull("b");
+    let view = run(&["pull", "--json"], "b");
     assert_eq!(view["behind"], 2, "{view}");
     assert_eq!(
         view["changed_sections"],
         json!(["project_state.current_phase"])
     );
     assert!(view["document"].is_object());
+    // A working-copy pull and a claim carry it too.
+    p.set_as("a", "technical_context.stack", "[rust]");
+    let view = run(&["pull", "--json", "--agent", "b"], "b");
+    assert_eq!(view["behind"], 1, "{view}");
+    assert_eq!(view["changed_sections"], json!(["technical_context.stack"]));
+    p.set_as("a", "decisions_log.recent[-]", "{id: d9, decision: x}");
+    let view = run(
+        &[
+            "claim",
+            "project_state.current_phase",
+            "--ttl",
+            "1m",
+            "--json",
+        ],
+        "b",
+    );
+    assert_eq!(view["behind"], 1, "{view}");
+    assert_eq!(view["changed_sections"], json!(["decisions_log.recent"]));
+}
+
+#[test]
+fn stale_notice_on_an_embedded_pull() {
+    stale_notice_on_a_pull(Mode::Embedded);
+}
+
+#[test]
+fn stale_notice_on_a_remote_pull() {
+    stale_notice_on_a_pull(Mode::Remote);
 }
 
 fn who_lists_presence(mode: Mode) {

@@ -120,6 +120,27 @@ pub(crate) fn stale_view(env: &Env, agent: &str, revision: u64) -> Option<StaleV
     }
 }
 
+/// The stale view of a command acting for `agent` against a server, asked *before* the
+/// command's own request: the server records presence on every request, so asked after
+/// it the answer would always be "nothing new". Only for `--json` answers (`wanted`),
+/// which carry it; two small requests. `None` in embedded mode (see [`stale_view`]).
+pub(crate) fn stale_before(env: &Env, agent: &str, wanted: bool) -> Option<StaleView> {
+    if !wanted || env.remote.is_none() {
+        return None;
+    }
+    let seen = env
+        .store
+        .head(&env.context)
+        .and_then(|head| env.store.observe(&env.context, agent, head.revision));
+    match seen {
+        Ok(view) => Some(view),
+        Err(e) => {
+            tracing::debug!(error = %e, "stale view not asked for");
+            None
+        }
+    }
+}
+
 /// `value` (a JSON object) with the stale view's fields added.
 pub(crate) fn with_stale(mut value: Value, stale: Option<&StaleView>) -> Value {
     if let (Some(fields), Some(stale)) = (value.as_object_mut(), stale) {
@@ -134,12 +155,18 @@ pub fn claim(args: &ClaimArgs) -> Result<ExitCode> {
     let ttl_ms = parse_ttl(&args.ttl)?;
     let env = open(&args.common)?;
     let agent = acting_agent(&env, &args.acting)?;
+    let before = stale_before(&env, &agent, args.common.json);
     let outcome = env.store.claim(&env.context, &agent, &args.path, ttl_ms)?;
-    let seen = match &outcome {
-        ClaimOutcome::Granted { revision, .. } => *revision,
-        ClaimOutcome::Held { .. } => env.store.head(&env.context)?.revision,
+    let stale = match before {
+        Some(view) => Some(view),
+        None => {
+            let seen = match &outcome {
+                ClaimOutcome::Granted { revision, .. } => *revision,
+                ClaimOutcome::Held { .. } => env.store.head(&env.context)?.revision,
+            };
+            stale_view(&env, &agent, seen)
+        }
     };
-    let stale = stale_view(&env, &agent, seen);
     let now = now_ms();
     if args.common.json {
         print_json(&with_stale(serde_json::to_value(&outcome)?, stale.as_ref()));
@@ -172,12 +199,18 @@ pub fn claim(args: &ClaimArgs) -> Result<ExitCode> {
 pub fn release(args: &ReleaseArgs) -> Result<ExitCode> {
     let env = open(&args.common)?;
     let agent = acting_agent(&env, &args.acting)?;
+    let before = stale_before(&env, &agent, args.common.json);
     let outcome = env.store.release(&env.context, &agent, &args.path)?;
-    let seen = match &outcome {
-        ReleaseOutcome::Released { revision } => *revision,
-        _ => env.store.head(&env.context)?.revision,
+    let stale = match before {
+        Some(view) => Some(view),
+        None => {
+            let seen = match &outcome {
+                ReleaseOutcome::Released { revision } => *revision,
+                _ => env.store.head(&env.context)?.revision,
+            };
+            stale_view(&env, &agent, seen)
+        }
     };
-    let stale = stale_view(&env, &agent, seen);
     if args.common.json {
         print_json(&with_stale(serde_json::to_value(&outcome)?, stale.as_ref()));
     } else {

@@ -294,8 +294,9 @@ pub fn pull(
                 }
             }
         }
+        let before = super::claims::stale_before(&env, agent, as_json);
         let base = pull_into(&wc, &env.backend(), &env.context, periodic)?;
-        let stale = super::claims::stale_view(&env, agent, base.revision);
+        let stale = before.or_else(|| super::claims::stale_view(&env, agent, base.revision));
         if as_json {
             print_json(&super::claims::with_stale(
                 json!({"agent": agent, "revision": base.revision, "checksum": base.checksum, "file": wc.file()}),
@@ -310,13 +311,20 @@ pub fn pull(
         }
         return exit(0);
     }
-    let current = env.store.read(&env.context, None)?;
     // A named agent (CTXSYNC_AGENT or ctxsync.toml) gets the stale-view notice.
-    let stale = std::env::var("CTXSYNC_AGENT")
+    let named = std::env::var("CTXSYNC_AGENT")
         .ok()
         .filter(|a| !a.is_empty())
-        .or(env.config.file.agent.clone())
-        .and_then(|agent| super::claims::stale_view(&env, &agent, current.revision));
+        .or(env.config.file.agent.clone());
+    let before = named
+        .as_deref()
+        .and_then(|agent| super::claims::stale_before(&env, agent, as_json));
+    let current = env.store.read(&env.context, None)?;
+    let stale = before.or_else(|| {
+        named
+            .as_deref()
+            .and_then(|agent| super::claims::stale_view(&env, agent, current.revision))
+    });
     if let Some(since) = since {
         let old = env.store.read(&env.context, Some(since))?;
         // A section removed since `since` is a change worth showing; one that exists at
