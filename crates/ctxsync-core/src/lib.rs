@@ -23,7 +23,9 @@ pub use apply::{
     EditOp,
 };
 pub use change::{Change, ChangeError, Expect, Op};
-pub use checksum::{canonical_json, checksum, checksum_and_size};
+pub use checksum::{
+    canonical_json, checksum, checksum_and_size, legacy_checksum, matches_stored, ChecksumTree,
+};
 pub use claims::{Claim, ClaimView};
 pub use ownership::{NotOwner, Ownership, OwnershipRule};
 pub use path::{Path, PathError, Segment};

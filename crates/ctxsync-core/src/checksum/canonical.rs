@@ -1,5 +1,6 @@
-//! Checksums of documents: BLAKE3 of the canonical JSON (keys sorted, no whitespace), so
-//! two documents that are equal as JSON have the same checksum whatever their key order.
+//! The canonical JSON of a document (keys sorted, no whitespace), and the checksum format
+//! stores used before the structural hash: BLAKE3 of that text. The canonical JSON also
+//! defines a document's size (its bytes), which quotas count.
 
 use std::io::Write;
 
@@ -62,7 +63,7 @@ impl Write for Counter<'_> {
 }
 
 /// BLAKE3 (hex) of the canonical JSON, and its size in bytes.
-pub fn checksum_and_size(value: &Value) -> (String, u64) {
+pub fn legacy_checksum_and_size(value: &Value) -> (String, u64) {
     let mut hasher = blake3::Hasher::new();
     let mut counter = Counter {
         hasher: &mut hasher,
@@ -76,9 +77,11 @@ pub fn checksum_and_size(value: &Value) -> (String, u64) {
     (hasher.finalize().to_hex().to_string(), bytes)
 }
 
-/// BLAKE3 (hex) of the canonical JSON.
-pub fn checksum(value: &Value) -> String {
-    checksum_and_size(value).0
+/// BLAKE3 (hex) of the canonical JSON: the checksum format before the structural hash,
+/// still what op-log rows and snapshots of older stores carry, and the fingerprint of
+/// idempotency keys (which must stay what it was when a key was stored).
+pub fn legacy_checksum(value: &Value) -> String {
+    legacy_checksum_and_size(value).0
 }
 
 #[cfg(test)]
@@ -91,8 +94,8 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
-        assert_eq!(checksum(&a), checksum(&b));
-        assert_ne!(checksum(&a), checksum(&json!({"a": 1})));
-        assert_eq!(checksum_and_size(&a).1, canonical_json(&a).len() as u64);
+        assert_eq!(legacy_checksum(&a), legacy_checksum(&b));
+        assert_ne!(legacy_checksum(&a), legacy_checksum(&json!({"a": 1})));
+        assert_eq!(legacy_checksum_and_size(&a).1, canonical_json(&a).len() as u64);
     }
 }
