@@ -7,7 +7,10 @@ use serde_json::Value;
 
 #[test]
 fn the_vectors_in_docs_match() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/checksum-vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/checksum-vectors.json"
+    );
     let text = std::fs::read_to_string(path).expect("docs/checksum-vectors.json is in the repo");
     let file: Value = serde_json::from_str(&text).expect("the vectors file is JSON");
     assert_eq!(file["format"], "b3m1");
@@ -20,7 +23,11 @@ fn the_vectors_in_docs_match() {
             v["size"].as_u64().expect("size"),
         );
         assert_eq!(checksum_and_size(&v["document"]), expected, "{name}");
-        assert_eq!(ChecksumTree::new().refresh(&v["document"]), expected, "{name} (tree)");
+        assert_eq!(
+            ChecksumTree::new().refresh(&v["document"]),
+            expected,
+            "{name} (tree)"
+        );
     }
     // The two member orders of one object are one vector's checksum.
     assert_eq!(vectors[8]["checksum"], vectors[9]["checksum"]);

@@ -96,6 +96,9 @@ mod tests {
         assert_eq!(canonical_json(&a), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
         assert_eq!(legacy_checksum(&a), legacy_checksum(&b));
         assert_ne!(legacy_checksum(&a), legacy_checksum(&json!({"a": 1})));
-        assert_eq!(legacy_checksum_and_size(&a).1, canonical_json(&a).len() as u64);
+        assert_eq!(
+            legacy_checksum_and_size(&a).1,
+            canonical_json(&a).len() as u64
+        );
     }
 }

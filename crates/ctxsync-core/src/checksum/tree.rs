@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::structural::{
-    container_hash, container_size, element_entry, escaped_len, hex, member_entry, scalar,
-    Summary, Sum, TAG_ARRAY, TAG_OBJECT,
+    container_hash, container_size, element_entry, escaped_len, hex, member_entry, scalar, Sum,
+    Summary, TAG_ARRAY, TAG_OBJECT,
 };
 use crate::apply::{Edit, EditOp};
 

@@ -12,6 +12,7 @@ mod health;
 mod presence;
 mod read;
 mod recent;
+mod replica;
 mod schema;
 mod tokens;
 mod writer;
@@ -45,7 +46,9 @@ pub enum Synchronous {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub synchronous: Synchronous,
-    /// A snapshot every this many revisions bounds how much a read has to replay.
+    /// A snapshot is written once at least this many revisions *and* a document's worth
+    /// of op-log bytes have been written since the last one: it bounds what a read
+    /// replays, at a cost per push proportional to the change, not to the document.
     pub snapshot_every: u64,
     /// Largest document (canonical JSON bytes) a push may produce.
     pub max_document_bytes: u64,
@@ -83,18 +86,45 @@ impl Default for StoreOptions {
     }
 }
 
-/// The newest document of a context, shared between the writer and readers.
-#[derive(Debug, Clone)]
+/// The newest document of a context: the writer's (with its hashes), or readers' copy.
+#[derive(Debug)]
 pub(crate) struct Cached {
     pub head: Head,
     pub doc: Value,
+    /// The structural hashes of `doc`, kept by the writer along the edits it applies
+    /// (empty in readers' copies, which never hash).
+    pub tree: ctxsync_core::ChecksumTree,
+    /// Revisions and op-log bytes written since the last snapshot (the writer's
+    /// snapshot policy).
+    pub revisions_since_snapshot: u64,
+    pub log_bytes_since_snapshot: u64,
+}
+
+impl Cached {
+    pub fn new(head: Head, doc: Value) -> Self {
+        Self {
+            head,
+            doc,
+            tree: ctxsync_core::ChecksumTree::new(),
+            revisions_since_snapshot: 0,
+            log_bytes_since_snapshot: 0,
+        }
+    }
+}
+
+impl Clone for Cached {
+    /// A copy for readers: the document without the writer's hashes.
+    fn clone(&self) -> Self {
+        Self::new(self.head.clone(), self.doc.clone())
+    }
 }
 
 pub(crate) struct Shared {
     path: PathBuf,
     health: health::Health,
     options: StoreOptions,
-    cache: Mutex<HashMap<String, Arc<Cached>>>,
+    /// Readers' copies of the newest documents.
+    replicas: replica::Replicas,
     readers: Mutex<Vec<Connection>>,
     /// This process's newest view of each (context, agent) presence row, ahead of the
     /// database until the writer commits it.
@@ -135,7 +165,7 @@ impl SqliteStore {
             health: health::Health::new(&path),
             path,
             options,
-            cache: Mutex::new(HashMap::new()),
+            replicas: replica::Replicas::default(),
             readers: Mutex::new(Vec::new()),
             presence: Mutex::new(HashMap::new()),
             recent: recent::Recent::default(),
@@ -252,13 +282,7 @@ impl SqliteStore {
         agent: &str,
         seen_revision: u64,
     ) -> Option<StaleView> {
-        let head = self
-            .shared
-            .cache
-            .lock()
-            .ok()?
-            .get(context)
-            .map(|c| c.head.revision)?;
+        let head = self.shared.replicas.newest_revision(context)?;
         if seen_revision > head {
             return None;
         }
@@ -302,19 +326,11 @@ impl SqliteStore {
     /// The newest document, from the cache when it is current.
     fn current(&self, conn: &Connection, context: &str) -> Result<Arc<Cached>, StoreError> {
         let head = read::head(conn, context)?;
-        if let Some(cached) = self
-            .shared
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(context).cloned())
-        {
-            if cached.head == head {
-                return Ok(cached);
-            }
+        if let Some(cached) = self.shared.replicas.get(context, &head) {
+            return Ok(cached);
         }
         let doc = read::doc_at(conn, context, head.revision)?;
-        let cached = Arc::new(Cached { head, doc });
+        let cached = Arc::new(Cached::new(head, doc));
         self.shared.publish(context, Arc::clone(&cached));
         Ok(cached)
     }
@@ -322,20 +338,11 @@ impl SqliteStore {
 
 impl Shared {
     fn publish(&self, context: &str, cached: Arc<Cached>) {
-        if let Ok(mut cache) = self.cache.lock() {
-            let newer = cache
-                .get(context)
-                .is_none_or(|old| old.head.revision <= cached.head.revision);
-            if newer {
-                cache.insert(context.to_owned(), cached);
-            }
-        }
+        self.replicas.publish_copy(context, cached);
     }
 
     fn forget(&self, context: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(context);
-        }
+        self.replicas.forget(context);
     }
 }
 

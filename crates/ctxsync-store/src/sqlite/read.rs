@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ctxsync_core::apply::{apply_edit, Edit};
-use ctxsync_core::{checksum, Conflict, Level};
+use ctxsync_core::{legacy_checksum, matches_stored, ChecksumTree, Conflict, Level};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
@@ -63,7 +63,7 @@ pub(crate) fn snapshot_before(
     while let Some(row) = rows.next()? {
         let (rev, doc, sum): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
         match serde_json::from_str::<Value>(&doc) {
-            Ok(doc) if checksum(&doc) == sum => return Ok((rev as u64, doc, sum)),
+            Ok(doc) if matches_stored(&doc, &sum) => return Ok((rev as u64, doc, sum)),
             _ => tracing::warn!(
                 context,
                 revision = rev,
@@ -218,7 +218,7 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
         while let Some(row) = rows.next()? {
             let (rev, sum, doc): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
             match serde_json::from_str::<Value>(&doc) {
-                Ok(doc) if checksum(&doc) == sum => {}
+                Ok(doc) if matches_stored(&doc, &sum) => {}
                 Ok(_) => problems.push(format!(
                     "snapshot at revision {rev}: its document does not match its checksum"
                 )),
@@ -228,6 +228,10 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
         }
     }
     let (start, mut doc, _) = snapshot_before(conn, context, head.horizon)?;
+    // The replay keeps the structural hashes along the edits, so checking every revision
+    // costs O(change) each; a stored checksum in the older format (a store written before
+    // the structural one) is checked against the canonical-JSON hash instead.
+    let mut tree = ChecksumTree::new();
     let mut checked = 0;
     let mut expected_revision = start + 1;
     let mut stmt = conn.prepare(&format!(
@@ -256,17 +260,18 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
                             entry.revision
                         ));
                     }
+                    tree.note(edit);
                 }
             }
             Err(e) => problems.push(format!("revision {}: unreadable: {e}", entry.revision)),
         }
-        let sum = checksum(&doc);
+        let sum = tree.refresh(&doc).0;
         checked += 1;
-        if sum != entry.checksum {
+        if !fits(&doc, &sum, &entry.checksum) {
             problems.push(format!("revision {}: checksum mismatch", entry.revision));
         }
         if let Some(snap) = snapshots.get(&entry.revision) {
-            if *snap != sum {
+            if !fits(&doc, &sum, snap) {
                 problems.push(format!(
                     "snapshot at revision {}: checksum does not match the replay",
                     entry.revision
@@ -281,7 +286,8 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
             head.revision
         ));
     }
-    if checksum(&doc) != head.checksum {
+    // The head from scratch, independently of the tree the replay kept.
+    if !matches_stored(&doc, &head.checksum) {
         problems.push("head checksum does not match the replayed document".into());
     }
     Ok(VerifyReport {
@@ -291,6 +297,11 @@ pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, S
         revision: head.revision,
         problems,
     })
+}
+
+/// Whether `stored` is the checksum of `doc`, whose structural checksum is `structural`.
+fn fits(doc: &Value, structural: &str, stored: &str) -> bool {
+    structural == stored || legacy_checksum(doc) == stored
 }
 
 pub(crate) fn metrics(

@@ -4,7 +4,10 @@ use rusqlite::Connection;
 
 use super::Synchronous;
 
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
+
+/// The first schema whose checksums are structural (`b3m1`, DESIGN §7).
+const STRUCTURAL_CHECKSUMS: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(
@@ -168,10 +171,48 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             ))?;
         }
     }
+    if version < STRUCTURAL_CHECKSUMS {
+        convert_head_checksums(&tx)?;
+    }
     tx.execute(
         "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
         [SCHEMA_VERSION.to_string()],
     )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
+}
+
+/// Moves each context's head checksum to the structural format, so what pulls answer is
+/// what clients compute. Op-log rows and snapshots keep the checksums they were written
+/// with (`verify` and reads accept both formats), so history is not rewritten. A context
+/// whose newest document cannot be rebuilt keeps its old checksum for `verify` to report.
+fn convert_head_checksums(tx: &Connection) -> rusqlite::Result<()> {
+    let heads: Vec<(String, i64)> = tx
+        .prepare("SELECT name, revision FROM contexts")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut converted = 0;
+    for (name, revision) in &heads {
+        match super::read::doc_at(tx, name, *revision as u64) {
+            Ok(doc) => {
+                tx.execute(
+                    "UPDATE contexts SET checksum = ?1 WHERE name = ?2",
+                    rusqlite::params![ctxsync_core::checksum(&doc), name],
+                )?;
+                converted += 1;
+            }
+            Err(e) => tracing::warn!(
+                context = %name,
+                error = %e,
+                "head checksum left in the older format: the document cannot be rebuilt (run `ctxsync verify`)"
+            ),
+        }
+    }
+    if converted > 0 {
+        tracing::info!(
+            "store upgraded: the head checksums of {converted} context(s) are now structural (b3m1); \
+             older op-log rows and snapshots keep theirs, which verify accepts"
+        );
+    }
+    Ok(())
 }

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use ctxsync_core::limits::{Budget, LimitError};
 use ctxsync_core::push::{evaluate_at, PriorWrite, Strategy};
-use ctxsync_core::{checksum_and_size, Change, Level, Ownership, Path, PushRequest, PushResponse};
+use ctxsync_core::{
+    checksum_and_size, Change, Edit, Level, Ownership, Path, PushRequest, PushResponse,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 use tracing::warn;
@@ -178,7 +180,7 @@ impl Writer {
             }
             return;
         }
-        // Each context once: publishing copies its document for the readers.
+        // Each context once, to drop the writer's copies if the batch fails.
         let touched: std::collections::BTreeSet<String> =
             requests.iter().map(|p| p.0.clone()).collect();
         let outcome = (|| -> Result<Vec<Result<PushResponse, StoreError>>, StoreError> {
@@ -212,14 +214,18 @@ impl Writer {
             Ok(results)
         })();
         match &outcome {
-            Ok(_) => self.shared.recent.commit(),
-            Err(_) => self.shared.recent.abort(),
+            Ok(_) => {
+                self.shared.recent.commit();
+                // Readers' copies learn the batch's edits, not a copy of each document.
+                self.shared.replicas.commit();
+            }
+            Err(_) => {
+                self.shared.recent.abort();
+                self.shared.replicas.abort();
+            }
         }
         match outcome {
             Ok(results) => {
-                for context in &touched {
-                    self.publish(context);
-                }
                 for (done, result) in replies.into_iter().zip(results) {
                     done(result);
                 }
@@ -261,9 +267,13 @@ impl Writer {
         }
     }
 
+    /// Gives readers a copy of the writer's document unless the edits committed with it
+    /// already brought theirs to the same revision.
     fn publish(&self, context: &str) {
         if let Some(cached) = self.docs.get(context) {
-            self.shared.publish(context, Arc::new(cached.clone()));
+            if self.shared.replicas.newest_revision(context) != Some(cached.head.revision) {
+                self.shared.publish(context, Arc::new(cached.clone()));
+            }
         }
     }
 
@@ -316,8 +326,14 @@ impl Writer {
             Ok(value)
         })();
         match &result {
-            Ok(_) => self.shared.recent.commit(),
-            Err(_) => self.shared.recent.abort(),
+            Ok(_) => {
+                self.shared.recent.commit();
+                self.shared.replicas.commit();
+            }
+            Err(_) => {
+                self.shared.recent.abort();
+                self.shared.replicas.abort();
+            }
         }
         match &result {
             Ok(_) => self.publish(context),
@@ -366,13 +382,7 @@ impl Writer {
                 size,
                 horizon: 0,
             };
-            docs.insert(
-                name.to_owned(),
-                Cached {
-                    head: head.clone(),
-                    doc: document,
-                },
-            );
+            docs.insert(name.to_owned(), Cached::new(head.clone(), document));
             Ok(head)
         })
     }
@@ -599,15 +609,15 @@ fn rebuild_from(
             sections: "[\"\"]",
         },
     )?;
-    let cached = Cached {
-        head: Head {
+    let cached = Cached::new(
+        Head {
             revision,
             checksum: sum.clone(),
             size,
             ..head
         },
-        doc: target,
-    };
+        target,
+    );
     write_snapshot(tx, context, &cached, shared.options.idempotency_ttl_ms)?;
     docs.insert(context.to_owned(), cached);
     Ok(PushResponse {
@@ -659,7 +669,7 @@ pub(super) fn load<'a>(
     let fresh = docs.get(context).is_some_and(|c| c.head == head);
     if !fresh {
         let doc = read::doc_at(tx, context, head.revision)?;
-        docs.insert(context.to_owned(), Cached { head, doc });
+        docs.insert(context.to_owned(), Cached::new(head, doc));
     }
     docs.get_mut(context)
         .ok_or_else(|| corrupt("document cache"))
@@ -780,11 +790,21 @@ pub(super) fn push_with(
         stale: None,
     };
     if !evaluation.edits.is_empty() {
-        let (sum, size) = checksum_and_size(&cached.doc);
+        // The checksum is updated along the edited paths: O(change), not O(document).
+        cached.tree.note_all(&evaluation.edits);
+        let (sum, size) = cached.tree.refresh(&cached.doc);
         let limit = shared.options.max_document_bytes;
         if size > limit {
             ctxsync_core::apply::undo(&mut cached.doc, &evaluation.edits)
                 .map_err(|e| corrupt(format!("undo after quota: {e}")))?;
+            cached.tree.note_all(
+                &evaluation
+                    .edits
+                    .iter()
+                    .rev()
+                    .map(Edit::inverse)
+                    .collect::<Vec<_>>(),
+            );
             return Err(StoreError::TooLarge { size, limit });
         }
         let revision = cached.head.revision + 1;
@@ -827,9 +847,24 @@ pub(super) fn push_with(
         cached.head.size = size;
         response.revision = revision;
         response.checksum = sum;
-        let every = shared.options.snapshot_every.max(1);
-        if revision % every == 0 {
+        shared.replicas.stage(
+            context,
+            super::replica::Revision {
+                head: cached.head.clone(),
+                edits: evaluation.edits,
+            },
+        );
+        // A snapshot costs O(document); taken once the log since the last one holds as
+        // many bytes as the document (and `snapshot_every` revisions), it costs O(change)
+        // per push on average, and a read replays at most about a document's worth of log.
+        cached.revisions_since_snapshot += 1;
+        cached.log_bytes_since_snapshot += edits.len() as u64;
+        if cached.revisions_since_snapshot >= shared.options.snapshot_every.max(1)
+            && cached.log_bytes_since_snapshot >= cached.head.size
+        {
             write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
+            cached.revisions_since_snapshot = 0;
+            cached.log_bytes_since_snapshot = 0;
         }
     }
     if request.strategy == Strategy::Defer {
@@ -933,7 +968,8 @@ fn fingerprint(request: &PushRequest) -> String {
     if let Some(fields) = value.as_object_mut() {
         fields.remove("request_id");
     }
-    ctxsync_core::checksum(&value)
+    // The older format on purpose: keys stored before the structural checksum carry it.
+    ctxsync_core::legacy_checksum(&value)
 }
 
 /// Writes a snapshot of the newest document, and drops idempotency keys past their time
