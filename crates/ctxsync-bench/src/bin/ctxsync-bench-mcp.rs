@@ -146,11 +146,12 @@ impl Mcp {
     }
 
     fn tool(&mut self, name: &str, arguments: Value) -> Result<(Value, usize)> {
-        let result = self.request("tools/call", json!({"name": name, "arguments": arguments}))?;
+        let mut result =
+            self.request("tools/call", json!({"name": name, "arguments": arguments}))?;
         if result["isError"] == json!(true) {
             bail!("{name} failed: {}", result["content"][0]["text"]);
         }
-        Ok((result["structuredContent"].clone(), self.line.len()))
+        Ok((result["structuredContent"].take(), self.line.len()))
     }
 }
 

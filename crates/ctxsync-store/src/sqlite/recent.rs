@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub revision: u64,
     pub agent: Arc<str>,
     pub sections: Arc<[String]>,
+    /// The canonical paths it wrote, for the conflict check of pushes based before it.
+    pub paths: Arc<[ctxsync_core::Path]>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +122,53 @@ impl Recent {
     }
 }
 
+impl Recent {
+    /// What revisions `(after, until]` wrote, committed or staged in the open transaction,
+    /// when memory holds every one of them: a push based on an older revision is checked
+    /// against them without reading and parsing op-log rows.
+    pub fn prior_writes(
+        &self,
+        context: &str,
+        after: u64,
+        until: u64,
+    ) -> Option<Vec<ctxsync_core::push::PriorWrite>> {
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        let take = |entry: &Entry, next: &mut u64, out: &mut Vec<_>| {
+            if entry.revision == *next && *next <= until {
+                out.extend(
+                    entry
+                        .paths
+                        .iter()
+                        .map(|path| ctxsync_core::push::PriorWrite {
+                            revision: entry.revision,
+                            agent: entry.agent.to_string(),
+                            path: path.clone(),
+                        }),
+                );
+                *next += 1;
+            }
+        };
+        {
+            let runs = self.runs.lock().ok()?;
+            if let Some(run) = runs.get(context) {
+                let first = run.entries.front().map_or(u64::MAX, |e| e.revision);
+                if first <= next {
+                    let skip = (next - first) as usize;
+                    for entry in run.entries.iter().skip(skip) {
+                        take(entry, &mut next, &mut out);
+                    }
+                }
+            }
+        }
+        let pending = self.pending.lock().ok()?;
+        for (_, entry) in pending.iter().filter(|(c, _)| c == context) {
+            take(entry, &mut next, &mut out);
+        }
+        (next == until + 1).then_some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,7 +178,32 @@ mod tests {
             revision,
             agent: agent.into(),
             sections: vec![section.to_owned()].into(),
+            paths: vec![ctxsync_core::Path::root().key(section)].into(),
         }
+    }
+
+    #[test]
+    fn prior_writes_cover_committed_and_staged_revisions() {
+        let r = Recent::default();
+        r.stage("c", entry(1, "a", "x"));
+        r.stage("c", entry(2, "b", "y"));
+        r.commit();
+        r.stage("c", entry(3, "a", "z"));
+        let writes = r.prior_writes("c", 1, 3).unwrap();
+        let seen: Vec<(u64, String)> = writes
+            .iter()
+            .map(|w| (w.revision, w.path.to_string()))
+            .collect();
+        assert_eq!(seen, vec![(2, "y".to_string()), (3, "z".to_string())]);
+        assert!(
+            r.prior_writes("c", 0, 4).is_none(),
+            "revision 4 is not there"
+        );
+        assert_eq!(r.prior_writes("c", 0, 3).map(|w| w.len()), Some(3));
+        assert_eq!(r.prior_writes("c", 3, 3).map(|w| w.len()), Some(0));
+        assert!(r.prior_writes("other", 0, 1).is_none());
+        r.abort();
+        assert!(r.prior_writes("c", 1, 3).is_none(), "3 was aborted");
     }
 
     #[test]
