@@ -36,6 +36,9 @@ struct Options {
     contenders: usize,
     /// Run only this part: pushes, store, pull, fanout or claims.
     only: Option<String>,
+    /// Size of the context the pushes write into (seed-shaped filler), in KB; 0 for
+    /// just the agents' counters (~0.7 KB with 64 agents).
+    doc_kb: usize,
 }
 
 fn parse_args() -> Result<Options> {
@@ -48,11 +51,12 @@ fn parse_args() -> Result<Options> {
         fanout_pushes: 30,
         contenders: 8,
         only: None,
+        doc_kb: 0,
     };
     match args.next().as_deref() {
         Some("server") => {}
         _ => bail!(
-            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--only pushes|store|pull|fanout|claims|observe]"
+            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--doc-kb N] [--only pushes|store|pull|fanout|claims|observe]"
         ),
     }
     while let Some(flag) = args.next() {
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Options> {
             "--fanout-pushes" => o.fanout_pushes = value.parse()?,
             "--contenders" => o.contenders = value.parse()?,
             "--only" => o.only = Some(value),
+            "--doc-kb" => o.doc_kb = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -116,7 +121,12 @@ impl Running {
                         .map(|a| a.to_string())
                         .map_err(|e| e.to_string()),
                 );
-                let state = AppState::new(shared, ServerConfig::default());
+                // Large enough to create the `--doc-kb` contexts in one request.
+                let config = ServerConfig {
+                    max_body_bytes: 16 * 1024 * 1024,
+                    ..ServerConfig::default()
+                };
+                let state = AppState::new(shared, config);
                 let _ = ctxsync_server::serve(listener, state, async move {
                     let _ = stop_rx.await;
                 })
@@ -339,12 +349,18 @@ fn bench_pushes(server: &Running, o: &Options) -> Result<PushFigures> {
     let members: serde_json::Map<String, Value> = (0..o.agents)
         .map(|i| (format!("agent-{i}"), json!(0)))
         .collect();
+    let mut document = if o.doc_kb > 0 {
+        big_context(o.doc_kb * 1024)
+    } else {
+        json!({})
+    };
+    document["bench"] = Value::Object(members);
     let (status, _) = send(
         &agent(),
         "PUT",
         &server.url("/v1/contexts/pushes"),
         admin,
-        Some(json!({"document": {"bench": members}}).to_string()),
+        Some(json!({ "document": document }).to_string()),
     )?;
     if status != 201 {
         bail!("create context: {status}");
@@ -576,7 +592,8 @@ fn big_context(target: usize) -> Value {
     let mut doc = ctxsync_core::template::seed();
     let phases = ["design", "implementation", "review", "testing"];
     let mut i = 0usize;
-    while ctxsync_core::canonical_json(&doc).len() < target {
+    // Measuring is O(size): only every 64 entries (each adds ~1 KB).
+    while !i.is_multiple_of(64) || ctxsync_core::checksum_and_size(&doc).1 < target as u64 {
         let ps = &mut doc["project_state"];
         if let Some(a) = ps["active_tasks"].as_array_mut() {
             a.push(
@@ -876,8 +893,9 @@ fn verdict(ok: bool) -> &'static str {
 fn main() -> Result<()> {
     let o = parse_args()?;
     eprintln!(
-        "ctxsync-bench server: {} agents for {} s, {} pulls, {} SSE subscribers",
-        o.agents, o.seconds, o.pulls, o.subscribers
+        "ctxsync-bench server: {} agents for {} s, {} pulls, {} SSE subscribers, pushes into a {} context",
+        o.agents, o.seconds, o.pulls, o.subscribers,
+        if o.doc_kb > 0 { format!("{} KB", o.doc_kb) } else { "~0.7 KB".to_owned() }
     );
     let server = Running::start()?;
     eprintln!("server on {}", server.addr);
