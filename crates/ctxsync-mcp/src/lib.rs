@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod claims;
+mod pipes;
 pub mod resources;
 pub mod schema;
 pub mod stale;
@@ -459,6 +460,7 @@ pub enum ServeError {
 /// Serves MCP on standard input and output until the client closes them.
 pub async fn serve_stdio(server: CtxsyncMcp) -> Result<(), ServeError> {
     use rmcp::ServiceExt;
+    pipes::widen_stdio();
     let running = server
         .serve(rmcp::transport::stdio_pipes())
         .await
