@@ -10,7 +10,8 @@ use ctxsync_core::{Change, Level, Ownership, Path, PushRequest};
 use serde_json::{json, Value};
 
 use super::now_ms;
-use super::writer::{load, push_with, Writer};
+use super::push::{load, push_with};
+use super::writer::Writer;
 use super::SqliteStore;
 use crate::error::StoreError;
 use crate::types::*;

@@ -10,6 +10,7 @@
 mod claims;
 mod health;
 mod presence;
+mod push;
 mod read;
 mod recent;
 mod replica;
@@ -343,6 +344,19 @@ impl Shared {
 
     fn forget(&self, context: &str) {
         self.replicas.forget(context);
+    }
+
+    /// After the writer's transaction: what it staged in memory (the recent revisions for
+    /// the stale view and conflict checks, the edits for readers' copies) joins what is
+    /// known if it committed, and is dropped if it did not.
+    fn settle_staged(&self, committed: bool) {
+        if committed {
+            self.recent.commit();
+            self.replicas.commit();
+        } else {
+            self.recent.abort();
+            self.replicas.abort();
+        }
     }
 }
 

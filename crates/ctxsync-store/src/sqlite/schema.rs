@@ -209,7 +209,8 @@ fn convert_head_checksums(tx: &Connection) -> rusqlite::Result<()> {
         }
     }
     if converted > 0 {
-        tracing::info!(
+        // Said once, where the CLI shows it (warnings are on by default).
+        tracing::warn!(
             "store upgraded: the head checksums of {converted} context(s) are now structural (b3m1); \
              older op-log rows and snapshots keep theirs, which verify accepts"
         );
