@@ -159,14 +159,42 @@ mod tests {
     fn samples_are_kept_by_context_and_time() {
         let board = Board::new(0);
         let day = 24 * 3600 * 1000;
-        board.record(1_000, "a", "x", Level::Periodic, Duration::from_millis(2), PushOutcome::Applied);
-        board.record(2_000, "b", "x", Level::Critical, Duration::from_millis(3), PushOutcome::Conflict);
-        board.record(3_000, "a", "y", Level::Session, Duration::from_millis(4), PushOutcome::Refused);
+        board.record(
+            1_000,
+            "a",
+            "x",
+            Level::Periodic,
+            Duration::from_millis(2),
+            PushOutcome::Applied,
+        );
+        board.record(
+            2_000,
+            "b",
+            "x",
+            Level::Critical,
+            Duration::from_millis(3),
+            PushOutcome::Conflict,
+        );
+        board.record(
+            3_000,
+            "a",
+            "y",
+            Level::Session,
+            Duration::from_millis(4),
+            PushOutcome::Refused,
+        );
         assert_eq!(board.samples("a", 0).len(), 2);
         assert_eq!(board.samples("a", 1_500).len(), 1);
         assert_eq!(board.samples("b", 0)[0].duration_us, 3_000);
         // A week later the old ones are gone.
-        board.record(8 * day, "a", "x", Level::Periodic, Duration::ZERO, PushOutcome::Applied);
+        board.record(
+            8 * day,
+            "a",
+            "x",
+            Level::Periodic,
+            Duration::ZERO,
+            PushOutcome::Applied,
+        );
         assert_eq!(board.samples("a", 0).len(), 1);
     }
 }

@@ -90,7 +90,10 @@ fn run_script(bench: bool) -> Option<Vec<String>> {
     let server = project.server.as_mut().expect("remote mode has a server");
     let root = server.root.clone();
     ctxsync(&root, &["init"]);
-    let admin = ctxsync(&root, &["token", "create", "--agent", "lead", "--role", "admin"]);
+    let admin = ctxsync(
+        &root,
+        &["token", "create", "--agent", "lead", "--role", "admin"],
+    );
     let viewer = ctxsync(
         &root,
         &["token", "create", "--agent", "watcher", "--role", "viewer"],
@@ -125,8 +128,14 @@ fn run_script(bench: bool) -> Option<Vec<String>> {
                 // Down: the stream breaks. Two revisions are made while it is down, by
                 // another process on the same store, which the page must catch up on.
                 server.kill();
-                ctxsync(&root, &["set", "project_state.offline_a", "1", "--agent", "builder"]);
-                ctxsync(&root, &["set", "project_state.offline_b", "2", "--agent", "builder"]);
+                ctxsync(
+                    &root,
+                    &["set", "project_state.offline_a", "1", "--agent", "builder"],
+                );
+                ctxsync(
+                    &root,
+                    &["set", "project_state.offline_b", "2", "--agent", "builder"],
+                );
                 server.restart();
                 writeln!(to_script, "restarted").expect("answer the script");
             }

@@ -127,7 +127,11 @@ fn recent(store: &dyn Store, context: &str, from_ms: u64) -> Result<Vec<LogEntry
     }
 }
 
-fn summarize(store: &dyn Store, head: ctxsync_store::Head, now: u64) -> Result<ContextSummary, ApiError> {
+fn summarize(
+    store: &dyn Store,
+    head: ctxsync_store::Head,
+    now: u64,
+) -> Result<ContextSummary, ApiError> {
     let last = store.history(
         &head.context,
         &HistoryFilter {
@@ -197,13 +201,16 @@ pub async fn overview(
         })
         .await?;
     for summary in &mut contexts {
-        summary.integrity = state.board().integrity(&summary.context).map(|c| Integrity {
-            ok: c.report.ok,
-            revision: c.report.revision,
-            checked: c.report.checked,
-            checked_ms: c.checked_ms,
-            problems: c.report.problems,
-        });
+        summary.integrity = state
+            .board()
+            .integrity(&summary.context)
+            .map(|c| Integrity {
+                ok: c.report.ok,
+                revision: c.report.revision,
+                checked: c.report.checked,
+                checked_ms: c.checked_ms,
+                problems: c.report.problems,
+            });
     }
     let started_ms = state.board().started_ms();
     let overview = Overview {
@@ -294,7 +301,10 @@ fn bucketize(entries: &[LogEntry], samples: &[Sample], from: u64, bucket_ms: u64
     for entry in entries {
         let bucket = &mut buckets[index(entry.timestamp_ms)];
         bucket.revisions += 1;
-        *bucket.by_level.entry(entry.level.as_str().to_owned()).or_default() += 1;
+        *bucket
+            .by_level
+            .entry(entry.level.as_str().to_owned())
+            .or_default() += 1;
         *bucket.by_agent.entry(entry.agent.clone()).or_default() += 1;
     }
     let mut durations: Vec<Vec<u64>> = vec![Vec::new(); buckets.len()];

@@ -79,14 +79,18 @@ pub async fn push(
                 let outcome = PushOutcome::of(&response);
                 let now = crate::now_ms();
                 let elapsed = started.elapsed();
-                state.board().record(now, &ctx, &token.agent, level, elapsed, outcome);
+                state
+                    .board()
+                    .record(now, &ctx, &token.agent, level, elapsed, outcome);
                 agent = Some(token);
                 Ok(response)
             }
             Ok(Err(e)) => {
                 let (now, elapsed) = (crate::now_ms(), started.elapsed());
                 let refused = PushOutcome::Refused;
-                state.board().record(now, &ctx, &token.agent, level, elapsed, refused);
+                state
+                    .board()
+                    .record(now, &ctx, &token.agent, level, elapsed, refused);
                 Err(ApiError::from(e))
             }
             Err(_) => Err(ApiError::unavailable("the store stopped before answering")),
