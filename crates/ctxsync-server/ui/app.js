@@ -37,6 +37,12 @@ const app = {
     banner.hidden = false;
     banner.dataset.kind = kind;
     banner.textContent = text;
+    if (kind === 'ok') {
+      // Good news fades; trouble stays until it is over.
+      setTimeout(() => {
+        if (banner.dataset.kind === 'ok' && banner.textContent === text) app.banner(null);
+      }, 6000);
+    }
   },
 };
 window.ctxsyncApp = app;

@@ -124,7 +124,7 @@ fn run_script(bench: bool) -> Option<Vec<String>> {
     for line in from_script.lines().map_while(Result::ok) {
         println!("{line}");
         match line.as_str() {
-            "CTL restart" => {
+            "CTL stop" => {
                 // Down: the stream breaks. Two revisions are made while it is down, by
                 // another process on the same store, which the page must catch up on.
                 server.kill();
@@ -136,8 +136,11 @@ fn run_script(bench: bool) -> Option<Vec<String>> {
                     &root,
                     &["set", "project_state.offline_b", "2", "--agent", "builder"],
                 );
+                writeln!(to_script, "stopped").expect("answer the script");
+            }
+            "CTL start" => {
                 server.restart();
-                writeln!(to_script, "restarted").expect("answer the script");
+                writeln!(to_script, "started").expect("answer the script");
             }
             "CTL revoke-viewer" => {
                 let listed = ctxsync(&root, &["token", "list"]);

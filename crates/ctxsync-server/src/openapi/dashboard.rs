@@ -29,6 +29,17 @@ pub struct Integrity {
     pub problems: Vec<String>,
 }
 
+/// The span of a trends answer.
+#[derive(ToSchema)]
+pub enum TrendWindow {
+    #[schema(rename = "1h")]
+    Hour,
+    #[schema(rename = "24h")]
+    Day,
+    #[schema(rename = "7d")]
+    Week,
+}
+
 /// One context at a glance.
 #[derive(ToSchema)]
 pub struct ContextSummary {

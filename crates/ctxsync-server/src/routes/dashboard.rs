@@ -239,6 +239,7 @@ pub async fn overview(
 #[into_params(parameter_in = Query)]
 pub struct TrendsQuery {
     /// `1h` (default), `24h` or `7d`.
+    #[param(value_type = Option<schemas::TrendWindow>)]
     pub window: Option<String>,
     pub format: Option<String>,
 }

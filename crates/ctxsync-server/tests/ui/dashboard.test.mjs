@@ -2,8 +2,9 @@
 // `ctxsync serve` started by crates/ctxsync/tests/ui_browser.rs, which passes:
 //   CTXSYNC_URL, CONTEXT, ADMIN_TOKEN, BUILDER_TOKEN, REVIEWER_TOKEN, VIEWER_TOKEN,
 //   CHROMIUM (executable), OUT_DIR (screenshots), BENCH=1 for the benchmark instead.
-// To restart the server (the stream-cut test) it prints "CTL restart" and waits for a
-// line "restarted" on stdin; "CTL revoke-viewer" revokes the viewer's token.
+// To cut the stream it prints "CTL stop" (the harness kills the server, writes two
+// revisions with the CLI on the same store, answers "stopped") and then "CTL start"
+// (same port again, "started"); "CTL revoke-viewer" revokes the viewer's token.
 // Every check prints "ok - NAME" or throws (non-zero exit); the figures print as "FIGURE".
 
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -193,13 +194,18 @@ async function tests() {
   await page.waitForSelector('#stream-state[data-state="live"]');
   await page.evaluate(() => {
     window.streamStates = [];
+    window.bannerKinds = [];
     new MutationObserver(() => window.streamStates.push(document.getElementById('stream-state').dataset.state))
       .observe(document.getElementById('stream-state'), { attributes: true });
+    new MutationObserver(() => window.bannerKinds.push(document.getElementById('banner').dataset.kind))
+      .observe(document.getElementById('banner'), { attributes: true, attributeFilter: ['data-kind'] });
   });
   const before = (await call('GET', `/v1/contexts/${CONTEXT}/head`, TOKENS.admin)).body.revision;
-  const reply = await control('restart');
-  check(reply === 'restarted', `the test harness restarted the server (${reply})`);
-  await page.waitForSelector('#banner[data-kind="warn"], #banner[data-kind="ok"]');
+  check((await control('stop')) === 'stopped', 'the test harness stopped the server');
+  await page.waitForSelector('#stream-state[data-state="lost"]');
+  await page.waitForSelector('#banner[data-kind="warn"]');
+  await shot(page, '6-stream-lost');
+  check((await control('start')) === 'started', 'the test harness started the server again');
   const pushedAfter = await push('builder', [{ path: 'project_state.ui_after', to: 'back' }]);
   check(pushedAfter.status === 200, 'push after the restart');
   await page.waitForSelector(`#feed li[data-revision="${pushedAfter.body.revision}"]`, { timeout: 20000 });
@@ -211,8 +217,9 @@ async function tests() {
   check(new Set(seen).size === seen.length, 'no revision twice');
   const gaps = await page.evaluate(() => window.ctxsyncFeed.gaps);
   check(gaps === 0, `no gap in the feed (${gaps})`);
-  await page.waitForSelector('#banner[data-kind="ok"]');
-  await shot(page, '6-stream-recovered');
+  const kinds = await page.evaluate(() => window.bannerKinds);
+  check(kinds.includes('warn') && kinds.includes('ok'), `the banner said the stream was lost, then back: ${kinds}`);
+  await shot(page, '7-stream-recovered');
   ok('the stream is cut by a restart; the page shows it and catches up without loss');
 
   // 9. A narrow window and the keyboard: digits switch pages.
@@ -224,7 +231,7 @@ async function tests() {
   await page.waitForSelector('#page[data-page="context"] #feed li');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 1, `no horizontal overflow in a narrow window (${overflow}px)`);
-  await shot(page, '7-narrow-context');
+  await shot(page, '8-narrow-context');
   await page.setViewportSize({ width: 1280, height: 900 });
   ok('keyboard shortcuts and a narrow window');
 
@@ -241,7 +248,7 @@ async function tests() {
   await viewer.goto(`${URL}/ui#/overview`);
   await viewer.waitForSelector('#login-error:not([hidden])');
   check(/no longer works|refused/.test(await viewer.textContent('#login-error')), 'the revoked token is explained');
-  await shot(viewer, '8-token-revoked');
+  await shot(viewer, '9-token-revoked');
   await viewer.close();
   ok('a viewer token cannot resolve; a revoked token shows the error and asks to sign in');
 }
