@@ -517,7 +517,7 @@ impl Modify for BearerAuth {
         crate::mcp::get_doc,
         crate::mcp::delete_doc,
     ),
-    components(schemas(schemas::PullDelta)),
+    components(schemas(schemas::PullDelta, dashboard::TrendWindow)),
     modifiers(&BearerAuth),
     tags(
         (name = "contexts", description = "Create, list, pull and push contexts"),

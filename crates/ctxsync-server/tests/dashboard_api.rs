@@ -187,4 +187,16 @@ fn the_new_routes_are_in_the_openapi_description() {
     }
     assert!(doc["components"]["schemas"]["Overview"].is_object());
     assert!(doc["components"]["schemas"]["Trends"].is_object());
+    // Every reference resolves (a schema named in a parameter but never registered
+    // would make the document invalid).
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} is referenced but not described"
+        );
+    }
+    let window = &doc["components"]["schemas"]["TrendWindow"]["enum"];
+    assert_eq!(window, &json!(["1h", "24h", "7d"]));
 }
