@@ -69,7 +69,7 @@ export function mount(root, app) {
 
   const writers = new Writers();
   const open = new Set();
-  let document = null;
+  let doc = null;
   let shown = 0;
   let pending = [];
   let frame = 0;
@@ -104,8 +104,8 @@ export function mount(root, app) {
     if (stopped) return;
     try {
       const pulled = await api(base);
-      document = pulled.document;
-      clear(tree).append(renderTree(document, writers, open).node);
+      doc = pulled.document;
+      clear(tree).append(renderTree(doc, writers, open).node);
       tree.dataset.revision = pulled.revision;
     } catch {
       // The banner says why.
@@ -123,10 +123,10 @@ export function mount(root, app) {
       return;
     }
     if (stopped) return;
-    document = pulled.document;
+    doc = pulled.document;
     // The top-level sections start unfolded.
-    if (document && typeof document === 'object') {
-      for (const key of Object.keys(document)) open.add(`/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`);
+    if (doc && typeof doc === 'object') {
+      for (const key of Object.keys(doc)) open.add(`/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`);
     }
     const entries = history.entries.slice().reverse();
     for (const entry of entries) writers.add(entry);
@@ -136,7 +136,7 @@ export function mount(root, app) {
     show(recent);
     shown = pulled.revision;
     headline.textContent = `r${shown}`;
-    clear(tree).append(renderTree(document, writers, open).node);
+    clear(tree).append(renderTree(doc, writers, open).node);
     tree.dataset.revision = pulled.revision;
     to.value = pulled.revision;
     from.value = Math.max(0, pulled.revision - 1);
