@@ -283,8 +283,9 @@ async function bench() {
   const frames0 = await page.evaluate(() => window.frameCount);
   let sent = 0;
   let failed = 0;
-  // Paced: `rate` pushes a second, 32 in flight at most.
-  const workers = Array.from({ length: 32 }, async () => {
+  // Paced: `rate` pushes a second, BENCH_INFLIGHT (32) in flight at most.
+  const inflight = Number(process.env.BENCH_INFLIGHT ?? 32);
+  const workers = Array.from({ length: inflight }, async () => {
     for (;;) {
       const i = sent;
       if (i >= total) return;
