@@ -16,6 +16,8 @@
 //! * [`fanout`] — the per-context publisher and broadcast channel behind the event stream.
 //! * [`metrics`] — counters, Prometheus text, compression byte counting.
 //! * [`openapi`] — the OpenAPI document served at `/openapi.json`.
+//! * [`ui`] — the live dashboard at `/ui` (embedded HTML/CSS/JS); [`board`] — the push
+//!   samples and integrity checks its endpoints read (`routes::dashboard`).
 //! * [`mcp`] — `/mcp`, the MCP server (`ctxsync-mcp`) over Streamable HTTP, behind the
 //!   Origin and token checks.
 //! * `conn` — the accept loop and per-connection limits (cap, header, body and idle
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod board;
 pub use ctxsync_core::budget;
 mod conn;
 pub mod errors;
@@ -36,6 +39,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
 pub mod routes;
+pub mod ui;
 pub mod view;
 pub mod yaml;
 
@@ -110,6 +114,8 @@ struct Inner {
     /// Tokens that authenticated, valid while the store's token epoch is unchanged (any
     /// `token create`/`revoke`, by any process, changes it and empties this).
     auth_cache: std::sync::Mutex<auth::AuthCache>,
+    /// What the dashboard reads that the store does not keep.
+    board: board::Board,
 }
 
 /// What every handler shares: the store, the settings, the fan-out hub and the counters.
@@ -134,6 +140,7 @@ impl AppState {
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             pull_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
             auth_cache: std::sync::Mutex::new(auth::AuthCache::default()),
+            board: board::Board::new(now_ms()),
         }))
     }
 
@@ -147,6 +154,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.0.metrics
+    }
+
+    pub fn board(&self) -> &board::Board {
+        &self.0.board
     }
 
     pub fn hub(&self) -> &fanout::Hub {
@@ -278,6 +289,13 @@ impl AppState {
             Err(e) => Err(ApiError::unavailable(format!("the request failed: {e}"))),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 on a clock before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The whole HTTP API with its middleware (compression, byte and status counters,

@@ -11,6 +11,7 @@
 //! annotation, so a new handler cannot leave them out.
 
 mod complete;
+pub mod dashboard;
 
 use std::sync::OnceLock;
 
@@ -504,21 +505,27 @@ impl Modify for BearerAuth {
         routes::admin::syncs,
         routes::admin::snapshot,
         routes::admin::metrics,
+        routes::dashboard::overview,
+        routes::dashboard::trends,
         routes::health::healthz,
         routes::health::readyz,
         routes::health::prometheus,
         routes::health::openapi,
+        crate::ui::page,
+        crate::ui::asset,
         crate::mcp::post_doc,
         crate::mcp::get_doc,
         crate::mcp::delete_doc,
     ),
-    components(schemas(schemas::PullDelta)),
+    components(schemas(schemas::PullDelta, dashboard::TrendWindow)),
     modifiers(&BearerAuth),
     tags(
         (name = "contexts", description = "Create, list, pull and push contexts"),
         (name = "events", description = "Server-Sent Events of new revisions"),
         (name = "admin", description = "History, conflicts, integrity, metrics"),
         (name = "health", description = "Liveness, readiness, Prometheus, this document"),
+        (name = "dashboard", description = "What the live dashboard at /ui reads"),
+        (name = "ui", description = "The live dashboard's page and assets (HTML, CSS, JS)"),
         (name = "mcp", description = "The Model Context Protocol endpoint (Streamable HTTP)"),
     )
 )]

@@ -227,6 +227,7 @@ pub async fn verify(
     let report = state
         .authed(bearer, move |store, _token| Ok(store.verify(&ctx)?))
         .await?;
+    state.board().checked(&report, now_ms());
     Ok(negotiate::reply(format, StatusCode::OK, &report))
 }
 

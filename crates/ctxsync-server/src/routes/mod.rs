@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod claims;
 pub mod contexts;
+pub mod dashboard;
 pub mod events;
 pub mod health;
 pub mod identity;
@@ -57,6 +58,7 @@ pub struct FormatQuery {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/whoami", get(identity::whoami))
+        .route("/v1/overview", get(dashboard::overview))
         .route("/v1/contexts", get(contexts::list))
         .route("/v1/contexts/{ctx}", get(pull::pull).put(contexts::create))
         .route("/v1/contexts/{ctx}/head", get(contexts::head))
@@ -84,6 +86,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contexts/{ctx}/syncs", post(admin::syncs))
         .route("/v1/contexts/{ctx}/snapshot", post(admin::snapshot))
         .route("/v1/contexts/{ctx}/metrics", get(admin::metrics))
+        .route("/v1/contexts/{ctx}/trends", get(dashboard::trends))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/", get(crate::ui::page))
+        .route("/ui/{asset}", get(crate::ui::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::prometheus))

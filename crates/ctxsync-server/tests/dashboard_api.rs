@@ -1,0 +1,202 @@
+//! The dashboard's HTTP surface on a real server: the embedded page and assets (types,
+//! security headers, ETag revalidation, 404 for unknown files), `GET /v1/overview`
+//! and `GET /v1/contexts/{ctx}/trends` (real pushes bucketed; bad input is 4xx), both
+//! readable with a viewer token, both in the served OpenAPI description.
+
+mod common;
+
+use common::{get, post_json, request, Server};
+use ctxsync_store::Role;
+use serde_json::{json, Value};
+
+fn push(s: &Server, token: &str, agent: &str, level: &str, path: &str, to: Value) -> Value {
+    let r = post_json(
+        &s.url("/v1/contexts/ctx/push"),
+        token,
+        &json!({"agent": agent, "level": level, "summary": "dash", "changes": [{"path": path, "to": to}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn the_page_and_its_assets_are_served_with_their_types_and_headers() {
+    let s = Server::start();
+    let page = request("GET", &s.url("/ui"), None, &[], None);
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/html"));
+    assert!(page.text().contains("/ui/app.js"));
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(
+        page.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let script = request("GET", &s.url("/ui/app.js"), None, &[], None);
+    assert_eq!(script.status, 200);
+    assert!(script
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/javascript"));
+    let tag = script.header("etag").expect("an ETag");
+    let again = request(
+        "GET",
+        &s.url("/ui/app.js"),
+        None,
+        &[("If-None-Match", &tag)],
+        None,
+    );
+    assert_eq!(again.status, 304);
+    let css = request("GET", &s.url("/ui/style.css"), None, &[], None);
+    assert!(css
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/css"));
+    for bad in ["/ui/nope.js", "/ui/..%2Fsecret", "/ui/%00"] {
+        request("GET", &s.url(bad), None, &[], None).assert_error(404, "not_found");
+    }
+}
+
+#[test]
+fn overview_lists_every_context_with_its_figures_and_the_server_health() {
+    let s = Server::start();
+    let admin = s.token_with_role("lead", Role::Admin);
+    let viewer = s.token_with_role("watcher", Role::Viewer);
+    s.create(&admin, "ctx", common::seed_doc());
+    let builder = s.token("builder");
+    push(
+        &s,
+        &builder,
+        "builder",
+        "critical",
+        "project_state.a",
+        json!(1),
+    );
+    push(
+        &s,
+        &builder,
+        "builder",
+        "periodic",
+        "project_state.b",
+        json!(2),
+    );
+    let verified = post_json(&s.url("/v1/contexts/ctx/verify"), &admin, &json!({}));
+    assert_eq!(verified.status, 200, "{}", verified.text());
+    let r = get(&s.url("/v1/overview"), &viewer);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["server"]["store"]["ready"], true, "{body}");
+    let ctx = &body["contexts"][0];
+    assert_eq!(ctx["context"], "ctx");
+    assert_eq!(ctx["revision"], 2);
+    assert_eq!(ctx["last_change"]["revision"], 2);
+    assert_eq!(ctx["last_change"]["agent"], "builder");
+    assert_eq!(ctx["syncs_last_minute"]["critical"], 1, "{ctx}");
+    assert_eq!(ctx["syncs_last_minute"]["periodic"], 1, "{ctx}");
+    assert_eq!(ctx["integrity"]["ok"], true, "{ctx}");
+    assert_eq!(ctx["integrity"]["revision"], 2);
+    assert!(body["server"]["storage_bytes"].as_u64().unwrap_or(0) > 0);
+    request("GET", &s.url("/v1/overview"), None, &[], None).assert_error(401, "unauthorized");
+}
+
+#[test]
+fn trends_bucket_real_pushes_and_refuse_bad_input() {
+    let s = Server::start();
+    let admin = s.token_with_role("lead", Role::Admin);
+    s.create(&admin, "ctx", common::seed_doc());
+    let builder = s.token("builder");
+    let reviewer = s.token("reviewer");
+    for i in 0..3 {
+        push(
+            &s,
+            &builder,
+            "builder",
+            "periodic",
+            "project_state.n",
+            json!(i),
+        );
+    }
+    push(
+        &s,
+        &reviewer,
+        "reviewer",
+        "critical",
+        "project_state.m",
+        json!(true),
+    );
+    for window in ["1h", "24h", "7d"] {
+        let r = get(
+            &s.url(&format!("/v1/contexts/ctx/trends?window={window}")),
+            &admin,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let t = r.json();
+        assert_eq!(t["window"], window);
+        let buckets = t["buckets"].as_array().expect("buckets");
+        assert_eq!(buckets.len(), 60);
+        let sum = |key: &str| {
+            buckets
+                .iter()
+                .map(|b| b[key].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        assert_eq!(sum("revisions"), 4, "{t}");
+        assert_eq!(sum("pushes"), 4, "{t}");
+        let agents: u64 = buckets
+            .iter()
+            .map(|b| b["by_agent"]["builder"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(agents, 3);
+        let critical: u64 = buckets
+            .iter()
+            .map(|b| b["by_level"]["critical"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(critical, 1);
+        assert!(
+            buckets.iter().any(|b| b["p95_ms"].as_f64().is_some()),
+            "{t}"
+        );
+    }
+    get(&s.url("/v1/contexts/ctx/trends?window=2h"), &admin).assert_error(400, "bad_request");
+    get(&s.url("/v1/contexts/nope/trends"), &admin).assert_error(404, "not_found");
+    request("GET", &s.url("/v1/contexts/ctx/trends"), None, &[], None)
+        .assert_error(401, "unauthorized");
+}
+
+#[test]
+fn the_new_routes_are_in_the_openapi_description() {
+    let s = Server::start();
+    let doc = request("GET", &s.url("/openapi.json"), None, &[], None).json();
+    for path in [
+        "/v1/overview",
+        "/v1/contexts/{ctx}/trends",
+        "/ui",
+        "/ui/{asset}",
+    ] {
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} is not described"
+        );
+    }
+    let trends = &doc["paths"]["/v1/contexts/{ctx}/trends"]["get"]["responses"];
+    for status in ["200", "400", "401", "404", "503"] {
+        assert!(trends[status].is_object(), "trends lacks {status}");
+    }
+    assert!(doc["components"]["schemas"]["Overview"].is_object());
+    assert!(doc["components"]["schemas"]["Trends"].is_object());
+    // Every reference resolves (a schema named in a parameter but never registered
+    // would make the document invalid).
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} is referenced but not described"
+        );
+    }
+    let window = &doc["components"]["schemas"]["TrendWindow"]["enum"];
+    assert_eq!(window, &json!(["1h", "24h", "7d"]));
+}

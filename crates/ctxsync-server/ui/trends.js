@@ -1,0 +1,76 @@
+// Trends: revisions per second (by level), push latency p50/p95, conflicts and
+// failures, over 1 h, 24 h or 7 d, plus totals by agent; refreshed every 5 s.
+
+import { api } from './api.js';
+import { clear, enc, h } from './dom.js';
+import { plot } from './plot.js';
+
+const LEVEL_COLORS = { critical: '#d7263d', checkpoint: '#1b998b', periodic: '#2e86de', session: '#8e44ad' };
+
+export function mount(root, app) {
+  const ctx = app.context;
+  const key = 'ctxsync.trends.window';
+  let chosen = sessionStorage.getItem(key) ?? '1h';
+  const plots = h('div', { id: 'plots', class: 'plots' });
+  const note = h('p', { class: 'muted', id: 'trends-note' });
+  const agents = h('div', { id: 'by-agent' });
+  const picker = h('div', { class: 'inline', role: 'radiogroup', 'aria-label': 'Window' },
+    ['1h', '24h', '7d'].map((w) => {
+      const b = h('button', { type: 'button', role: 'radio', dataset: { window: w }, text: w });
+      b.addEventListener('click', () => {
+        chosen = w;
+        sessionStorage.setItem(key, w);
+        refresh();
+      });
+      return b;
+    }));
+  root.append(h('h1', { text: `Trends of ${ctx}` }), picker, note, plots, agents);
+  let stopped = false;
+  let timer = null;
+
+  function draw(t) {
+    for (const b of picker.querySelectorAll('button')) b.setAttribute('aria-checked', String(b.dataset.window === t.window));
+    const secs = t.bucket_ms / 1000;
+    const mid = (b) => b.start_ms + t.bucket_ms / 2;
+    const counted = (name, color, pick) => ({
+      name, color,
+      points: t.buckets.filter((b) => pick(b) > 0).map((b) => ({ x: mid(b), y: pick(b) / secs, count: pick(b) })),
+    });
+    const revisions = [counted('all', '#333', (b) => b.revisions),
+      ...Object.entries(LEVEL_COLORS).map(([l, c]) => counted(l, c, (b) => b.by_level[l] ?? 0))];
+    const latency = ['p50', 'p95'].map((q, i) => ({
+      name: q, color: i ? '#d7263d' : '#2e86de',
+      points: t.buckets.filter((b) => b[`${q}_ms`] !== null).map((b) => ({ x: mid(b), y: b[`${q}_ms`], count: b.pushes })),
+    }));
+    const trouble = [counted('conflicts', '#f39c12', (b) => b.conflicts), counted('failures', '#d7263d', (b) => b.failures)];
+    const span = { from: t.from_ms, to: t.to_ms };
+    clear(plots).append(
+      plot({ id: 'plot-revisions', title: 'Revisions per second', unit: 'rev/s', ...span, series: revisions }),
+      plot({ id: 'plot-latency', title: 'Push latency', unit: 'ms', ...span, series: latency }),
+      plot({ id: 'plot-trouble', title: 'Conflicts and failures per second', unit: '/s', ...span, series: trouble }));
+    note.textContent = `${t.buckets.length} buckets of ${Math.round(secs)} s. Revisions come from the op log; latency, conflicts and failures from pushes this server handled since ${new Date(t.samples_since_ms).toLocaleString([], { hour12: false })}.`;
+    const totals = new Map();
+    for (const b of t.buckets) for (const [a, n] of Object.entries(b.by_agent)) totals.set(a, (totals.get(a) ?? 0) + n);
+    clear(agents).append(h('h2', { text: 'Revisions by agent in the window' }),
+      h('table', { class: 'grid', id: 'agent-totals' }, h('tbody', {}, [...totals].sort((a, b) => b[1] - a[1])
+        .map(([a, n]) => h('tr', {}, h('th', { scope: 'row', text: a }), h('td', { class: 'num', text: n }))))));
+    plots.dataset.window = t.window;
+    plots.dataset.revisions = t.buckets.reduce((n, b) => n + b.revisions, 0);
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const t = await api(`/v1/contexts/${enc(ctx)}/trends?window=${chosen}`);
+      if (!stopped) draw(t);
+    } catch {
+      // The banner says why.
+    }
+    if (!stopped) timer = setTimeout(refresh, 5000);
+  }
+  refresh();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
