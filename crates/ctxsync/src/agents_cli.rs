@@ -304,6 +304,18 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
         ..Default::default()
     };
     let pending = sync::run(root, cfg, &opts, &|_, _| {})?;
+    // VS Code lists `.claude/agents` itself; copies would show every such agent twice.
+    let not_copied = if cfg.targets.contains(&ctxsync_agents::Target::VscodeAgent)
+        && !cfg.duplicate_claude_agents
+    {
+        reg.agents
+            .values()
+            .filter(|a| ctxsync_agents::targets::is_claude_source(cfg, &a.entry))
+            .count()
+    } else {
+        0
+    };
+    let targets: Vec<&str> = cfg.targets.iter().map(|t| t.as_str()).collect();
     if json {
         let agents: Vec<_> = reg
             .agents
@@ -322,6 +334,8 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
                 "generation": reg.generation,
                 "generations_kept": reg.generations.iter().map(|g| g.generation).collect::<Vec<_>>(),
                 "agents": agents,
+                "targets": targets,
+                "claude_agents_not_copied_to_vscode": not_copied,
                 "pending": pending,
             }))?
         );
@@ -333,6 +347,14 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
             count(reg.agents.len(), "agent", "agents"),
             pending.agents
         );
+        outln!("targets: {}", targets.join(", "));
+        if not_copied > 0 {
+            outln!(
+                "{} from .claude/agents not copied to {}: VS Code lists them itself (duplicate_claude_agents = true writes copies)",
+                count(not_copied, "agent", "agents"),
+                cfg.agents_dir
+            );
+        }
         for (n, a) in &reg.agents {
             outln!(
                 "  {n:<28} {:<9} v{:<8} gen {:<4} {:<10} {}",

@@ -5,6 +5,8 @@
 //! `full`); everything rendered is validated before the first byte is written; unchanged
 //! bytes are never rewritten; hand-edited outputs are conflicts unless `force`/`merge`.
 
+pub mod watch;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::backup::{hash, BlobStore};
-use crate::config::{AgentsConfig, Target};
+use crate::config::AgentsConfig;
 use crate::deploy;
 use crate::dirfd::Meta;
 use crate::discover::{self, AgentEntry, Library};
@@ -24,7 +26,7 @@ use crate::graph::{RenameMap, Texts};
 use crate::index::Index;
 use crate::journal;
 use crate::merge3;
-use crate::noop::{self, expected_outputs, output_unchanged};
+use crate::noop::{self, output_unchanged, outputs_as_expected};
 use crate::parse::{self, Priority};
 use crate::paths;
 use crate::registry::{
@@ -99,6 +101,9 @@ pub struct SyncReport {
     pub renames: Vec<(String, String)>,
     /// Skipped files and other notes.
     pub warnings: Vec<String>,
+    /// What targets dropped or mapped (unknown tools, models, keys; names changed for a
+    /// host; files linked instead of inlined), per output of the agents rendered.
+    pub notes: Vec<String>,
     /// Wall time.
     pub duration_ms: f64,
 }
@@ -203,6 +208,8 @@ struct Rendered {
     outputs: Vec<Output>,
     /// What validation found wrong with the outputs (checked on the render thread).
     problems: Vec<String>,
+    /// What the targets dropped or mapped.
+    notes: Vec<String>,
     /// BLAKE3 of each output's bytes, in the order of `outputs` (hashed on the render
     /// thread too).
     hashes: Vec<String>,
@@ -431,8 +438,23 @@ pub fn run(
             }
         }
     }
+    // Host name rules (skills, Claude Code) can map two agent names onto one file.
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for r in &rendered {
+        for o in &r.outputs {
+            if let Some(other) = owners.insert(&o.path, &r.name) {
+                if other != r.name {
+                    report.validation_errors.push(format!(
+                        "{}: agents {other:?} and {:?} would both write this file",
+                        o.path, r.name
+                    ));
+                }
+            }
+        }
+    }
     for r in &mut rendered {
         report.validation_errors.append(&mut r.problems);
+        report.notes.append(&mut r.notes);
     }
     for t in &cfg.targets {
         if let Err(e) = check_target_dir(root, cfg.target_dir(*t)) {
@@ -1323,10 +1345,7 @@ fn is_dirty(
             return true;
         }
     }
-    if expected_outputs(cfg, name, &rec.entry)
-        .iter()
-        .ne(rec.outputs.keys())
-    {
+    if !outputs_as_expected(cfg, name, &rec.entry, rec.outputs.keys()) {
         return true;
     }
     rec.outputs
@@ -1422,7 +1441,6 @@ fn render_all(
         .map_or(2, |n| n.get())
         .min(8)
         .min(work.len().max(1));
-    let claude_prefix = format!("{}/", cfg.target_dir(Target::Claude));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -1430,7 +1448,7 @@ fn render_all(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((_, a)) = work.get(i) else { break };
-                    match render_one(cfg, lib, texts, file_hashes, renames, a, &claude_prefix) {
+                    match render_one(cfg, lib, texts, file_hashes, renames, a) {
                         Ok(r) => local.0.push(r),
                         Err(e) => local.1.push(e),
                     }
@@ -1456,7 +1474,6 @@ fn render_one(
     file_hashes: &HashMap<String, String>,
     renames: &RenameMap,
     a: &AgentEntry,
-    claude_prefix: &str,
 ) -> std::result::Result<Rendered, String> {
     let text = texts.get(&a.entry)?;
     let parsed = parse::parse_agent(&a.entry, &text)?;
@@ -1464,7 +1481,7 @@ fn render_one(
         meta: parsed.meta,
         entry: a.entry.clone(),
         body: parsed.body,
-        claude_source: a.entry.starts_with(claude_prefix),
+        claude_source: crate::targets::is_claude_source(cfg, &a.entry),
     };
     let r = render::render(cfg, texts, renames, &model)?;
     let mut problems = Vec::new();
@@ -1487,6 +1504,7 @@ fn render_one(
         hashes,
         sources,
         problems,
+        notes: r.notes,
         entry: a.clone(),
         name: model.meta.name,
         priority: model.meta.priority,

@@ -3,6 +3,17 @@
 //! never a half file, and a crash leaves at most a stray temp file behind. A batch
 //! headed for a folder that does not exist yet is staged in a hidden sibling folder
 //! and renamed into place whole.
+//!
+//! The deploy stage around it: [`registry`] (what was written), [`backup`] (kept
+//! generations), [`journal`] (intent before writing), [`rollback`], [`merge3`] and the
+//! [`state`] folder with its run lock.
+
+pub mod backup;
+pub mod journal;
+pub mod merge3;
+pub mod registry;
+pub mod rollback;
+pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
