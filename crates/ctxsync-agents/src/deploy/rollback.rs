@@ -41,7 +41,11 @@ pub struct RollbackReport {
     pub warnings: Vec<String>,
 }
 
-/// Restores generation `to` (default: the previous one).
+/// The source hash recorded for an agent whose outputs a rollback restored: matches no
+/// file, so the agent is rendered again by the next run.
+const ROLLED_BACK: &str = "rolled-back";
+
+/// Restores the outputs of generation `to` (default: the previous one).
 pub fn rollback(
     root: &Path,
     _cfg: &AgentsConfig,
@@ -183,6 +187,13 @@ pub fn rollback(
                 .or_else(|| reg.owner_of(&c.path).map(str::to_string));
             let Some(owner) = owner else { continue };
             let rec = reg.touched_agent(owner, gen);
+            // The restored outputs were rendered from older sources: what the registry
+            // recorded for the entry no longer produced them, so the next sync (and
+            // `agents status`) must look at this agent again, as `sync --check` does.
+            let entry = rec.entry.clone();
+            if let Some(h) = rec.sources.get_mut(&entry) {
+                *h = Some(ROLLED_BACK.into());
+            }
             match &c.after {
                 Some(h) => {
                     let m = std::fs::metadata(paths::abs(root, &c.path))

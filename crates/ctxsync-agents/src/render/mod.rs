@@ -378,7 +378,10 @@ fn rewrite(
             // A reference climbing out of the repository cannot be linked; keep it as code.
             (RefKind::At, None) => format!("`{}`", r.display().trim_start_matches('@')),
             (RefKind::Link, Some(p)) => {
-                if lib.files.contains_key(p) {
+                // A link to a missing file is a dependency too: when it appears (or an
+                // agent removed from under it is back) the output is looked at again,
+                // and sync can report the link as broken by the run that broke it.
+                if lib.files.contains_key(p) || !res.exists {
                     deps.insert(p.clone());
                 }
                 format!("{}{anchor}", place.link_to(p))

@@ -277,3 +277,26 @@ pub(super) fn hash_files(
     }
     (out, racy, texts)
 }
+
+/// References of the rendered agents that point at nothing now and did not before this
+/// run (or belong to an agent new in it), as `agent: path`: what `agents check` will
+/// list that this run introduced, an agent removed from under its callers included.
+pub(super) fn new_broken_refs(root: &Path, reg: &Registry, rendered: &[Rendered]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rendered {
+        let before = reg.agents.get(&r.name);
+        for (p, h) in &r.sources {
+            if h.is_some() || paths::abs(root, p).exists() {
+                continue;
+            }
+            let was_missing = before
+                .and_then(|b| b.sources.get(p))
+                .is_some_and(|old| old.is_none());
+            if !was_missing {
+                out.push(format!("{}: {p}", r.name));
+            }
+        }
+    }
+    out.sort();
+    out
+}

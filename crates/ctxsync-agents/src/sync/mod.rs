@@ -271,6 +271,7 @@ pub fn run(
         report.validation_errors.append(&mut r.problems);
         report.notes.append(&mut r.notes);
     }
+    report.new_broken_refs = new_broken_refs(root, &reg, &rendered);
     for t in &cfg.targets {
         if let Err(e) = check_target_dir(root, cfg.target_dir(*t)) {
             report.validation_errors.push(e);

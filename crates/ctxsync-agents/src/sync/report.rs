@@ -70,6 +70,9 @@ pub struct SyncReport {
     /// What targets dropped or mapped (unknown tools, models, keys; names changed for a
     /// host; files linked instead of inlined), per output of the agents rendered.
     pub notes: Vec<String>,
+    /// References of the rendered agents broken by this run (`agent: path`); the
+    /// details are in `agents check`.
+    pub new_broken_refs: Vec<String>,
     /// Wall time.
     pub duration_ms: f64,
 }
