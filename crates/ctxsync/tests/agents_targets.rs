@@ -361,3 +361,50 @@ fn inline_mode_on_the_fixture_fits_every_agent() {
         assert!(text.chars().count() <= 30_000, "{}", f.display());
     }
 }
+
+/// Handoffs are written for VS Code (its documented form), validated against the
+/// library's agents, and dropped with a note for hosts without them.
+#[test]
+fn handoffs_are_validated_against_existing_agents() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write(
+        root,
+        "agents/team/planner.md",
+        "---\nname: planner\ndescription: Plans.\nhandoffs:\n  - label: Build it\n    agent: builder\n    prompt: Implement the plan.\n  - reviewer\n---\nPlan.\n",
+    );
+    write(
+        root,
+        "agents/team/builder.md",
+        "---\nname: builder\ndescription: Builds.\n---\nBuild.\n",
+    );
+    all_targets(root, "");
+    // `reviewer` does not exist: refused, nothing written.
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 2, "{v}");
+    assert!(
+        v["validation_errors"]
+            .to_string()
+            .contains("handoff to agent \\\"reviewer\\\""),
+        "{v}"
+    );
+    assert!(!root.join(".github").exists());
+    write(
+        root,
+        "agents/team/reviewer.md",
+        "---\nname: reviewer\ndescription: Reviews.\n---\nReview.\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    rules::validate_tree(root);
+    let (fm, _) = rules::split(&read(root, ".github/agents/planner.agent.md")).unwrap();
+    let h = fm["handoffs"].as_sequence().unwrap();
+    assert_eq!(h[0]["agent"].as_str(), Some("builder"));
+    assert_eq!(h[0]["label"].as_str(), Some("Build it"));
+    assert_eq!(h[0]["prompt"].as_str(), Some("Implement the plan."));
+    assert_eq!(h[1]["agent"].as_str(), Some("reviewer"));
+    assert!(names(&v, "notes")
+        .iter()
+        .any(|n| n.starts_with(".claude/agents/planner.md") && n.contains("handoffs")));
+    assert!(!read(root, ".claude/agents/planner.md").contains("handoffs"));
+}

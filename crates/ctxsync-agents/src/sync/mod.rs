@@ -253,6 +253,19 @@ pub fn run(
             }
         }
     }
+    // Handoffs must name agents of the library.
+    for r in &rendered {
+        for h in r
+            .handoffs
+            .iter()
+            .filter(|h| !names.contains_key(h.as_str()))
+        {
+            report.validation_errors.push(format!(
+                "{}: handoff to agent {h:?}, which the library does not have",
+                r.entry.entry
+            ));
+        }
+    }
     // Host name rules (skills, Claude Code) can map two agent names onto one file.
     let mut owners: HashMap<&str, &str> = HashMap::new();
     for r in &rendered {

@@ -8,6 +8,8 @@ pub(super) struct Rendered {
     pub(super) name: String,
     pub(super) priority: Priority,
     pub(super) version: Option<String>,
+    /// The agents its handoffs name.
+    pub(super) handoffs: Vec<String>,
     pub(super) outputs: Vec<Output>,
     /// What validation found wrong with the outputs (checked on the render thread).
     pub(super) problems: Vec<String>,
@@ -101,6 +103,12 @@ pub(super) fn render_one(
         problems,
         notes: r.notes,
         entry: a.clone(),
+        handoffs: model
+            .meta
+            .handoffs
+            .iter()
+            .map(|h| h.agent.clone())
+            .collect(),
         name: model.meta.name,
         priority: model.meta.priority,
         version: model.meta.version,

@@ -64,6 +64,10 @@ impl HostTarget for Claude {
             return Ok(Vec::new());
         };
         let m = &agent.meta;
+        if !m.handoffs.is_empty() {
+            sink.notes
+                .push(format!("{path}: Claude Code has no handoffs: dropped"));
+        }
         let name = host_name(&m.name);
         if name != m.name {
             sink.notes.push(format!(

@@ -83,6 +83,10 @@ impl HostTarget for Codex {
             return Ok(Vec::new());
         };
         let m = &agent.meta;
+        if !m.handoffs.is_empty() {
+            sink.notes
+                .push(format!("{path}: Codex has no handoffs: dropped"));
+        }
         let body = render::body(ctx, agent, self.dir(ctx.cfg), sink)?;
         if !m.tools.is_empty() {
             sink.notes.push(format!(

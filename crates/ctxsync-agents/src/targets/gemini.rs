@@ -61,6 +61,10 @@ impl HostTarget for Gemini {
             return Ok(Vec::new());
         };
         let m = &agent.meta;
+        if !m.handoffs.is_empty() {
+            sink.notes
+                .push(format!("{path}: Gemini CLI has no handoffs: dropped"));
+        }
         let name = host_name(&m.name);
         let body = render::body(ctx, agent, self.dir(ctx.cfg), sink)?;
         let table = Table::get();

@@ -86,6 +86,12 @@ impl HostTarget for Skills {
         sink: &mut RenderSink,
     ) -> Result<Vec<Output>, String> {
         let m = &agent.meta;
+        if !m.handoffs.is_empty() {
+            sink.notes.push(format!(
+                "{}: handoffs are not part of Agent Skills: dropped for its output",
+                agent.entry
+            ));
+        }
         let Some(name) = normalise_name(&m.name) else {
             return Err(format!(
                 "{}: agent name {:?} cannot be made into a skill name (lowercase letters, digits and hyphens)",

@@ -76,6 +76,9 @@ impl HostTarget for VscodeAgent {
         if let Some(model) = &model {
             fields.push(("model", Field::Str(model)));
         }
+        if !m.handoffs.is_empty() {
+            fields.push(("handoffs", Field::Handoffs(&m.handoffs)));
+        }
         let fm = frontmatter(&fields)?;
         Ok(vec![Output {
             target: Target::VscodeAgent,
