@@ -305,6 +305,23 @@ fn incremental_guarantees_hold_in_every_target() {
     assert!(root
         .join(".github/skills/alpha/modules/metrics.md")
         .is_file());
+    assert!(
+        !root.join(".github/skills/alpha/tasks").exists(),
+        "an emptied skill folder goes"
+    );
+
+    // A removed agent's skill folder goes whole; rollback brings it back.
+    std::fs::remove_dir_all(root.join("agents/team/alpha")).unwrap();
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(!root.join(".github/skills/alpha").exists(), "{v}");
+    assert!(root.join(".github/skills/beta/SKILL.md").is_file());
+    let (code, v) = agents_json(root, &["rollback"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(root
+        .join(".github/skills/alpha/modules/metrics.md")
+        .is_file());
+    rules::validate_tree(root);
 }
 
 #[test]

@@ -628,6 +628,7 @@ pub fn run(
     for d in dirs {
         deploy::sync_dir(&d)?;
     }
+    prune_emptied_skill_folders(root, cfg, &plan);
 
     phases.mark("write");
     // What `registry.json` holds changed, or only the scan cache in the index.

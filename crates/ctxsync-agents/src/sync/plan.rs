@@ -305,3 +305,29 @@ pub(super) fn prune(
     blobs.gc(&keep)?;
     Ok(())
 }
+
+/// Removes the folders below the skills folder that this run's removals left empty (a
+/// skill is a folder: an empty one would still look like a skill to a host). Only empty
+/// folders go (`remove_dir` refuses others), so nothing hand-written is touched.
+pub(super) fn prune_emptied_skill_folders(root: &Path, cfg: &AgentsConfig, plan: &[Planned]) {
+    if !cfg.targets.contains(&crate::config::Target::Skills) {
+        return;
+    }
+    let skills = cfg.target_dir(crate::config::Target::Skills);
+    let mut dirs: BTreeSet<&str> = BTreeSet::new();
+    for p in plan {
+        if let Action::Remove { .. } = p.action {
+            let mut d = paths::parent(&p.path);
+            while d.len() > skills.len() && d.starts_with(skills) {
+                dirs.insert(d);
+                d = paths::parent(d);
+            }
+        }
+    }
+    // Deepest first, so a folder emptied by removing its empty children goes too.
+    let mut dirs: Vec<&str> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(paths::abs(root, d));
+    }
+}
