@@ -73,6 +73,9 @@ pub fn rollback(
             changes: recovered.changes,
         });
         reg.save(&state.registry())?;
+        // The index saved with it would answer the next run "nothing to do" from stats
+        // alone; the agents marked rolled back must be looked at, so it goes.
+        crate::index::Index::remove(&crate::registry::index_path(&state.registry()))?;
         journal::clear(&state)?;
     }
     let cur = reg.generation;
