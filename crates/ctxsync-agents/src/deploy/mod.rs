@@ -283,10 +283,14 @@ pub fn stage_many(files: &[(PathBuf, &[u8])]) -> Result<Batch> {
     for (i, _, m) in &staged.files {
         metas[*i] = *m;
     }
+    // One `syncfs` flushes a whole file system: one folder per file system is enough
+    // (skills write thousands of folders; a flush each took minutes).
+    let mut devices = BTreeSet::new();
     let flush_dirs = staged
         .folders
         .iter()
         .map(|s| flush_dir_of(s).to_path_buf())
+        .filter(|d| device_of(d).is_none_or(|dev| devices.insert(dev)))
         .collect();
     Ok(Batch {
         dests: files.iter().map(|(p, _)| p.clone()).collect(),
@@ -397,8 +401,18 @@ impl Batch {
             }
         }
         let renamed = std::time::Instant::now();
-        for d in &to_sync {
-            sync_dir(d)?;
+        if self.batch_sync && to_sync.len() > 1 {
+            // As for the files: one `syncfs` per file system makes every rename durable.
+            let mut devices = BTreeSet::new();
+            for d in &to_sync {
+                if device_of(d).is_none_or(|dev| devices.insert(dev)) {
+                    sync_filesystem_of(d)?;
+                }
+            }
+        } else {
+            for d in &to_sync {
+                sync_dir(d)?;
+            }
         }
         tracing::debug!(
             "{} files: {} folders moved whole, renames {:.1}ms, folder syncs {:.1}ms",
@@ -615,6 +629,18 @@ fn sync_filesystem_of(dir: &Path) -> Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn sync_filesystem_of(_dir: &Path) -> Result<()> {
     Ok(())
+}
+
+/// The device (file system) a folder is on, where the platform says.
+#[cfg(unix)]
+fn device_of(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| m.dev())
+}
+
+#[cfg(not(unix))]
+fn device_of(_dir: &Path) -> Option<u64> {
+    None
 }
 
 #[cfg(test)]
