@@ -19,8 +19,14 @@ pub enum Target {
     VscodeAgent,
     /// `.github/prompts/<name>.prompt.md` (VS Code prompt file).
     VscodePrompt,
+    /// `.github/skills/<name>/SKILL.md` (Agent Skills, read by VS Code's agent host).
+    Skills,
     /// `.claude/agents/<name>.md` (Claude Code subagent).
     Claude,
+    /// `.codex/agents/<name>.toml` (Codex agent).
+    Codex,
+    /// `.gemini/agents/<name>.md` (Gemini CLI subagent).
+    Gemini,
 }
 
 impl Target {
@@ -29,9 +35,22 @@ impl Target {
         match self {
             Target::VscodeAgent => "vscode-agent",
             Target::VscodePrompt => "vscode-prompt",
+            Target::Skills => "skills",
             Target::Claude => "claude",
+            Target::Codex => "codex",
+            Target::Gemini => "gemini",
         }
     }
+
+    /// Every target, in config order.
+    pub const ALL: [Target; 6] = [
+        Target::VscodeAgent,
+        Target::VscodePrompt,
+        Target::Skills,
+        Target::Claude,
+        Target::Codex,
+        Target::Gemini,
+    ];
 }
 
 /// How `@modules/...` references appear in outputs.
@@ -67,6 +86,17 @@ pub struct AgentsConfig {
     pub prompts_dir: String,
     /// Output folder of Claude Code subagents.
     pub claude_dir: String,
+    /// Output folder of Agent Skills (one folder per skill).
+    pub skills_dir: String,
+    /// Output folder of Codex agents.
+    pub codex_dir: String,
+    /// Output folder of Gemini CLI subagents.
+    pub gemini_dir: String,
+    /// Prompt files mirror the library's group folders (`prompts/<group>/<name>.prompt.md`).
+    pub mirror_groups: bool,
+    /// Write `.github/agents` copies of `.claude/agents` subagents even though VS Code
+    /// already lists those itself (it would show each twice).
+    pub duplicate_claude_agents: bool,
     /// Files bigger than this are refused.
     pub max_file_bytes: u64,
 }
@@ -76,13 +106,18 @@ impl Default for AgentsConfig {
         AgentsConfig {
             sources: vec!["agents".into(), ".claude/agents".into()],
             excludes: vec!["*backup*".into(), "*.tmp".into(), "*.bak".into()],
-            targets: vec![Target::VscodeAgent, Target::VscodePrompt],
+            targets: vec![Target::VscodeAgent, Target::Skills, Target::VscodePrompt],
             references: RefMode::Link,
             debounce_ms: 50,
             retention_days: 7,
             agents_dir: ".github/agents".into(),
             prompts_dir: ".github/prompts".into(),
             claude_dir: ".claude/agents".into(),
+            skills_dir: ".github/skills".into(),
+            codex_dir: ".codex/agents".into(),
+            gemini_dir: ".gemini/agents".into(),
+            mirror_groups: false,
+            duplicate_claude_agents: false,
             max_file_bytes: 1024 * 1024,
         }
     }
@@ -132,6 +167,9 @@ impl AgentsConfig {
             ("agents_dir", &self.agents_dir),
             ("prompts_dir", &self.prompts_dir),
             ("claude_dir", &self.claude_dir),
+            ("skills_dir", &self.skills_dir),
+            ("codex_dir", &self.codex_dir),
+            ("gemini_dir", &self.gemini_dir),
         ] {
             if !paths::is_safe_rel(d.trim_end_matches('/')) {
                 return Err(format!(
@@ -145,6 +183,10 @@ impl AgentsConfig {
         if self.targets.is_empty() {
             return Err("agents.targets: at least one target is needed".into());
         }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(t) = self.targets.iter().find(|t| !seen.insert(**t)) {
+            return Err(format!("agents.targets: {:?} is listed twice", t.as_str()));
+        }
         if self.max_file_bytes == 0 {
             return Err("agents.max_file_bytes must be positive".into());
         }
@@ -153,32 +195,29 @@ impl AgentsConfig {
 
     /// The output folder of a target, repository-relative.
     pub fn target_dir(&self, t: Target) -> &str {
-        match t {
-            Target::VscodeAgent => self.agents_dir.trim_end_matches('/'),
-            Target::VscodePrompt => self.prompts_dir.trim_end_matches('/'),
-            Target::Claude => self.claude_dir.trim_end_matches('/'),
-        }
+        crate::targets::host(t).dir(self)
     }
 
-    /// The output path of agent `name` for target `t`, repository-relative.
-    pub fn output_path(&self, t: Target, name: &str) -> String {
-        let suffix = match t {
-            Target::VscodeAgent => ".agent.md",
-            Target::VscodePrompt => ".prompt.md",
-            Target::Claude => ".md",
-        };
-        format!("{}/{name}{suffix}", self.target_dir(t))
+    /// The main output path of agent `name` (entry file `entry`) for target `t`,
+    /// repository-relative; `None` when the agent gets no output there.
+    pub fn output_path(&self, t: Target, name: &str, entry: &str) -> Option<String> {
+        crate::targets::host(t).output_path(self, name, entry)
     }
 
     /// A fingerprint of the settings that change rendered bytes; a change forces a full run.
     pub fn render_fingerprint(&self) -> String {
         let key = format!(
-            "v1|{:?}|{:?}|{}|{}|{}|{:?}|{:?}",
+            "v2|{:?}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{:?}",
             self.targets,
             self.references,
             self.agents_dir,
             self.prompts_dir,
             self.claude_dir,
+            self.skills_dir,
+            self.codex_dir,
+            self.gemini_dir,
+            self.mirror_groups,
+            self.duplicate_claude_agents,
             self.sources,
             self.excludes
         );
@@ -207,7 +246,10 @@ mod tests {
     fn defaults_without_table() {
         let c = AgentsConfig::parse("[server]\nport = 1\n", Path::new("x")).unwrap();
         assert_eq!(c.debounce_ms, 50);
-        assert_eq!(c.targets, vec![Target::VscodeAgent, Target::VscodePrompt]);
+        assert_eq!(
+            c.targets,
+            vec![Target::VscodeAgent, Target::Skills, Target::VscodePrompt]
+        );
     }
 
     #[test]

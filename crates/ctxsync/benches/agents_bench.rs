@@ -1,9 +1,11 @@
 //! Agent-sync benchmarks (DESIGN §11), run with `cargo bench --bench agents_bench`.
 //!
-//! Whole-process figures, each printed against its target:
+//! Whole-process figures, each printed against its target, with every target on
+//! (VS Code agents and prompt files, Agent Skills, Claude Code, Codex, Gemini CLI;
+//! `CTXSYNC_BENCH_TARGETS=default` measures the default targets instead):
 //! * cold `ctxsync agents sync` on the OpenAgentBuilder fixture (≤ 30 ms);
-//! * cold / no-op sync of a generated 10,000-agent library (≤ 1.5 s / ≤ 200 ms) and the
-//!   peak RSS of the cold run (≤ 150 MB);
+//! * cold / no-op sync of a generated 10,000-agent library (≤ 2 s / ≤ 200 ms) and the
+//!   peak RSS of the cold run (≤ 200 MB);
 //! * `agents watch` latency from a save to the output renamed into place (p99 ≤
 //!   debounce + 20 ms).
 //!
@@ -34,6 +36,30 @@ fn bin() -> String {
 fn selected(name: &str) -> bool {
     std::env::var("CTXSYNC_BENCH_ONLY")
         .map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+/// Whether every target is on (the default of this bench).
+fn all_targets() -> bool {
+    std::env::var("CTXSYNC_BENCH_TARGETS").map_or(true, |t| t != "default")
+}
+
+/// Writes the bench's `ctxsync.toml` into `root`.
+fn configure(root: &Path) {
+    if all_targets() {
+        std::fs::write(
+            root.join("ctxsync.toml"),
+            "[agents]\ntargets = [\"vscode-agent\", \"vscode-prompt\", \"skills\", \"claude\", \"codex\", \"gemini\"]\n",
+        )
+        .unwrap();
+    }
+}
+
+fn targets_label() -> &'static str {
+    if all_targets() {
+        "all 6 targets"
+    } else {
+        "default targets"
+    }
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -145,11 +171,13 @@ fn bench_fixture() {
     for _ in 0..15 {
         let d = tempfile::tempdir().unwrap();
         copy_dir(Path::new(FIXTURE), d.path());
+        configure(d.path());
         v.push(ms(sync(d.path())));
     }
     let med = pct(&mut v, 0.5);
     println!(
-        "fixture cold sync (whole process, 15 runs): median {med:.1} ms, min {:.1} ms, max {:.1} ms  [target <= 30 ms: {}]",
+        "fixture cold sync ({}, whole process, 15 runs): median {med:.1} ms, min {:.1} ms, max {:.1} ms  [target <= 30 ms: {}]",
+        targets_label(),
         v[0],
         v[v.len() - 1],
         verdict(med <= 30.0)
@@ -170,6 +198,7 @@ fn bench_large() -> Vec<tempfile::TempDir> {
         .map(|_| {
             let d = tempfile::tempdir().unwrap();
             ctxsync_agents::synth::generate(d.path(), n).unwrap();
+            configure(d.path());
             d
         })
         .collect();
@@ -191,13 +220,19 @@ fn bench_large() -> Vec<tempfile::TempDir> {
         let _ = Command::new("sync").status();
     }
     let cold_runs = format!("{colds:.0?}");
+    let (cold_target, rss_target) = if all_targets() {
+        (2000.0, 200.0)
+    } else {
+        (1500.0, 150.0)
+    };
     let cold_med = pct(&mut colds, 0.5);
     let root = libs[0].path();
     let mut noop: Vec<f64> = (0..7).map(|_| ms(sync(root))).collect();
     let noop_med = pct(&mut noop, 0.5);
     println!(
-        "{n}-agent library cold sync (3 libraries): median {cold_med:.0} ms, runs {cold_runs}  [target <= 1500 ms: {}]",
-        verdict(cold_med <= 1500.0)
+        "{n}-agent library cold sync ({}, 3 libraries): median {cold_med:.0} ms, runs {cold_runs}  [target <= {cold_target:.0} ms: {}]",
+        targets_label(),
+        verdict(cold_med <= cold_target)
     );
     println!(
         "{n}-agent library no-op sync (7 runs): median {noop_med:.1} ms, max {:.1} ms  [target <= 200 ms: {}]",
@@ -206,9 +241,9 @@ fn bench_large() -> Vec<tempfile::TempDir> {
     );
     match rss_max {
         Some(kb) => println!(
-            "{n}-agent library cold sync peak RSS (max of 3): {:.1} MB  [target <= 150 MB: {}]",
+            "{n}-agent library cold sync peak RSS (max of 3): {:.1} MB  [target <= {rss_target:.0} MB: {}]",
             kb as f64 / 1024.0,
-            verdict(kb as f64 / 1024.0 <= 150.0)
+            verdict(kb as f64 / 1024.0 <= rss_target)
         ),
         None => println!("{n}-agent library cold sync peak RSS: not measurable here"),
     }

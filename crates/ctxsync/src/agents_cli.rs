@@ -21,8 +21,8 @@ use crate::out::count;
 #[derive(Args)]
 pub struct AgentsArgs {
     /// Repository root (default: the nearest folder above the working directory holding
-    /// ctxsync.toml, else the working directory).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// ctxsync.toml, else the working directory). `-C DIR` as for the context commands.
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
     root: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -55,6 +55,9 @@ enum AgentsCommand {
         /// Also overwrite outputs edited by hand since.
         #[arg(long)]
         force: bool,
+        /// Confirm `--to 0`, which removes every output ctxsync ever wrote.
+        #[arg(long)]
+        yes: bool,
     },
     /// Propose (and with --apply, make) rewrites of broken or renamed references.
     FixRefs {
@@ -173,8 +176,11 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
                 merge: s.merge,
             };
             let bar = ProgressOnTty::new(json);
-            let report = sync::run(&root, &cfg, &opts, &|d, t| bar.tick(d, t))?;
+            let mut report = sync::run(&root, &cfg, &opts, &|d, t| bar.tick(d, t))?;
             bar.finish();
+            if report.agents == 0 {
+                report.warnings.push(no_library_message(&root, &cfg));
+            }
             if !opts.dry_run && !opts.validate_only {
                 crate::context::record_agent_run(&root, &report);
             }
@@ -213,30 +219,35 @@ fn dispatch(args: AgentsArgs) -> anyhow::Result<u8> {
             let evs =
                 events::read_last(&ctxsync_agents::state::StateDir::new(&root).events(), last)?;
             let mut out = crate::out::stdout();
-            for e in &evs {
-                if json {
-                    writeln!(out, "{}", serde_json::to_string(e)?)?;
-                } else {
-                    writeln!(
-                        out,
-                        "{}  {:<17} {:<24} {:<10} {:>8.1} ms  {}{}",
-                        format_ts(e.ts_ms),
-                        serde_json::to_value(e.kind)?.as_str().unwrap_or("?"),
-                        e.agent.as_deref().unwrap_or("-"),
-                        e.result,
-                        e.duration_ms,
-                        e.files.join(", "),
-                        if e.message.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  ({})", e.message.replace('\n', "; "))
-                        }
-                    )?;
-                }
+            if json {
+                // One JSON document, like every other `--json`.
+                writeln!(out, "{}", serde_json::to_string_pretty(&evs)?)?;
+            }
+            for e in evs.iter().filter(|_| !json) {
+                writeln!(
+                    out,
+                    "{}  {:<17} {:<24} {:<10} {:>8.1} ms  {}{}",
+                    format_ts(e.ts_ms),
+                    serde_json::to_value(e.kind)?.as_str().unwrap_or("?"),
+                    e.agent.as_deref().unwrap_or("-"),
+                    e.result,
+                    e.duration_ms,
+                    e.files.join(", "),
+                    if e.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", e.message.replace('\n', "; "))
+                    }
+                )?;
             }
             Ok(0)
         }
-        AgentsCommand::Rollback { to, force } => {
+        AgentsCommand::Rollback { to, force, yes } => {
+            if to == Some(0) && !yes {
+                anyhow::bail!(
+                    "rollback --to 0 removes every output ctxsync wrote (generation 0 is before the first sync); add --yes to confirm"
+                );
+            }
             let r = rollback::rollback(&root, &cfg, to, force)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&r)?);
@@ -304,6 +315,18 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
         ..Default::default()
     };
     let pending = sync::run(root, cfg, &opts, &|_, _| {})?;
+    // VS Code lists `.claude/agents` itself; copies would show every such agent twice.
+    let not_copied = if cfg.targets.contains(&ctxsync_agents::Target::VscodeAgent)
+        && !cfg.duplicate_claude_agents
+    {
+        reg.agents
+            .values()
+            .filter(|a| ctxsync_agents::targets::is_claude_source(cfg, &a.entry))
+            .count()
+    } else {
+        0
+    };
+    let targets: Vec<&str> = cfg.targets.iter().map(|t| t.as_str()).collect();
     if json {
         let agents: Vec<_> = reg
             .agents
@@ -322,6 +345,8 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
                 "generation": reg.generation,
                 "generations_kept": reg.generations.iter().map(|g| g.generation).collect::<Vec<_>>(),
                 "agents": agents,
+                "targets": targets,
+                "claude_agents_not_copied_to_vscode": not_copied,
                 "pending": pending,
             }))?
         );
@@ -333,6 +358,14 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
             count(reg.agents.len(), "agent", "agents"),
             pending.agents
         );
+        outln!("targets: {}", targets.join(", "));
+        if not_copied > 0 {
+            outln!(
+                "{} from .claude/agents not copied to {}: VS Code lists them itself (duplicate_claude_agents = true writes copies)",
+                count(not_copied, "agent", "agents"),
+                cfg.agents_dir
+            );
+        }
         for (n, a) in &reg.agents {
             outln!(
                 "  {n:<28} {:<9} v{:<8} gen {:<4} {:<10} {}",
@@ -361,6 +394,27 @@ fn status(root: &Path, cfg: &AgentsConfig, json: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Where a run that found no agent looked, so an empty result is not a mystery.
+fn no_library_message(root: &Path, cfg: &AgentsConfig) -> String {
+    let looked: Vec<String> = cfg
+        .sources
+        .iter()
+        .map(|s| {
+            let exists = root.join(s).is_dir();
+            format!(
+                "{}/{}",
+                s.trim_end_matches('/'),
+                if exists { "" } else { " (missing)" }
+            )
+        })
+        .collect();
+    format!(
+        "no agents found under {}: looked in {} (set `sources` in the [agents] table of ctxsync.toml)",
+        root.display(),
+        looked.join(", ")
+    )
 }
 
 fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<()> {
@@ -431,6 +485,30 @@ fn print_sync(r: &SyncReport, opts: &SyncOptions, json: bool) -> anyhow::Result<
             .unwrap_or_default(),
         r.duration_ms
     )?;
+    if !r.new_broken_refs.is_empty() {
+        let agents: std::collections::BTreeSet<&str> = r
+            .new_broken_refs
+            .iter()
+            .filter_map(|b| b.split(": ").next())
+            .collect();
+        writeln!(
+            out,
+            "{} new in this run, in {} (details: ctxsync agents check)",
+            count(
+                r.new_broken_refs.len(),
+                "broken reference",
+                "broken references"
+            ),
+            count(agents.len(), "agent", "agents"),
+        )?;
+    }
+    if !r.notes.is_empty() {
+        writeln!(
+            out,
+            "{} dropped or mapped for a host (see --json)",
+            count(r.notes.len(), "name or key", "names or keys")
+        )?;
+    }
     Ok(())
 }
 

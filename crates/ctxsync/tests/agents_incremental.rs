@@ -44,7 +44,15 @@ fn editing_a_module_rerenders_exactly_the_agents_that_reach_it() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(names(&v, "rendered"), ["alpha"]);
     assert_eq!(names(&v, "updated"), ["alpha"]);
-    assert_eq!(names(&v, "written"), [".github/agents/alpha.agent.md"]);
+    // In every target that carries the module's text: inlined in the agent, copied beside
+    // the skill (whose SKILL.md only links it, so it is unchanged).
+    assert_eq!(
+        names(&v, "written"),
+        [
+            ".github/agents/alpha.agent.md",
+            ".github/skills/alpha/modules/shared.md"
+        ]
+    );
     assert!(read(root, ".github/agents/alpha.agent.md").contains("Shared text v2."));
     assert_eq!(
         std::fs::metadata(root.join(".github/agents/beta.agent.md"))
@@ -87,7 +95,8 @@ fn deleting_an_agent_removes_exactly_its_outputs() {
         names(&v, "deleted"),
         [
             ".github/agents/gamma.agent.md",
-            ".github/prompts/gamma.prompt.md"
+            ".github/prompts/gamma.prompt.md",
+            ".github/skills/gamma/SKILL.md"
         ]
     );
     assert!(root.join(".github/agents/gamma.agent.md").exists());
@@ -279,9 +288,22 @@ fn claude_code_subagents_produce_valid_vscode_outputs() {
     write(root, ".claude/agents/code-reviewer.md", "---\nname: code-reviewer\ndescription: Reviews diffs for bugs: be strict.\ntools: Read, Grep, Glob\nmodel: sonnet\n---\nYou are a strict reviewer. See [guide](../../docs/guide.md).\n");
     write(root, ".claude/agents/team/test-runner.md", "---\nname: test-runner\ndescription: \"Runs tests, reports failures\"\ntools: [Bash, Read]\n---\nRun the tests.\n");
     write(root, "docs/guide.md", "# Guide\n");
+    // By default VS Code lists `.claude/agents` itself: no second copy in .github/agents.
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(names(&v, "added"), ["code-reviewer", "test-runner"]);
+    assert!(!root.join(".github/agents").exists(), "{v}");
+    let status = agents(root, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("duplicate_claude_agents"), "{status}");
+    // Asked for, the copy is written, with tools and model mapped to VS Code's names.
+    write(
+        root,
+        "ctxsync.toml",
+        "[agents]\nduplicate_claude_agents = true\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
     let text = read(root, ".github/agents/code-reviewer.agent.md");
     let body = text.split("\n---\n").nth(1).unwrap();
     let fm: serde_norway::Value = serde_norway::from_str(
@@ -297,8 +319,13 @@ fn claude_code_subagents_produce_valid_vscode_outputs() {
         fm["description"].as_str(),
         Some("Reviews diffs for bugs: be strict.")
     );
-    assert_eq!(fm["tools"][2].as_str(), Some("Glob"));
-    assert_eq!(fm["model"].as_str(), Some("sonnet"));
+    assert_eq!(fm["tools"][0].as_str(), Some("read"));
+    assert_eq!(fm["tools"][1].as_str(), Some("search"));
+    assert!(
+        fm["tools"].get(2).is_none(),
+        "Grep and Glob are both `search`"
+    );
+    assert_eq!(fm["model"].as_str(), Some("Claude Sonnet 4.5 (copilot)"));
     assert!(
         body.contains("[guide](../../docs/guide.md)"),
         "link rewritten for .github/agents: {body}"
@@ -309,7 +336,7 @@ fn claude_code_subagents_produce_valid_vscode_outputs() {
     write(
         root,
         "ctxsync.toml",
-        "[agents]\ntargets = [\"vscode-agent\", \"vscode-prompt\", \"claude\"]\n",
+        "[agents]\nduplicate_claude_agents = true\ntargets = [\"vscode-agent\", \"vscode-prompt\", \"claude\"]\n",
     );
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 0, "{v}");
@@ -457,6 +484,11 @@ fn a_byte_order_mark_before_the_frontmatter_is_skipped() {
     );
     write(
         root,
+        "ctxsync.toml",
+        "[agents]\nduplicate_claude_agents = true\n",
+    );
+    write(
+        root,
         "agents/team/titled.md",
         "\u{feff}# Titled Agent\n\n## Purpose Statement\nTitled works.\n",
     );
@@ -466,7 +498,7 @@ fn a_byte_order_mark_before_the_frontmatter_is_skipped() {
     let text = read(root, ".github/agents/bom-reviewer.agent.md");
     assert!(
         text.starts_with(
-            "---\nname: bom-reviewer\ndescription: Reviews with a BOM.\ntools:\n- Read\n---\n"
+            "---\nname: bom-reviewer\ndescription: Reviews with a BOM.\ntools:\n- read\n---\n"
         ),
         "{text}"
     );
@@ -476,16 +508,53 @@ fn a_byte_order_mark_before_the_frontmatter_is_skipped() {
     assert!(!titled.contains('\u{feff}'), "{titled}");
 }
 
+/// Issue 16, item 7: an agent whose inlined body would pass 30,000 characters links its
+/// largest modules instead (reported), and only a body too big by itself fails.
 #[test]
-fn inline_mode_over_the_body_limit_fails_validation_and_writes_nothing() {
+fn inline_mode_over_the_body_limit_links_the_largest_modules_instead() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     inline_config(root);
-    write(root, "agents/g/big/big.md", "# Big\n\n@modules/a.md\n");
+    write(
+        root,
+        "agents/g/big/big.md",
+        "# Big\n\n@modules/a.md\n\n@modules/small.md\n",
+    );
     write(
         root,
         "agents/g/big/modules/a.md",
         &format!("# A\n{}\n", "word ".repeat(7000)),
+    );
+    write(
+        root,
+        "agents/g/big/modules/small.md",
+        "# Small\n\nInlined.\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    let text = read(root, ".github/agents/big.agent.md");
+    assert!(text.chars().count() <= 30_000);
+    assert!(
+        text.contains("](../../agents/g/big/modules/a.md)"),
+        "{text}"
+    );
+    assert!(text.contains("## Inlined: modules/small.md"), "{text}");
+    let notes = v["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("linked instead: modules/a.md")),
+        "{v}"
+    );
+
+    // A body over the limit by itself cannot be fixed by linking: nothing is written.
+    let e = tempfile::tempdir().unwrap();
+    let root = e.path();
+    inline_config(root);
+    write(
+        root,
+        "agents/g/huge.md",
+        &format!("# Huge\n{}\n", "word ".repeat(7000)),
     );
     let out = agents(root, &["sync"]);
     assert_eq!(out.status.code(), Some(2));

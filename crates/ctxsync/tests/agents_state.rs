@@ -52,9 +52,15 @@ fn sync_ok(root: &Path, args: &[&str]) -> serde_json::Value {
     v
 }
 
-/// The small library in a new folder, synced once.
+/// The small library in a new folder, synced once. The crash and index tests count
+/// writes, so they pin the two VS Code targets (what deploy does is the same for all).
 fn synced_small_library() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "ctxsync.toml",
+        "[agents]\ntargets = [\"vscode-agent\", \"vscode-prompt\"]\n",
+    );
     small_library(d.path());
     sync_ok(d.path(), &[]);
     d

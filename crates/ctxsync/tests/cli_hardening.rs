@@ -553,6 +553,13 @@ fn agents_sync_counts_read_right() {
         return;
     };
     let root = lib.path();
+    // One output per agent changes with its entry file: the VS Code agent (a skill would
+    // be a second one).
+    std::fs::write(
+        root.join("ctxsync.toml"),
+        "[agents]\ntargets = [\"vscode-agent\", \"vscode-prompt\"]\n",
+    )
+    .unwrap();
     let first = agents_common::agents(root, &["sync"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let entry = root.join("agents/development/backend-engineer.md");

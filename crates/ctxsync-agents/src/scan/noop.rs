@@ -21,18 +21,35 @@ use crate::index::{Index, IndexOutput};
 use crate::paths;
 use crate::sync::{check_target_dir, RACY_MARGIN_NS};
 
-/// The outputs agent `name` (entry file `entry`) should have, sorted: one per target,
-/// except that a Claude Code subagent is not written back over `.claude/agents`.
+/// The main outputs agent `name` (entry file `entry`) should have, sorted: one per
+/// target that takes it (a Claude Code subagent is not written back over
+/// `.claude/agents`, nor copied to VS Code unless asked).
 pub(crate) fn expected_outputs(cfg: &AgentsConfig, name: &str, entry: &str) -> BTreeSet<String> {
-    let claude = cfg.target_dir(Target::Claude);
-    let from_claude = entry
-        .strip_prefix(claude)
-        .is_some_and(|rest| rest.starts_with('/'));
     cfg.targets
         .iter()
-        .filter(|t| !(**t == Target::Claude && from_claude))
-        .map(|t| cfg.output_path(*t, name))
+        .filter_map(|t| cfg.output_path(*t, name, entry))
         .collect()
+}
+
+/// True when `rel` is a companion file of a skill (copied beside its `SKILL.md`), not a
+/// main output: which ones exist depends on the references, not on the name.
+pub(crate) fn is_companion(cfg: &AgentsConfig, rel: &str) -> bool {
+    cfg.targets.contains(&Target::Skills)
+        && rel
+            .strip_prefix(cfg.target_dir(Target::Skills))
+            .is_some_and(|r| r.starts_with('/') && !r.ends_with("/SKILL.md"))
+}
+
+/// The recorded outputs equal the expected main outputs (companions aside).
+pub(crate) fn outputs_as_expected<'a>(
+    cfg: &AgentsConfig,
+    name: &str,
+    entry: &str,
+    recorded: impl Iterator<Item = &'a String>,
+) -> bool {
+    expected_outputs(cfg, name, entry)
+        .iter()
+        .eq(recorded.filter(|p| !is_companion(cfg, p)))
 }
 
 /// True when output `rel` still has the size and mtime recorded when it was written.
@@ -205,9 +222,7 @@ pub(crate) fn agents_unchanged(
         }
     };
     all_parallel(&ix.agents, |a| {
-        expected_outputs(cfg, &a.name, &a.entry)
-            .iter()
-            .eq(a.outputs.iter().map(|o| &o.path))
+        outputs_as_expected(cfg, &a.name, &a.entry, a.outputs.iter().map(|o| &o.path))
             && a.outputs.iter().all(unchanged)
             && a.missing
                 .iter()

@@ -14,6 +14,8 @@ pub enum Field<'a> {
     Str(&'a str),
     /// A list of strings.
     List(&'a [String]),
+    /// A list of handoffs (VS Code's `label`, `agent`, `prompt`, `send`).
+    Handoffs(&'a [crate::parse::Handoff]),
 }
 
 /// The frontmatter block of `fields` (in order), `---` lines included.
@@ -35,6 +37,26 @@ fn to_mapping(fields: &[(&str, Field<'_>)]) -> serde_norway::Mapping {
                 items
                     .iter()
                     .map(|i| serde_norway::Value::String(i.clone()))
+                    .collect(),
+            ),
+            Field::Handoffs(items) => serde_norway::Value::Sequence(
+                items
+                    .iter()
+                    .map(|h| {
+                        let mut m = serde_norway::Mapping::new();
+                        let mut put = |k: &str, v: serde_norway::Value| {
+                            m.insert(serde_norway::Value::String(k.into()), v);
+                        };
+                        put("label", serde_norway::Value::String(h.label.clone()));
+                        put("agent", serde_norway::Value::String(h.agent.clone()));
+                        if let Some(p) = &h.prompt {
+                            put("prompt", serde_norway::Value::String(p.clone()));
+                        }
+                        if let Some(s) = h.send {
+                            put("send", serde_norway::Value::Bool(s));
+                        }
+                        serde_norway::Value::Mapping(m)
+                    })
                     .collect(),
             ),
         };

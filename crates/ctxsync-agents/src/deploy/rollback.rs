@@ -41,7 +41,11 @@ pub struct RollbackReport {
     pub warnings: Vec<String>,
 }
 
-/// Restores generation `to` (default: the previous one).
+/// The source hash recorded for an agent whose outputs a rollback restored: matches no
+/// file, so the agent is rendered again by the next run.
+const ROLLED_BACK: &str = "rolled-back";
+
+/// Restores the outputs of generation `to` (default: the previous one).
 pub fn rollback(
     root: &Path,
     _cfg: &AgentsConfig,
@@ -69,6 +73,9 @@ pub fn rollback(
             changes: recovered.changes,
         });
         reg.save(&state.registry())?;
+        // The index saved with it would answer the next run "nothing to do" from stats
+        // alone; the agents marked rolled back must be looked at, so it goes.
+        crate::index::Index::remove(&crate::registry::index_path(&state.registry()))?;
         journal::clear(&state)?;
     }
     let cur = reg.generation;
@@ -183,6 +190,13 @@ pub fn rollback(
                 .or_else(|| reg.owner_of(&c.path).map(str::to_string));
             let Some(owner) = owner else { continue };
             let rec = reg.touched_agent(owner, gen);
+            // The restored outputs were rendered from older sources: what the registry
+            // recorded for the entry no longer produced them, so the next sync (and
+            // `agents status`) must look at this agent again, as `sync --check` does.
+            let entry = rec.entry.clone();
+            if let Some(h) = rec.sources.get_mut(&entry) {
+                *h = Some(ROLLED_BACK.into());
+            }
             match &c.after {
                 Some(h) => {
                     let m = std::fs::metadata(paths::abs(root, &c.path))

@@ -60,6 +60,54 @@ pub struct AgentMeta {
     pub tools: Vec<String>,
     /// Model (frontmatter only).
     pub model: Option<String>,
+    /// Handoffs to other agents (frontmatter `handoffs`, VS Code's form or plain names).
+    pub handoffs: Vec<Handoff>,
+}
+
+/// A handoff: a button that passes the conversation to another agent (VS Code).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handoff {
+    /// The button's text.
+    pub label: String,
+    /// The agent handed to.
+    pub agent: String,
+    /// The prompt sent with it.
+    pub prompt: Option<String>,
+    /// Whether the prompt is sent at once.
+    pub send: Option<bool>,
+}
+
+/// `handoffs:` as a list of agent names or of mappings with `agent` (and `label`,
+/// `prompt`, `send`); entries without an agent are an error naming the file.
+fn parse_handoffs(rel_path: &str, v: Option<&serde_norway::Value>) -> Result<Vec<Handoff>, String> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let Some(items) = v.as_sequence() else {
+        return Err(format!("{rel_path}: `handoffs` must be a list"));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let text = |k: &str| item.get(k).and_then(|x| x.as_str()).map(str::trim);
+        let agent = match item.as_str() {
+            Some(name) => name.trim(),
+            None => text("agent").unwrap_or(""),
+        };
+        if agent.is_empty() {
+            return Err(format!(
+                "{rel_path}: every entry of `handoffs` needs an `agent`"
+            ));
+        }
+        out.push(Handoff {
+            label: text("label")
+                .filter(|l| !l.is_empty())
+                .map_or_else(|| format!("Hand off to {agent}"), str::to_string),
+            agent: agent.to_string(),
+            prompt: text("prompt").map(str::to_string),
+            send: item.get("send").and_then(|x| x.as_bool()),
+        });
+    }
+    Ok(out)
 }
 
 /// A parsed agent file.
@@ -251,6 +299,7 @@ pub fn parse_agent(rel_path: &str, text: &str) -> Result<ParsedAgent, String> {
         _ => Vec::new(),
     };
     let model = fm_str("model");
+    let handoffs = parse_handoffs(rel_path, fm.get("handoffs"))?;
     Ok(ParsedAgent {
         meta: AgentMeta {
             name,
@@ -260,6 +309,7 @@ pub fn parse_agent(rel_path: &str, text: &str) -> Result<ParsedAgent, String> {
             priority,
             tools,
             model,
+            handoffs,
         },
         body: body.to_string(),
         has_frontmatter: has_fm,

@@ -3,6 +3,17 @@
 //! never a half file, and a crash leaves at most a stray temp file behind. A batch
 //! headed for a folder that does not exist yet is staged in a hidden sibling folder
 //! and renamed into place whole.
+//!
+//! The deploy stage around it: [`registry`] (what was written), [`backup`] (kept
+//! generations), [`journal`] (intent before writing), [`rollback`], [`merge3`] and the
+//! [`state`] folder with its run lock.
+
+pub mod backup;
+pub mod journal;
+pub mod merge3;
+pub mod registry;
+pub mod rollback;
+pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -272,10 +283,14 @@ pub fn stage_many(files: &[(PathBuf, &[u8])]) -> Result<Batch> {
     for (i, _, m) in &staged.files {
         metas[*i] = *m;
     }
+    // One `syncfs` flushes a whole file system: one folder per file system is enough
+    // (skills write thousands of folders; a flush each took minutes).
+    let mut devices = BTreeSet::new();
     let flush_dirs = staged
         .folders
         .iter()
         .map(|s| flush_dir_of(s).to_path_buf())
+        .filter(|d| device_of(d).is_none_or(|dev| devices.insert(dev)))
         .collect();
     Ok(Batch {
         dests: files.iter().map(|(p, _)| p.clone()).collect(),
@@ -386,8 +401,18 @@ impl Batch {
             }
         }
         let renamed = std::time::Instant::now();
-        for d in &to_sync {
-            sync_dir(d)?;
+        if self.batch_sync && to_sync.len() > 1 {
+            // As for the files: one `syncfs` per file system makes every rename durable.
+            let mut devices = BTreeSet::new();
+            for d in &to_sync {
+                if device_of(d).is_none_or(|dev| devices.insert(dev)) {
+                    sync_filesystem_of(d)?;
+                }
+            }
+        } else {
+            for d in &to_sync {
+                sync_dir(d)?;
+            }
         }
         tracing::debug!(
             "{} files: {} folders moved whole, renames {:.1}ms, folder syncs {:.1}ms",
@@ -606,139 +631,17 @@ fn sync_filesystem_of(_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn syncfs_only_for_batches() {
-        assert!(!use_syncfs(1));
-        assert!(!use_syncfs(SYNCFS_WHEN_QUIET_FROM_FILES - 1));
-        assert_eq!(use_syncfs(SYNCFS_FROM_FILES), cfg!(target_os = "linux"));
-        if cfg!(target_os = "linux") {
-            assert!(system_dirty_kb().is_some());
-        }
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a/b.md");
-        write_atomic(&p, b"one", true).unwrap();
-        write_many(&[
-            (p.clone(), &b"two"[..]),
-            (d.path().join("a/c.md"), &b"three"[..]),
-        ])
-        .unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(d.path().join("a"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2);
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn a_new_folder_is_staged_beside_and_moved_in_whole() {
-        let d = tempfile::tempdir().unwrap();
-        let out = d.path().join(".github/agents");
-        let files: Vec<(PathBuf, &[u8])> = (0..70)
-            .map(|i| (out.join(format!("a{i:02}.md")), &b"x"[..]))
-            .collect();
-        let batch = stage_many(&files).unwrap();
-        // Staged, not visible: the destination does not exist until the commit.
-        assert!(!out.exists());
-        let staging = names(&d.path().join(".github"));
-        assert_eq!(staging.len(), 1);
-        assert!(staging[0].starts_with(TEMP_PREFIX), "{staging:?}");
-        batch.flush().unwrap();
-        let metas = batch.metas().to_vec();
-        batch.commit().unwrap();
-        assert_eq!(names(&d.path().join(".github")), vec!["agents"]);
-        assert_eq!(names(&out).len(), 70);
-        let m = std::fs::metadata(out.join("a05.md")).unwrap();
-        assert_eq!(Meta::from_std(&m).mtime_ns, metas[5].mtime_ns);
-        assert_eq!(m.len(), 1);
-    }
-
-    #[test]
-    fn stale_staging_folders_are_removed_and_live_ones_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let parent = d.path().join(".github");
-        // Left by a process that has ended (no such pid) and by this one (live).
-        let stale = parent.join(format!("{TEMP_PREFIX}-4294967295-dir0-0"));
-        let live = parent.join(format!("{TEMP_PREFIX}-{}-dir7-0", pid()));
-        let other = parent.join(format!("{TEMP_PREFIX}-4294967295-0-3-0"));
-        for dir in [&stale, &live] {
-            std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(dir.join("a.agent.md"), "x").unwrap();
-        }
-        std::fs::write(&other, "a temp file, not a staging folder").unwrap();
-        write_many(&[(parent.join("agents/b.agent.md"), &b"b"[..])]).unwrap();
-        assert!(!stale.exists());
-        assert!(live.join("a.agent.md").exists());
-        assert!(other.exists());
-        assert_eq!(
-            std::fs::read(parent.join("agents/b.agent.md")).unwrap(),
-            b"b"
-        );
-    }
-
-    #[test]
-    fn stale_temp_files_are_removed_and_live_or_foreign_ones_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path();
-        let stale = dir.join(format!("{TEMP_PREFIX}-4294967295-0-3-0"));
-        let live = dir.join(format!("{TEMP_PREFIX}-{}-0-3-0", pid()));
-        let random = dir.join(format!("{TEMP_PREFIX}AbC123"));
-        let output = dir.join("a.agent.md");
-        for f in [&stale, &live, &random, &output] {
-            std::fs::write(f, "x").unwrap();
-        }
-        let stage = dir.join(format!("{TEMP_PREFIX}-4294967295-dir0-0"));
-        std::fs::create_dir(&stage).unwrap();
-        remove_stale_temps(dir);
-        assert!(!stale.exists() && !stage.exists());
-        assert!(live.exists() && random.exists() && output.exists());
-    }
-
-    #[test]
-    fn a_batch_dropped_before_commit_leaves_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("old")).unwrap();
-        let files: Vec<(PathBuf, &[u8])> = vec![
-            (d.path().join("new/a.md"), &b"a"[..]),
-            (d.path().join("old/b.md"), &b"b"[..]),
-        ];
-        drop(stage_many(&files).unwrap());
-        assert_eq!(names(d.path()), vec!["old"]);
-        assert!(names(&d.path().join("old")).is_empty());
-    }
-
-    #[test]
-    fn a_folder_that_appears_while_staging_gets_the_files_one_by_one() {
-        let d = tempfile::tempdir().unwrap();
-        let out = d.path().join("out");
-        let files: Vec<(PathBuf, &[u8])> =
-            vec![(out.join("a.md"), &b"a"[..]), (out.join("b.md"), &b"b"[..])];
-        let batch = stage_many(&files).unwrap();
-        std::fs::create_dir(&out).unwrap();
-        std::fs::write(out.join("mine.md"), "someone else's").unwrap();
-        batch.commit().unwrap();
-        assert_eq!(names(&out), vec!["a.md", "b.md", "mine.md"]);
-        assert_eq!(
-            std::fs::read(out.join("mine.md")).unwrap(),
-            b"someone else's"
-        );
-        assert_eq!(names(d.path()), vec!["out"]);
-    }
+/// The device (file system) a folder is on, where the platform says.
+#[cfg(unix)]
+fn device_of(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| m.dev())
 }
+
+#[cfg(not(unix))]
+fn device_of(_dir: &Path) -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests;
