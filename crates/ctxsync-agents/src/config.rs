@@ -106,7 +106,7 @@ impl Default for AgentsConfig {
         AgentsConfig {
             sources: vec!["agents".into(), ".claude/agents".into()],
             excludes: vec!["*backup*".into(), "*.tmp".into(), "*.bak".into()],
-            targets: vec![Target::VscodeAgent, Target::Skills, Target::VscodePrompt],
+            targets: vec![Target::VscodeAgent, Target::VscodePrompt],
             references: RefMode::Link,
             debounce_ms: 50,
             retention_days: 7,
@@ -246,10 +246,7 @@ mod tests {
     fn defaults_without_table() {
         let c = AgentsConfig::parse("[server]\nport = 1\n", Path::new("x")).unwrap();
         assert_eq!(c.debounce_ms, 50);
-        assert_eq!(
-            c.targets,
-            vec![Target::VscodeAgent, Target::Skills, Target::VscodePrompt]
-        );
+        assert_eq!(c.targets, vec![Target::VscodeAgent, Target::VscodePrompt]);
     }
 
     #[test]

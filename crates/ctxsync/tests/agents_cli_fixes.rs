@@ -111,6 +111,12 @@ fn log_json_is_one_document() {
 fn sync_summarises_the_broken_references_it_introduced() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
+    // Pinned to the targets it was written against (skills copy referenced files).
+    std::fs::write(
+        root.join("ctxsync.toml"),
+        "[agents]\ntargets = [\"vscode-agent\", \"skills\", \"vscode-prompt\"]\n",
+    )
+    .unwrap();
     small_library(root);
     // Beta links to gamma's file; alpha's task is already broken-free.
     write(

@@ -75,7 +75,7 @@ fn fixture_every_agent_gets_valid_outputs_and_second_run_writes_nothing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     github.sort();
-    assert_eq!(github, ["agents", "prompts", "skills"]);
+    assert_eq!(github, ["agents", "prompts"]);
 
     // References became links that resolve from the output folder.
     let orch = read(root, ".github/agents/orchestrator.agent.md");

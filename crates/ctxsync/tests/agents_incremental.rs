@@ -11,7 +11,7 @@ fn inline_config(root: &std::path::Path) {
     write(
         root,
         "ctxsync.toml",
-        "[other]\nx = 1\n\n[agents]\nreferences = \"inline\"\n",
+        "[other]\nx = 1\n\n[agents]\nreferences = \"inline\"\ntargets = [\"vscode-agent\", \"skills\", \"vscode-prompt\"]\n",
     );
 }
 
@@ -81,6 +81,11 @@ fn deleting_an_agent_removes_exactly_its_outputs() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     small_library(root);
+    write(
+        root,
+        "ctxsync.toml",
+        "[agents]\ntargets = [\"vscode-agent\", \"skills\", \"vscode-prompt\"]\n",
+    );
     write(
         root,
         ".github/agents/hand-written.agent.md",

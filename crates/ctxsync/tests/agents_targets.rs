@@ -173,6 +173,11 @@ fn skill_names_that_break_the_spec_are_normalised_or_refused() {
     let root = d.path();
     write(
         root,
+        "ctxsync.toml",
+        "[agents]\ntargets = [\"vscode-agent\", \"skills\", \"vscode-prompt\"]\n",
+    );
+    write(
+        root,
         "agents/team/data_loader.v2.md",
         "---\nname: data_loader.v2\ndescription: Loads data.\n---\nLoad.\n",
     );
@@ -190,6 +195,11 @@ fn skill_names_that_break_the_spec_are_normalised_or_refused() {
     // Two agents whose names normalise to the same skill: refused, nothing written.
     let e = tempfile::tempdir().unwrap();
     let root = e.path();
+    write(
+        root,
+        "ctxsync.toml",
+        "[agents]\ntargets = [\"vscode-agent\", \"skills\", \"vscode-prompt\"]\n",
+    );
     write(
         root,
         "agents/team/a_b.md",
