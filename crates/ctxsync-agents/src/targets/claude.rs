@@ -76,20 +76,13 @@ impl HostTarget for Claude {
             ));
         }
         let body = render::body(ctx, agent, self.dir(ctx.cfg), sink)?;
-        let table = Table::get();
-        let (tools, notes) = table.map_tools(&m.tools, Host::Claude);
-        sink.notes
-            .extend(notes.into_iter().map(|n| format!("{path}: {n}")));
-        let model = m.model.as_deref().and_then(|model| {
-            if model == "inherit" {
-                return Some("inherit".to_string());
-            }
-            let (id, note) = table.map_model(model, Host::Claude);
-            if let Some(n) = note {
-                sink.notes.push(format!("{path}: {n}"));
-            }
-            id
-        });
+        let (tools, model) = Table::get().map_agent(
+            &m.tools,
+            m.model.as_deref(),
+            Host::Claude,
+            &path,
+            &mut sink.notes,
+        );
         let tools = tools.join(", ");
         let mut fields = vec![
             ("name", Field::Str(&name)),

@@ -87,6 +87,31 @@ impl Table {
         })
     }
 
+    /// An agent's tools and model in `host`'s names, for the output at `path`; what has
+    /// no mapping is noted in `notes` and left out. Claude's `inherit` model stays.
+    pub fn map_agent(
+        &self,
+        tools: &[String],
+        model: Option<&str>,
+        host: Host,
+        path: &str,
+        notes: &mut Vec<String>,
+    ) -> (Vec<String>, Option<String>) {
+        let (tools, tool_notes) = self.map_tools(tools, host);
+        notes.extend(tool_notes.into_iter().map(|n| format!("{path}: {n}")));
+        let model = model.and_then(|model| {
+            if host == Host::Claude && model == "inherit" {
+                return Some("inherit".to_string());
+            }
+            let (id, note) = self.map_model(model, host);
+            if let Some(n) = note {
+                notes.push(format!("{path}: {n}"));
+            }
+            id
+        });
+        (tools, model)
+    }
+
     /// `tools` in `host`'s names, in table order without repeats, and the notes for
     /// names that are unknown or have no equivalent there.
     pub fn map_tools(&self, tools: &[String], host: Host) -> (Vec<String>, Vec<String>) {

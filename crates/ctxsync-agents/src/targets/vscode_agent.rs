@@ -55,17 +55,13 @@ impl HostTarget for VscodeAgent {
         };
         let m = &agent.meta;
         let body = render::body(ctx, agent, self.dir(ctx.cfg), sink)?;
-        let table = Table::get();
-        let (tools, notes) = table.map_tools(&m.tools, Host::Vscode);
-        sink.notes
-            .extend(notes.into_iter().map(|n| format!("{path}: {n}")));
-        let model = m.model.as_deref().and_then(|model| {
-            let (id, note) = table.map_model(model, Host::Vscode);
-            if let Some(n) = note {
-                sink.notes.push(format!("{path}: {n}"));
-            }
-            id
-        });
+        let (tools, model) = Table::get().map_agent(
+            &m.tools,
+            m.model.as_deref(),
+            Host::Vscode,
+            &path,
+            &mut sink.notes,
+        );
         let mut fields = vec![
             ("name", Field::Str(&m.name)),
             ("description", Field::Str(&m.description)),
