@@ -140,9 +140,15 @@ pub fn recover(
     }
     let blobs = BlobStore::new(state.backups());
     if writer {
-        // The dead run's temp files beside its outputs (written, never renamed).
-        let folders: std::collections::BTreeSet<&str> =
-            order.iter().map(|p| paths::parent(p)).collect();
+        // The dead run's temp files beside its outputs (written, never renamed), and
+        // its staging trees, which sit beside the topmost folder that was new.
+        let mut folders = std::collections::BTreeSet::new();
+        for p in &order {
+            let mut f = paths::parent(p);
+            while folders.insert(f) && !f.is_empty() {
+                f = paths::parent(f);
+            }
+        }
         for f in folders {
             deploy::remove_stale_temps(&paths::abs(root, f));
         }

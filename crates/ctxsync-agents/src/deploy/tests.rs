@@ -1,6 +1,7 @@
 //! Tests of the atomic writes: temp files, staged folders, crash leftovers.
 
 use super::*;
+use crate::dirfd::Meta;
 
 #[test]
 fn syncfs_only_for_batches() {
@@ -132,4 +133,84 @@ fn a_folder_that_appears_while_staging_gets_the_files_one_by_one() {
         b"someone else's"
     );
     assert_eq!(names(d.path()), vec!["out"]);
+}
+
+#[test]
+fn new_nested_folders_are_staged_as_one_tree_per_folder_with_files() {
+    let d = tempfile::tempdir().unwrap();
+    let skills = d.path().join(".github/skills");
+    let mut files: Vec<(PathBuf, &[u8])> = Vec::new();
+    for i in 0..40 {
+        let s = skills.join(format!("s{i:02}"));
+        files.push((s.join("SKILL.md"), &b"skill"[..]));
+        files.push((s.join("modules/core/m.md"), &b"module"[..]));
+        files.push((s.join("tasks/t.md"), &b"task"[..]));
+    }
+    files.push((d.path().join(".github/agents/a.agent.md"), &b"agent"[..]));
+    let batch = stage_many(&files).unwrap();
+    // `.github` and `skills` hold no file of their own: made at once, empty; every
+    // folder with files is staged out of sight (one staging tree per skill).
+    assert_eq!(names(&d.path().join(".github")).len(), 2);
+    let staged = names(&skills);
+    assert_eq!(staged.len(), 40);
+    assert!(
+        staged.iter().all(|n| n.starts_with(TEMP_PREFIX)),
+        "{staged:?}"
+    );
+    batch.flush().unwrap();
+    let metas = batch.metas().to_vec();
+    batch.commit().unwrap();
+    assert_eq!(names(&d.path().join(".github")), vec!["agents", "skills"]);
+    assert_eq!(names(&skills).len(), 40);
+    assert_eq!(
+        names(&skills.join("s07")),
+        vec!["SKILL.md", "modules", "tasks"]
+    );
+    assert_eq!(
+        std::fs::read(skills.join("s07/modules/core/m.md")).unwrap(),
+        b"module"
+    );
+    let m = std::fs::metadata(skills.join("s07/tasks/t.md")).unwrap();
+    assert_eq!(Meta::from_std(&m).mtime_ns, metas[7 * 3 + 2].mtime_ns);
+}
+
+#[test]
+fn a_new_folder_below_an_existing_one_is_staged_beside_it() {
+    let d = tempfile::tempdir().unwrap();
+    let skill = d.path().join("skills/a");
+    std::fs::create_dir_all(&skill).unwrap();
+    let files: Vec<(PathBuf, &[u8])> = vec![
+        (skill.join("SKILL.md"), &b"s"[..]),
+        (skill.join("modules/x/m.md"), &b"m"[..]),
+    ];
+    let batch = stage_many(&files).unwrap();
+    // `modules` holds no file itself, so it is made at once; `x` is staged.
+    assert!(!skill.join("modules/x").exists());
+    batch.commit().unwrap();
+    assert_eq!(names(&skill), vec!["SKILL.md", "modules"]);
+    assert_eq!(std::fs::read(skill.join("modules/x/m.md")).unwrap(), b"m");
+}
+
+#[test]
+fn a_dropped_batch_removes_its_staged_trees() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("skills")).unwrap();
+    let files: Vec<(PathBuf, &[u8])> = vec![
+        (d.path().join("skills/a/SKILL.md"), &b"s"[..]),
+        (d.path().join("skills/a/tasks/t.md"), &b"t"[..]),
+    ];
+    drop(stage_many(&files).unwrap());
+    assert!(names(&d.path().join("skills")).is_empty());
+}
+
+#[test]
+fn a_stale_staged_tree_is_removed_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let parent = d.path().join("skills");
+    let stale = parent.join(format!("{TEMP_PREFIX}-4294967295-dir3-0"));
+    std::fs::create_dir_all(stale.join("modules/core")).unwrap();
+    std::fs::write(stale.join("modules/core/m.md"), "x").unwrap();
+    std::fs::write(stale.join("SKILL.md"), "x").unwrap();
+    write_many(&[(parent.join("b/SKILL.md"), &b"b"[..])]).unwrap();
+    assert_eq!(names(&parent), vec!["b"]);
 }
