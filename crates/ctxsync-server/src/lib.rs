@@ -18,6 +18,8 @@
 //! * [`openapi`] — the OpenAPI document served at `/openapi.json`.
 //! * [`ui`] — the live dashboard at `/ui` (embedded HTML/CSS/JS); [`board`] — the push
 //!   samples and integrity checks its endpoints read (`routes::dashboard`).
+//! * [`agent_sync`] — the runs and reference checks `serve --watch-agents` pushes in,
+//!   for the dashboard's *Agent sync* page (`routes::agent_sync`).
 //! * [`mcp`] — `/mcp`, the MCP server (`ctxsync-mcp`) over Streamable HTTP, behind the
 //!   Origin and token checks.
 //! * `conn` — the accept loop and per-connection limits (cap, header, body and idle
@@ -27,6 +29,7 @@
 //! `tokio::task::spawn_blocking`.
 #![forbid(unsafe_code)]
 
+pub mod agent_sync;
 pub mod auth;
 pub mod board;
 pub use ctxsync_core::budget;
@@ -116,6 +119,8 @@ struct Inner {
     auth_cache: std::sync::Mutex<auth::AuthCache>,
     /// What the dashboard reads that the store does not keep.
     board: board::Board,
+    /// The agents watcher's runs, when the binary runs one (`serve --watch-agents`).
+    agent_sync: std::sync::OnceLock<Arc<agent_sync::AgentSyncFeed>>,
 }
 
 /// What every handler shares: the store, the settings, the fan-out hub and the counters.
@@ -141,6 +146,7 @@ impl AppState {
             pull_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
             auth_cache: std::sync::Mutex::new(auth::AuthCache::default()),
             board: board::Board::new(now_ms()),
+            agent_sync: std::sync::OnceLock::new(),
         }))
     }
 
@@ -158,6 +164,19 @@ impl AppState {
 
     pub fn board(&self) -> &board::Board {
         &self.0.board
+    }
+
+    /// Attaches the agents watcher's feed (once; a second feed is refused and returned).
+    pub fn attach_agent_sync(
+        &self,
+        feed: Arc<agent_sync::AgentSyncFeed>,
+    ) -> Result<(), Arc<agent_sync::AgentSyncFeed>> {
+        self.0.agent_sync.set(feed)
+    }
+
+    /// The agents watcher's feed, when one is attached.
+    pub fn agent_sync(&self) -> Option<&Arc<agent_sync::AgentSyncFeed>> {
+        self.0.agent_sync.get()
     }
 
     pub fn hub(&self) -> &fanout::Hub {

@@ -507,6 +507,7 @@ impl Modify for BearerAuth {
         routes::admin::metrics,
         routes::dashboard::overview,
         routes::dashboard::trends,
+        routes::agent_sync::agent_sync,
         routes::health::healthz,
         routes::health::readyz,
         routes::health::prometheus,

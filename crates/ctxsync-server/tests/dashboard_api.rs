@@ -173,6 +173,7 @@ fn the_new_routes_are_in_the_openapi_description() {
     for path in [
         "/v1/overview",
         "/v1/contexts/{ctx}/trends",
+        "/v1/agent-sync",
         "/ui",
         "/ui/{asset}",
     ] {
@@ -187,6 +188,7 @@ fn the_new_routes_are_in_the_openapi_description() {
     }
     assert!(doc["components"]["schemas"]["Overview"].is_object());
     assert!(doc["components"]["schemas"]["Trends"].is_object());
+    assert!(doc["components"]["schemas"]["AgentSync"].is_object());
     // Every reference resolves (a schema named in a parameter but never registered
     // would make the document invalid).
     let text = doc.to_string();
@@ -199,4 +201,62 @@ fn the_new_routes_are_in_the_openapi_description() {
     }
     let window = &doc["components"]["schemas"]["TrendWindow"]["enum"];
     assert_eq!(window, &json!(["1h", "24h", "7d"]));
+}
+
+/// `GET /v1/agent-sync`: off without a feed; with one, the runs and check pushed into it,
+/// listed after a position, and a long poll that answers as soon as a run is recorded.
+#[test]
+fn agent_sync_reports_the_watchers_runs_and_waits_for_the_next() {
+    use ctxsync_server::agent_sync::AgentSyncFeed;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let off = Server::start();
+    let viewer = off.token_with_role("boss", Role::Viewer);
+    let answer = get(&off.url("/v1/agent-sync"), &viewer);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json(), json!({"enabled": false}));
+    request("GET", &off.url("/v1/agent-sync"), None, &[], None).assert_error(401, "unauthorized");
+
+    let feed = Arc::new(AgentSyncFeed::new("/repo", 5));
+    let s = Server::with_feed(
+        Default::default(),
+        Default::default(),
+        Some(Arc::clone(&feed)),
+    );
+    let viewer = s.token_with_role("boss", Role::Viewer);
+    let seq = feed.record_run(1, 10, vec![], Ok(json!({"generation": 1, "conflicts": []})));
+    feed.record_check(seq, 11, Ok(json!({"broken_files": [{"file": "a.md"}]})));
+    let v = get(&s.url("/v1/agent-sync"), &viewer).json();
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["root"], "/repo");
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["runs"][0]["report"]["generation"], 1);
+    assert_eq!(v["check"]["report"]["broken_files"][0]["file"], "a.md");
+    // After position 1 nothing is listed; the check is still there.
+    let v = get(&s.url("/v1/agent-sync?after=1"), &viewer).json();
+    assert_eq!(v["runs"], json!([]));
+    assert_eq!(v["check"]["after_seq"], 1);
+
+    // A long poll at the current version waits for the next run.
+    let url = s.url("/v1/agent-sync?after=1&version=2&wait=20");
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        (get(&url, &viewer).json(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    feed.record_run(2, 20, vec!["b.md".into()], Err("boom".into()));
+    let (v, waited) = waiter.join().unwrap();
+    assert_eq!(v["runs"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["runs"][0]["error"], "boom");
+    assert_eq!(v["runs"][0]["trigger"], json!(["b.md"]));
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered when the run came"
+    );
+
+    let token = s.token("a");
+    for bad in ["wait=26", "wait=x", "limit=0", "limit=501"] {
+        get(&s.url(&format!("/v1/agent-sync?{bad}")), &token).assert_error(400, "bad_request");
+    }
 }

@@ -9,9 +9,12 @@ import * as context from './context.js';
 import * as agents from './agents.js';
 import * as conflicts from './conflicts.js';
 import * as trends from './trends.js';
+import * as agentsync from './agentsync.js';
 
-const PAGES = { overview, context, agents, conflicts, trends };
-const ORDER = ['overview', 'context', 'agents', 'conflicts', 'trends'];
+const PAGES = { overview, context, agents, conflicts, trends, agentsync };
+const ORDER = ['overview', 'context', 'agents', 'conflicts', 'trends', 'agentsync'];
+/** Pages about the server as a whole, not one context. */
+const GLOBAL = ['overview', 'agentsync'];
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,7 +27,7 @@ const app = {
     return this.identity !== null && this.identity.role !== 'viewer';
   },
   go(page, ctx = this.context) {
-    location.hash = ctx && page !== 'overview' ? `#/${page}/${encodeURIComponent(ctx)}` : `#/${page}`;
+    location.hash = ctx && !GLOBAL.includes(page) ? `#/${page}/${encodeURIComponent(ctx)}` : `#/${page}`;
   },
   /** Shows a message in the banner ('error', 'warn' or 'ok'); null hides it. */
   banner(kind, text) {
@@ -64,7 +67,7 @@ function render() {
   if (app.context) select.value = app.context;
   for (const link of document.querySelectorAll('#nav a')) {
     const name = link.dataset.page;
-    link.href = name === 'overview' || !app.context ? `#/${name}` : `#/${name}/${encodeURIComponent(app.context)}`;
+    link.href = GLOBAL.includes(name) || !app.context ? `#/${name}` : `#/${name}/${encodeURIComponent(app.context)}`;
     if (name === page) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
@@ -72,7 +75,7 @@ function render() {
   unmount = null;
   const root = clear($('page'));
   root.dataset.page = page;
-  if (page !== 'overview' && !app.context) {
+  if (!GLOBAL.includes(page) && !app.context) {
     root.append(h('p', { text: 'There is no context yet (ctxsync init, or PUT /v1/contexts/NAME).' }));
     return;
   }

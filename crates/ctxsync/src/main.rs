@@ -10,6 +10,7 @@
 mod out;
 
 mod agents_cli;
+mod agents_feed;
 mod config;
 mod context;
 mod hook;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use ctxsync_server::agent_sync::AgentSyncFeed;
 use ctxsync_server::{AppState, ServerConfig};
 use ctxsync_store::SqliteStore;
 
@@ -135,10 +136,12 @@ fn fit_connections(wanted: usize) {
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let remote_warning = check_bind(args.bind, args.allow_remote)?;
     let store = open_store(args.db.as_deref(), args.root.as_deref())?;
-    let agents = if args.watch_agents {
-        Some(start_agents_watch(args.root.as_deref())?)
+    // The feed exists before the watcher starts, so its initial run is recorded too.
+    let (agents, feed) = if args.watch_agents {
+        let (watch, feed) = start_agents_watch(args.root.as_deref())?;
+        (Some(watch), Some(feed))
     } else {
-        None
+        (None, None)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -151,6 +154,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         ..ServerConfig::default()
     };
     let state = AppState::new(Arc::new(store), config);
+    if let Some(feed) = feed {
+        // A fresh state has no feed yet: this cannot be refused.
+        let _ = state.attach_agent_sync(feed);
+    }
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.bind)
             .await
@@ -186,16 +193,23 @@ impl AgentsWatch {
     }
 }
 
-/// Starts `agents watch` on its own thread for the repository at `root`. Bad `[agents]`
-/// settings are refused here, before serving, rather than found later in a log.
-fn start_agents_watch(root: Option<&Path>) -> Result<AgentsWatch> {
+/// Starts `agents watch` on its own thread for the repository at `root`, reporting
+/// each run (and the reference check after it) to the returned feed, which the server
+/// serves at `/v1/agent-sync`. Bad `[agents]` settings are refused here, before
+/// serving, rather than found later in a log.
+fn start_agents_watch(root: Option<&Path>) -> Result<(AgentsWatch, Arc<AgentSyncFeed>)> {
     let root = Config::load(root)?.root;
     ctxsync_agents::config::AgentsConfig::load(&root).map_err(|e| InputError(e.to_string()))?;
+    let feed = Arc::new(AgentSyncFeed::new(
+        root.display().to_string(),
+        crate::agents_feed::now_ms(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let thread = std::thread::Builder::new()
         .name("agents-watch".into())
         .spawn({
             let stop = stop.clone();
+            let feed = Arc::clone(&feed);
             move || {
                 let opts = ctxsync_agents::sync::SyncOptions::default();
                 let watched = ctxsync_agents::watch::watch(&root, &opts, &stop, &mut |o| {
@@ -214,9 +228,12 @@ fn start_agents_watch(root: Option<&Path>) -> Result<AgentsWatch> {
                                     r.validation_errors.len()
                                 );
                             }
-                            crate::context::record_agent_run(&root, r);
                         }
                         Err(e) => errln!("agents: run {}: error: {e}", o.run),
+                    }
+                    crate::agents_feed::report_run(&feed, &root, o);
+                    if let Ok(r) = &o.result {
+                        crate::context::record_agent_run(&root, r);
                     }
                 });
                 if let Err(e) = watched {
@@ -226,7 +243,7 @@ fn start_agents_watch(root: Option<&Path>) -> Result<AgentsWatch> {
         })
         .context("cannot start the agents watcher")?;
     errln!("watching the agent library");
-    Ok(AgentsWatch { stop, thread })
+    Ok((AgentsWatch { stop, thread }, feed))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -15,6 +15,8 @@
 //! asset size) is `ui_dashboard_bench`, ignored by default:
 //! `cargo test -p ctxsync --release --test ui_browser -- --ignored --nocapture`.
 
+#[path = "agents_common.rs"]
+mod agents_common;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -174,6 +176,85 @@ fn ui_dashboard_in_chromium() {
     // Every step reported itself; none was left out.
     let passed = lines.iter().filter(|l| l.starts_with("ok - ")).count();
     assert_eq!(passed, 10, "every browser check ran: {lines:#?}");
+}
+
+/// Kills the child however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The *Agent sync* page against `serve --watch-agents` over a copy of the
+/// OpenAgentBuilder fixture: the initial generation and reference check, a module edit
+/// shown as a new generation, a hand-edit conflict (agentsync.test.mjs).
+#[test]
+fn ui_agent_sync_in_chromium() {
+    let (chromium, _) = match tools() {
+        Ok(found) => found,
+        Err(why) => {
+            println!("SKIPPED: the agent sync browser test needs {why}");
+            return;
+        }
+    };
+    let Some(repo) = agents_common::fixture_copy() else {
+        return;
+    };
+    let root = repo.path();
+    ctxsync(root, &["init"]);
+    let admin = ctxsync(
+        root,
+        &["token", "create", "--agent", "lead", "--role", "admin"],
+    );
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ctxsync"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--watch-agents", "-C"])
+        .arg(root)
+        .env_remove("CTXSYNC_SERVER")
+        .env_remove("CTXSYNC_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ctxsync serve --watch-agents");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+            // Keep draining, so the server never blocks on a full pipe.
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the server says where it listens");
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    let out = Command::new("node")
+        .arg(ui_dir().join("agentsync.test.mjs"))
+        .current_dir(ui_dir())
+        .env("CTXSYNC_URL", format!("http://{addr}"))
+        .env("TOKEN", &admin)
+        .env("ROOT", root)
+        .env("CHROMIUM", &chromium)
+        .env("OUT_DIR", &screenshots)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run node");
+    drop(server);
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the agent sync browser test failed (screenshots in {})",
+        screenshots.display()
+    );
+    let passed = text.lines().filter(|l| l.starts_with("ok - ")).count();
+    assert_eq!(passed, 3, "every agent sync check ran: {text}");
 }
 
 #[test]

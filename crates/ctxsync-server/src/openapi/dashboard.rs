@@ -1,4 +1,4 @@
-//! Documentation mirrors of the dashboard's answers (`/v1/overview`,
+//! Documentation mirrors of the dashboard's answers (`/v1/overview`, `/v1/agent-sync`,
 //! `/v1/contexts/{ctx}/trends`), field for field with `routes::dashboard`.
 #![allow(dead_code)]
 
@@ -121,4 +121,58 @@ pub struct Trends {
     /// server started.
     pub samples_since_ms: u64,
     pub buckets: Vec<TrendBucket>,
+}
+
+/// One run of the agents watcher (`serve --watch-agents`).
+#[derive(ToSchema)]
+pub struct AgentRun {
+    /// Position in the feed (1, 2, ...): the cursor of `?after=`.
+    pub seq: u64,
+    /// The watcher's run number (1 for the initial run).
+    pub run: u64,
+    /// When it finished (ms since the epoch).
+    pub at_ms: u64,
+    /// Files whose changes triggered it (empty for the initial run).
+    pub trigger: Vec<String>,
+    /// Why the run failed as a whole; null when it ran.
+    pub error: Option<String>,
+    /// The run's report, as `ctxsync agents sync --json` prints it: `generation` (null
+    /// when nothing was written), `agents`, `rendered`, `added`, `updated`, `removed`,
+    /// `written`, `deleted`, `conflicts` (hand-edited outputs: `path`, `agent`,
+    /// `reason`, `resolution`), `validation_errors`, `renames`, `warnings`, `notes`,
+    /// `new_broken_refs`, `duration_ms`.
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+}
+
+/// The newest reference-integrity check of the library, made after a run.
+#[derive(ToSchema)]
+pub struct AgentCheck {
+    /// The feed position of the run it followed.
+    pub after_seq: u64,
+    pub at_ms: u64,
+    /// Why the check could not run; null when it ran.
+    pub error: Option<String>,
+    /// As `ctxsync agents check --json` prints it: `files_checked`, `references`,
+    /// `broken_files`, `broken_anchors`, `via_rename` (each a list of `file`, `line`,
+    /// `reference`, `target`, `message`), `unreferenced`, `cycles`, `warnings`.
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+}
+
+/// `GET /v1/agent-sync`. Without `--watch-agents` only `enabled: false`.
+#[derive(ToSchema)]
+pub struct AgentSync {
+    /// Whether this server runs the agents watcher.
+    pub enabled: bool,
+    /// The repository watched.
+    pub root: Option<String>,
+    pub started_ms: Option<u64>,
+    /// Changes so far (runs and checks): pass it back as `?version=` with `wait`.
+    pub version: Option<u64>,
+    /// Runs recorded so far, old ones no longer listed included.
+    pub runs_total: Option<u64>,
+    /// Runs after `?after=`, oldest first.
+    pub runs: Option<Vec<AgentRun>>,
+    pub check: Option<AgentCheck>,
 }

@@ -2,6 +2,7 @@
 //! rejections into our error shape.
 
 pub mod admin;
+pub mod agent_sync;
 pub mod claims;
 pub mod contexts;
 pub mod dashboard;
@@ -59,6 +60,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/whoami", get(identity::whoami))
         .route("/v1/overview", get(dashboard::overview))
+        .route("/v1/agent-sync", get(agent_sync::agent_sync))
         .route("/v1/contexts", get(contexts::list))
         .route("/v1/contexts/{ctx}", get(pull::pull).put(contexts::create))
         .route("/v1/contexts/{ctx}/head", get(contexts::head))

@@ -44,6 +44,7 @@ const ASSETS: &[Asset] = &[
     asset!("agents.js", JS),
     asset!("conflicts.js", JS),
     asset!("trends.js", JS),
+    asset!("agentsync.js", JS),
     asset!("plot.js", JS),
 ];
 

@@ -28,6 +28,15 @@ impl Server {
     }
 
     pub fn with(options: StoreOptions, config: ServerConfig) -> Self {
+        Self::with_feed(options, config, None)
+    }
+
+    /// A server with the agents watcher's feed attached (as `serve --watch-agents`).
+    pub fn with_feed(
+        options: StoreOptions,
+        config: ServerConfig,
+        feed: Option<Arc<ctxsync_server::agent_sync::AgentSyncFeed>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join("ctxsync.db"), options).unwrap());
         let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -43,6 +52,9 @@ impl Server {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();
                 let state = AppState::new(shared, config);
+                if let Some(feed) = feed {
+                    state.attach_agent_sync(feed).unwrap();
+                }
                 ctxsync_server::serve(listener, state, async move {
                     let _ = stop_rx.await;
                 })
