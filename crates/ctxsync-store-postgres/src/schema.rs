@@ -97,7 +97,7 @@ CREATE TABLE tokens(
 
 /// Any fixed number: the advisory lock that serializes migrations across servers
 /// starting at once on one database.
-const MIGRATION_LOCK: i64 = 0x6374_7873_796e_63; // "ctxsync"
+const MIGRATION_LOCK: i64 = 0x0063_7478_7379_6e63; // "ctxsync"
 
 /// Brings the database to [`SCHEMA_VERSION`] in one transaction (all steps or none),
 /// under a transaction-scoped advisory lock so servers starting together do not race;
