@@ -7,14 +7,16 @@
 //! decided by [`ctxsync_core::evaluate`], so every backend decides the same way.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 mod error;
 mod sqlite;
 mod types;
 
+pub use backend::SYSTEM_AGENT;
 pub use error::StoreError;
 pub use sqlite::{
     validate_agent_name, validate_context_name, SqliteStore, StoreOptions, Synchronous,
-    DEFAULT_AWAY_AFTER_MS, SYSTEM_AGENT,
+    DEFAULT_AWAY_AFTER_MS,
 };
 pub use types::*;
 

@@ -12,7 +12,6 @@ mod health;
 mod presence;
 mod push;
 mod read;
-mod recent;
 mod replica;
 mod schema;
 mod tokens;
@@ -87,38 +86,8 @@ impl Default for StoreOptions {
     }
 }
 
-/// The newest document of a context: the writer's (with its hashes), or readers' copy.
-#[derive(Debug)]
-pub(crate) struct Cached {
-    pub head: Head,
-    pub doc: Value,
-    /// The structural hashes of `doc`, kept by the writer along the edits it applies
-    /// (empty in readers' copies, which never hash).
-    pub tree: ctxsync_core::ChecksumTree,
-    /// Revisions and op-log bytes written since the last snapshot (the writer's
-    /// snapshot policy).
-    pub revisions_since_snapshot: u64,
-    pub log_bytes_since_snapshot: u64,
-}
-
-impl Cached {
-    pub fn new(head: Head, doc: Value) -> Self {
-        Self {
-            head,
-            doc,
-            tree: ctxsync_core::ChecksumTree::new(),
-            revisions_since_snapshot: 0,
-            log_bytes_since_snapshot: 0,
-        }
-    }
-}
-
-impl Clone for Cached {
-    /// A copy for readers: the document without the writer's hashes.
-    fn clone(&self) -> Self {
-        Self::new(self.head.clone(), self.doc.clone())
-    }
-}
+use crate::backend::recent;
+pub(crate) use crate::backend::Cached;
 
 pub(crate) struct Shared {
     path: PathBuf,
@@ -140,8 +109,6 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
-
-pub use claims::SYSTEM_AGENT;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

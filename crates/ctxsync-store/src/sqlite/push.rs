@@ -7,13 +7,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ctxsync_core::limits::{Budget, LimitError};
-use ctxsync_core::push::{evaluate_at, PriorWrite, Strategy};
-use ctxsync_core::{Edit, Level, Ownership, PushRequest, PushResponse};
+use ctxsync_core::{Level, Ownership, PushRequest, PushResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use serde_json::Value;
 
 use super::{corrupt, now_ms, read, Cached, Shared};
+use crate::backend;
 use crate::error::StoreError;
 use crate::types::*;
 
@@ -64,20 +62,7 @@ pub(super) fn push_with(
     ownership: &Ownership,
     enforce_claims: bool,
 ) -> Result<PushResponse, StoreError> {
-    if request.agent.trim().is_empty() {
-        return Err(StoreError::Invalid("a push needs an `agent`".into()));
-    }
-    super::validate_agent_name(&request.agent)?;
-    if request
-        .request_id
-        .as_deref()
-        .is_some_and(|id| id.trim().is_empty() || id.len() > 128)
-    {
-        return Err(StoreError::Invalid(
-            "a request_id is 1-128 characters (a ULID or UUID); leave it out for none".into(),
-        ));
-    }
-    let fingerprint = request.request_id.as_ref().map(|_| fingerprint(&request));
+    let fingerprint = backend::check_request(&request)?;
     if let Some(id) = &request.request_id {
         let stored: Option<(String, Option<String>)> = tx
             .prepare_cached(
@@ -86,155 +71,66 @@ pub(super) fn push_with(
             .query_row(params![context, id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if let Some((stored, stored_fingerprint)) = stored {
-            // Keys stored before fingerprints were kept replay as they always did.
-            if stored_fingerprint.is_some() && stored_fingerprint != fingerprint {
-                return Err(StoreError::RequestIdReused(id.clone()));
-            }
-            let mut response: PushResponse = serde_json::from_str(&stored)
-                .map_err(|e| corrupt(format!("stored answer: {e}")))?;
-            response.replayed = true;
-            return Ok(response);
+            return backend::replay_stored(
+                id,
+                &stored,
+                stored_fingerprint.as_deref(),
+                fingerprint.as_deref(),
+            );
         }
     }
     let cached = load(tx, docs, context)?;
-    let since_base = match request.base_revision {
-        Some(base) if base < cached.head.horizon => {
-            return Err(StoreError::Gone {
-                requested: base,
-                horizon: cached.head.horizon,
-            })
-        }
-        Some(base) if base < cached.head.revision => {
-            // From memory when it holds every revision since the base (with 64 agents at
-            // work, each push is based ~64 revisions back); from the op log otherwise.
-            match shared
-                .recent
-                .prior_writes(context, base, cached.head.revision)
-            {
-                Some(writes) => writes,
-                None => read::log_range(tx, context, base, cached.head.revision)?
-                    .into_iter()
-                    .flat_map(|entry| {
-                        let (revision, agent) = (entry.revision, entry.agent);
-                        entry.edits.into_iter().map(move |e| PriorWrite {
-                            revision,
-                            agent: agent.clone(),
-                            path: e.path,
-                        })
-                    })
-                    .collect(),
-            }
-        }
-        _ => Vec::new(),
+    backend::check_base(&request, &cached.head)?;
+    let since_base = match backend::since_base_range(&request, &cached.head) {
+        // From memory when it holds every revision since the base (with 64 agents at
+        // work, each push is based ~64 revisions back); from the op log otherwise.
+        Some((base, head)) => match shared.recent.prior_writes(context, base, head) {
+            Some(writes) => writes,
+            None => backend::prior_writes(read::log_range(tx, context, base, head)?),
+        },
+        None => Vec::new(),
     };
-    let budget = Budget::for_document(cached.head.size, shared.options.max_document_bytes);
     let now = now_ms();
-    let evaluation = evaluate_at(
-        &mut cached.doc,
-        &request,
-        cached.head.revision,
-        &since_base,
+    let limits = backend::DecideLimits {
         ownership,
-        budget,
-        enforce_claims.then_some(now),
-    )
-    .map_err(|e| match e.limit {
-        Some(LimitError::TooLarge { size, limit }) => StoreError::TooLarge { size, limit },
-        // Too deep is a malformed change (400), like a path with too many segments.
-        Some(LimitError::TooDeep { .. }) => StoreError::Invalid(e.to_string()),
-        Some(_) => StoreError::OverLimit(e.to_string()),
-        None => StoreError::Invalid(e.to_string()),
-    })?;
-
-    let mut response = PushResponse {
-        revision: cached.head.revision,
-        applied: evaluation.applied,
-        conflicts: evaluation.conflicts,
-        rejected: evaluation.rejected,
-        checksum: cached.head.checksum.clone(),
-        replayed: false,
-        stale: None,
+        max_document_bytes: shared.options.max_document_bytes,
+        enforce_claims,
     };
-    if !evaluation.edits.is_empty() {
-        // The checksum is updated along the edited paths: O(change), not O(document).
-        cached.tree.note_all(&evaluation.edits);
-        let (sum, size) = cached.tree.refresh(&cached.doc);
-        let limit = shared.options.max_document_bytes;
-        if size > limit {
-            ctxsync_core::apply::undo(&mut cached.doc, &evaluation.edits)
-                .map_err(|e| corrupt(format!("undo after quota: {e}")))?;
-            cached.tree.note_all(
-                &evaluation
-                    .edits
-                    .iter()
-                    .rev()
-                    .map(Edit::inverse)
-                    .collect::<Vec<_>>(),
-            );
-            return Err(StoreError::TooLarge { size, limit });
-        }
-        let revision = cached.head.revision + 1;
-        let edits = serde_json::to_string(&evaluation.edits).map_err(corrupt)?;
-        let section_list = ctxsync_core::records::sections_of(&evaluation.edits);
-        let sections = serde_json::to_string(&section_list).map_err(corrupt)?;
-        let summary = if request.summary.is_empty() {
-            let n = response.applied.len();
-            let changes = if n == 1 { "change" } else { "changes" };
-            format!("{n} {changes} by {}", request.agent)
-        } else {
-            request.summary.clone()
-        };
+    let request_id = request.request_id.clone();
+    let decided = backend::decide(cached, request, &since_base, limits, now, started)?;
+    let mut response = decided.response;
+    if let Some(r) = &decided.revision {
         append_revision(
             tx,
             context,
             &NewRevision {
-                revision,
-                agent: &request.agent,
-                level: request.level,
-                ts_ms: now,
-                summary: &summary,
-                request_id: request.request_id.as_deref(),
-                edits: &edits,
-                checksum: &sum,
-                size,
-                sections: &sections,
+                revision: r.revision,
+                agent: &r.agent,
+                level: r.level,
+                ts_ms: r.ts_ms,
+                summary: &r.summary,
+                request_id: r.request_id.as_deref(),
+                edits: &r.edits_json,
+                checksum: &r.checksum,
+                size: r.size,
+                sections: &r.sections_json,
             },
         )?;
-        shared.recent.stage(
-            context,
-            super::recent::Entry {
-                revision,
-                agent: request.agent.as_str().into(),
-                sections: section_list.into(),
-                paths: evaluation.edits.iter().map(|e| e.path.clone()).collect(),
-            },
-        );
-        cached.head.revision = revision;
-        cached.head.checksum = sum.clone();
-        cached.head.size = size;
-        response.revision = revision;
-        response.checksum = sum;
+        shared.recent.stage(context, r.recent_entry());
+    }
+    if let Some(r) = decided.revision {
         shared.replicas.stage(
             context,
             super::replica::Revision {
                 head: cached.head.clone(),
-                edits: evaluation.edits,
+                edits: r.edits,
             },
         );
-        // A snapshot costs O(document); taken once the log since the last one holds as
-        // many bytes as the document (and `snapshot_every` revisions), it costs O(change)
-        // per push on average, and a read replays at most about a document's worth of log.
-        cached.revisions_since_snapshot += 1;
-        cached.log_bytes_since_snapshot += edits.len() as u64;
-        if cached.revisions_since_snapshot >= shared.options.snapshot_every.max(1)
-            && cached.log_bytes_since_snapshot >= cached.head.size
-        {
+        if cached.take_snapshot_due(shared.options.snapshot_every) {
             write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
-            cached.revisions_since_snapshot = 0;
-            cached.log_bytes_since_snapshot = 0;
         }
     }
-    if request.strategy == Strategy::Defer {
+    if decided.defer {
         for conflict in &mut response.conflicts {
             let detail = serde_json::to_string(&*conflict).map_err(corrupt)?;
             tx.prepare_cached(
@@ -244,7 +140,7 @@ pub(super) fn push_with(
             .execute(params![
                 context,
                 response.revision as i64,
-                request.agent,
+                decided.sample.agent,
                 conflict.path,
                 detail,
                 now as i64
@@ -252,7 +148,7 @@ pub(super) fn push_with(
             conflict.id = Some(tx.last_insert_rowid() as u64);
         }
     }
-    if let Some(id) = &request.request_id {
+    if let Some(id) = &request_id {
         let text = serde_json::to_string(&response).map_err(corrupt)?;
         tx.prepare_cached(
             "INSERT INTO requests(context, request_id, response, ts_ms, fingerprint)
@@ -260,25 +156,7 @@ pub(super) fn push_with(
         )?
         .execute(params![context, id, text, now as i64, fingerprint])?;
     }
-    let outcome = if !response.conflicts.is_empty() {
-        SyncOutcome::Conflict
-    } else if !response.rejected.is_empty() {
-        SyncOutcome::Rejected
-    } else {
-        SyncOutcome::Ok
-    };
-    insert_sample(
-        tx,
-        context,
-        &SyncSample {
-            agent: request.agent,
-            level: request.level,
-            timestamp_ms: now,
-            duration_us: started.elapsed().as_micros() as u64,
-            outcome,
-            conflict_paths: response.conflicts.iter().map(|c| c.path.clone()).collect(),
-        },
-    )?;
+    insert_sample(tx, context, &decided.sample)?;
     Ok(response)
 }
 
@@ -330,17 +208,6 @@ pub(super) fn append_revision(
         context
     ])?;
     Ok(())
-}
-
-/// What a request asks for, apart from its key: a replay with the same key must ask for the
-/// same thing, or it is a different request that reused a key.
-fn fingerprint(request: &PushRequest) -> String {
-    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
-    if let Some(fields) = value.as_object_mut() {
-        fields.remove("request_id");
-    }
-    // The older format on purpose: keys stored before the structural checksum carry it.
-    ctxsync_core::legacy_checksum(&value)
 }
 
 /// Writes a snapshot of the newest document, and drops idempotency keys past their time

@@ -2,14 +2,13 @@
 //! verification and metrics. Every function takes a plain connection, so the writer can
 //! run them inside its transaction and readers outside it.
 
-use std::collections::{BTreeMap, HashMap};
-
 use ctxsync_core::apply::{apply_edit, Edit};
-use ctxsync_core::{legacy_checksum, matches_stored, ChecksumTree, Conflict, Level};
+use ctxsync_core::{matches_stored, Conflict};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::corrupt;
+use crate::backend;
 use crate::error::StoreError;
 use crate::types::*;
 
@@ -202,106 +201,32 @@ pub(crate) fn open_conflicts(
     Ok(out)
 }
 
-/// Replays the log from the oldest snapshot and checks every stored checksum: the op
-/// log's, the head's, and every snapshot's twice (its document against its own checksum,
-/// and its checksum against the replay), so a tampered snapshot is found even when its
-/// checksum column was left alone. An unreadable op-log row is reported and the check
-/// goes on.
+/// Replays the log from the oldest snapshot and checks every stored checksum (the shared
+/// [`backend::Verifier`]).
 pub(crate) fn verify(conn: &Connection, context: &str) -> Result<VerifyReport, StoreError> {
     let head = head(conn, context)?;
-    let mut problems = Vec::new();
-    let mut snapshots: HashMap<u64, String> = HashMap::new();
+    let mut verifier = backend::Verifier::new(head.clone());
     {
         let mut stmt =
             conn.prepare("SELECT revision, checksum, doc FROM snapshots WHERE context = ?1")?;
         let mut rows = stmt.query([context])?;
         while let Some(row) = rows.next()? {
             let (rev, sum, doc): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            match serde_json::from_str::<Value>(&doc) {
-                Ok(doc) if matches_stored(&doc, &sum) => {}
-                Ok(_) => problems.push(format!(
-                    "snapshot at revision {rev}: its document does not match its checksum"
-                )),
-                Err(e) => problems.push(format!("snapshot at revision {rev}: unreadable: {e}")),
-            }
-            snapshots.insert(rev as u64, sum);
+            verifier.snapshot(rev as u64, sum, &doc);
         }
     }
-    let (start, mut doc, _) = snapshot_before(conn, context, head.horizon)?;
-    // The replay keeps the structural hashes along the edits, so checking every revision
-    // costs O(change) each; a stored checksum in the older format (a store written before
-    // the structural one) is checked against the canonical-JSON hash instead.
-    let mut tree = ChecksumTree::new();
-    let mut checked = 0;
-    let mut expected_revision = start + 1;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM oplog
-         WHERE context = ?1 AND revision > ?2 AND revision <= ?3 ORDER BY revision"
-    ))?;
-    let rows = stmt.query_map(
-        params![context, start as i64, head.revision as i64],
-        entry_from_row,
+    let (start, doc, _) = snapshot_before(conn, context, head.horizon)?;
+    verifier.start(start, doc);
+    let mut stmt = conn.prepare(
+        "SELECT revision, checksum, edits FROM oplog
+         WHERE context = ?1 AND revision > ?2 AND revision <= ?3 ORDER BY revision",
     )?;
-    for row in rows {
-        let (entry, edits) = row?;
-        if entry.revision != expected_revision {
-            problems.push(format!(
-                "gap in the op log: expected revision {expected_revision}, found {}",
-                entry.revision
-            ));
-        }
-        expected_revision = entry.revision + 1;
-        match parse_json::<Vec<Edit>>(&edits, "op log edits") {
-            Ok(edits) => {
-                for edit in &edits {
-                    if let Err(e) = apply_edit(&mut doc, edit) {
-                        problems.push(format!(
-                            "revision {}: edit does not replay: {e}",
-                            entry.revision
-                        ));
-                    }
-                    tree.note(edit);
-                }
-            }
-            Err(e) => problems.push(format!("revision {}: unreadable: {e}", entry.revision)),
-        }
-        let sum = tree.refresh(&doc).0;
-        checked += 1;
-        if !fits(&doc, &sum, &entry.checksum) {
-            problems.push(format!("revision {}: checksum mismatch", entry.revision));
-        }
-        if let Some(snap) = snapshots.get(&entry.revision) {
-            if !fits(&doc, &sum, snap) {
-                problems.push(format!(
-                    "snapshot at revision {}: checksum does not match the replay",
-                    entry.revision
-                ));
-            }
-        }
+    let mut rows = stmt.query(params![context, start as i64, head.revision as i64])?;
+    while let Some(row) = rows.next()? {
+        let (rev, sum, edits): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        verifier.row(rev as u64, &sum, &edits);
     }
-    if expected_revision != head.revision + 1 {
-        problems.push(format!(
-            "op log ends at revision {} but the head is at {}",
-            expected_revision - 1,
-            head.revision
-        ));
-    }
-    // The head from scratch, independently of the tree the replay kept.
-    if !matches_stored(&doc, &head.checksum) {
-        problems.push("head checksum does not match the replayed document".into());
-    }
-    Ok(VerifyReport {
-        context: context.to_owned(),
-        ok: problems.is_empty(),
-        checked,
-        revision: head.revision,
-        problems,
-    })
-}
-
-/// Whether `stored` is the checksum of `doc`, whose structural checksum is `structural`.
-fn fits(doc: &Value, structural: &str, stored: &str) -> bool {
-    structural == stored || legacy_checksum(doc) == stored
+    Ok(verifier.finish())
 }
 
 pub(crate) fn metrics(
@@ -310,83 +235,26 @@ pub(crate) fn metrics(
     now_ms: u64,
 ) -> Result<Metrics, StoreError> {
     let head = head(conn, context)?;
-    let day_start = now_ms - now_ms % (24 * 3600 * 1000);
-    let hour_ago = now_ms.saturating_sub(3600 * 1000);
     let mut stmt = conn.prepare(
         "SELECT level, duration_us, outcome, ts_ms, conflict_paths FROM sync_log
          WHERE context = ?1 AND ts_ms >= ?2",
     )?;
-    let rows = stmt.query_map(params![context, day_start.min(hour_ago) as i64], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, Option<String>>(4)?,
-        ))
-    })?;
-    let mut by_level: BTreeMap<String, u64> = Level::ALL
-        .iter()
-        .map(|l| (l.as_str().to_owned(), 0))
-        .collect();
-    let (mut total, mut failures, mut deferred, mut conflicts_last_hour) = (0, 0, 0, 0);
-    let mut durations = Vec::new();
-    let mut hot: HashMap<String, u64> = HashMap::new();
-    for row in rows {
-        let (level, duration_us, outcome, ts, paths) = row?;
-        let paths: Vec<String> = paths
-            .as_deref()
-            .map(|p| serde_json::from_str(p).unwrap_or_default())
-            .unwrap_or_default();
-        if ts as u64 >= hour_ago {
-            conflicts_last_hour += paths.len() as u64;
-        }
-        for p in paths {
-            *hot.entry(p).or_default() += 1;
-        }
-        if (ts as u64) < day_start {
-            continue;
-        }
-        total += 1;
-        *by_level.entry(level).or_default() += 1;
-        match SyncOutcome::parse(&outcome) {
-            SyncOutcome::Failed => failures += 1,
-            SyncOutcome::Deferred => deferred += 1,
-            _ => durations.push(duration_us as f64 / 1000.0),
-        }
-    }
-    durations.sort_by(f64::total_cmp);
-    let performance = if durations.is_empty() {
-        Performance::default()
-    } else {
-        let p95_index = ((durations.len() as f64) * 0.95).ceil() as usize;
-        Performance {
-            average_sync_ms: durations.iter().sum::<f64>() / durations.len() as f64,
-            fastest_sync_ms: durations[0],
-            slowest_sync_ms: durations[durations.len() - 1],
-            p95_sync_ms: durations[p95_index.clamp(1, durations.len()) - 1],
-        }
-    };
-    let mut hottest: Vec<(String, u64)> = hot.into_iter().collect();
-    hottest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    hottest.truncate(5);
+    let start = backend::metrics_window_start(now_ms);
+    let rows = stmt
+        .query_map(params![context, start as i64], |r| {
+            Ok(backend::SyncRow {
+                level: r.get(0)?,
+                duration_us: r.get::<_, i64>(1)? as u64,
+                outcome: r.get(2)?,
+                ts_ms: r.get::<_, i64>(3)? as u64,
+                conflict_paths: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     let open: i64 = conn.query_row(
         "SELECT count(*) FROM conflicts WHERE context = ?1 AND status = 'open'",
         [context],
         |r| r.get(0),
     )?;
-    Ok(Metrics {
-        context: context.to_owned(),
-        revision: head.revision,
-        total_syncs_today: total,
-        sync_failures: failures,
-        deferred,
-        context_size_bytes: head.size,
-        compression_ratio: None,
-        by_level,
-        performance,
-        conflicts_last_hour,
-        open_conflicts: open as u64,
-        hottest_conflict_paths: hottest,
-    })
+    Ok(backend::summarize_metrics(&head, rows, open as u64, now_ms))
 }

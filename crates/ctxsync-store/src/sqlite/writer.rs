@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use ctxsync_core::push::Strategy;
-use ctxsync_core::{checksum_and_size, Change, Level, Ownership, Path, PushRequest, PushResponse};
+use ctxsync_core::{checksum_and_size, Level, Ownership, Path, PushRequest, PushResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 use tracing::warn;
@@ -19,6 +18,7 @@ use super::push::{
     append_revision, insert_sample, load, push_one, push_with, write_snapshot, NewRevision,
 };
 use super::{corrupt, now_ms, read, Cached, Shared};
+use crate::backend;
 use crate::error::StoreError;
 use crate::types::*;
 
@@ -385,34 +385,15 @@ impl Writer {
                 )
                 .optional()?;
             let (detail, owner) = row.ok_or(StoreError::NoSuchConflict(id))?;
-            if actor.role == Role::Viewer {
-                return Err(StoreError::Forbidden("a viewer cannot settle conflicts".into()));
-            }
-            if owner != agent && actor.role != Role::Admin {
-                return Err(StoreError::Forbidden(format!(
-                    "conflict {id} is {owner}'s to settle (or an admin's), not {agent}'s"
-                )));
-            }
+            backend::check_settler(actor, &owner, id)?;
             let conflict: ctxsync_core::Conflict =
                 serde_json::from_str(&detail).map_err(|e| corrupt(format!("conflict {id}: {e}")))?;
             let response = match prefer {
                 Prefer::Theirs => None,
                 Prefer::Mine => {
-                    let request = PushRequest {
-                        agent: agent.to_owned(),
-                        level: Level::Checkpoint,
-                        base_revision: None,
-                        request_id: None,
-                        strategy: Strategy::Force,
-                        summary: format!("resolve conflict {id} at {} (mine)", conflict.path),
-                        changes: vec![ctxsync_core::push::force_change(&conflict)],
-                    };
+                    let request = backend::resolve_request(agent, id, &conflict);
                     let open = Ownership::default();
-                    let ownership = if actor.role == Role::Admin {
-                        &open
-                    } else {
-                        &shared.options.ownership
-                    };
+                    let ownership = backend::ownership_for(actor, &shared.options.ownership, &open);
                     // Settling "mine" is forced like the push it stands for.
                     let r = push_with(
                         tx,
@@ -424,13 +405,7 @@ impl Writer {
                         ownership,
                         true,
                     )?;
-                    if let Some(rejected) = r.rejected.first() {
-                        return Err(StoreError::Invalid(format!(
-                            "{agent} may not write {} (owners: {})",
-                            rejected.path,
-                            rejected.owners.join(", ")
-                        )));
-                    }
+                    backend::check_settled(agent, &r)?;
                     Some(r)
                 }
             };
@@ -455,24 +430,10 @@ impl Writer {
         to: u64,
         actor: &Actor,
     ) -> Result<PushResponse, StoreError> {
-        if actor.role == Role::Viewer {
-            return Err(StoreError::Forbidden("a viewer cannot revert".into()));
-        }
         let agent = actor.agent.as_str();
         self.transaction(context, |tx, docs, shared| {
             let head = read::head(tx, context)?;
-            if to > head.revision {
-                return Err(StoreError::Future {
-                    requested: to,
-                    current: head.revision,
-                });
-            }
-            if to < head.horizon {
-                return Err(StoreError::Gone {
-                    requested: to,
-                    horizon: head.horizon,
-                });
-            }
+            backend::check_revert(actor, to, &head)?;
             match load(tx, docs, context) {
                 Ok(_) => {}
                 // The newest document cannot be rebuilt (an op-log row after the last
@@ -491,25 +452,11 @@ impl Writer {
             }
             let current = load(tx, docs, context)?;
             let target = read::doc_at(tx, context, to)?;
-            let changes = whole_key_changes(&current.doc, &target);
-            let request = PushRequest {
-                agent: agent.to_owned(),
-                level: Level::Checkpoint,
-                base_revision: None,
-                request_id: None,
-                // All or nothing: half a revert is a state no revision ever had.
-                strategy: Strategy::Atomic,
-                summary: format!("revert to revision {to}"),
-                changes,
-            };
+            let request = backend::revert_request(agent, to, &current.doc, &target);
             // A revert is a push like any other: it may not rewrite what others own,
             // unless an admin asks for it.
             let open = Ownership::default();
-            let ownership = if actor.role == Role::Admin {
-                &open
-            } else {
-                &shared.options.ownership
-            };
+            let ownership = backend::ownership_for(actor, &shared.options.ownership, &open);
             push_with(
                 tx,
                 docs,
@@ -614,28 +561,4 @@ fn rebuild_from(
         replayed: false,
         stale: None,
     })
-}
-
-/// The changes that turn `from` into `to` exactly: whole top-level values, so list order
-/// and everything else come back byte for byte.
-fn whole_key_changes(from: &Value, to: &Value) -> Vec<Change> {
-    let (Some(from), Some(to)) = (from.as_object(), to.as_object()) else {
-        return vec![Change::set(Path::root(), to.clone())];
-    };
-    let mut changes = Vec::new();
-    for key in from.keys() {
-        if !to.contains_key(key) {
-            changes.push(Change {
-                path: Path::root().key(key),
-                op: ctxsync_core::Op::Remove,
-                expect: None,
-            });
-        }
-    }
-    for (key, value) in to {
-        if from.get(key) != Some(value) {
-            changes.push(Change::set(Path::root().key(key), value.clone()));
-        }
-    }
-    changes
 }

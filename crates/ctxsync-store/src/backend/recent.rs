@@ -18,7 +18,7 @@ const KEEP: usize = 4096;
 
 /// One committed revision.
 #[derive(Debug, Clone)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub revision: u64,
     pub agent: Arc<str>,
     pub sections: Arc<[String]>,
@@ -33,7 +33,7 @@ struct Run {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Recent {
+pub struct Recent {
     runs: Mutex<HashMap<String, Run>>,
     /// Written in the open transaction, not yet committed.
     pending: Mutex<Vec<(String, Entry)>>,
