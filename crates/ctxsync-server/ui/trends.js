@@ -1,5 +1,6 @@
-// Trends: revisions per second (by level), push latency p50/p95, conflicts and
-// failures, over 1 h, 24 h or 7 d, plus totals by agent; refreshed every 5 s.
+// Trends: revisions and syncs per second (by level), sync latency p50/p95, conflicts
+// and failures (by level), over 1 h, 24 h or 7 d, plus totals by agent; refreshed every
+// 5 s. Syncs come from the store's sync log: every process's, kept across restarts.
 
 import { api } from './api.js';
 import { clear, enc, h } from './dom.js';
@@ -38,24 +39,44 @@ export function mount(root, app) {
     });
     const revisions = [counted('all', '#333', (b) => b.revisions),
       ...Object.entries(LEVEL_COLORS).map(([l, c]) => counted(l, c, (b) => b.by_level[l] ?? 0))];
+    const syncs = [counted('all', '#333', (b) => b.pushes),
+      ...Object.entries(LEVEL_COLORS).map(([l, c]) => counted(l, c, (b) => b.pushes_by_level[l] ?? 0))];
     const latency = ['p50', 'p95'].map((q, i) => ({
       name: q, color: i ? '#d7263d' : '#2e86de',
       points: t.buckets.filter((b) => b[`${q}_ms`] !== null).map((b) => ({ x: mid(b), y: b[`${q}_ms`], count: b.pushes })),
     }));
     const trouble = [counted('conflicts', '#f39c12', (b) => b.conflicts), counted('failures', '#d7263d', (b) => b.failures)];
+    const failures = Object.entries(LEVEL_COLORS).map(([l, c]) => counted(l, c, (b) => b.failures_by_level[l] ?? 0));
     const span = { from: t.from_ms, to: t.to_ms };
     clear(plots).append(
       plot({ id: 'plot-revisions', title: 'Revisions per second', unit: 'rev/s', ...span, series: revisions }),
-      plot({ id: 'plot-latency', title: 'Push latency', unit: 'ms', ...span, series: latency }),
-      plot({ id: 'plot-trouble', title: 'Conflicts and failures per second', unit: '/s', ...span, series: trouble }));
-    note.textContent = `${t.buckets.length} buckets of ${Math.round(secs)} s. Revisions come from the op log; latency, conflicts and failures from pushes this server handled since ${new Date(t.samples_since_ms).toLocaleString([], { hour12: false })}.`;
+      plot({ id: 'plot-syncs', title: 'Syncs per second (every outcome)', unit: '/s', ...span, series: syncs }),
+      plot({ id: 'plot-latency', title: 'Sync latency (store time)', unit: 'ms', ...span, series: latency }),
+      plot({ id: 'plot-trouble', title: 'Conflicts and failures per second', unit: '/s', ...span, series: trouble }),
+      plot({ id: 'plot-failures', title: 'Failures per second by level', unit: '/s', ...span, series: failures }));
+    note.textContent = `${t.buckets.length} buckets of ${Math.round(secs)} s. Revisions come from the op log; syncs, latency, conflicts and failures from the store's sync log (every process's syncs, kept across restarts).`;
     const totals = new Map();
-    for (const b of t.buckets) for (const [a, n] of Object.entries(b.by_agent)) totals.set(a, (totals.get(a) ?? 0) + n);
-    clear(agents).append(h('h2', { text: 'Revisions by agent in the window' }),
-      h('table', { class: 'grid', id: 'agent-totals' }, h('tbody', {}, [...totals].sort((a, b) => b[1] - a[1])
-        .map(([a, n]) => h('tr', {}, h('th', { scope: 'row', text: a }), h('td', { class: 'num', text: n }))))));
+    for (const b of t.buckets) {
+      for (const [a, n] of Object.entries(b.by_agent)) {
+        const row = totals.get(a) ?? { revisions: 0, trouble: 0 };
+        row.revisions += n;
+        totals.set(a, row);
+      }
+      for (const [a, n] of Object.entries(b.trouble_by_agent)) {
+        const row = totals.get(a) ?? { revisions: 0, trouble: 0 };
+        row.trouble += n;
+        totals.set(a, row);
+      }
+    }
+    clear(agents).append(h('h2', { text: 'By agent in the window' }),
+      h('table', { class: 'grid', id: 'agent-totals' },
+        h('thead', {}, h('tr', {}, [h('th', { scope: 'col', text: 'Agent' }), h('th', { scope: 'col', text: 'Revisions' }), h('th', { scope: 'col', text: 'Conflicts + failures' })])),
+        h('tbody', {}, [...totals].sort((a, b) => b[1].revisions - a[1].revisions)
+          .map(([a, n]) => h('tr', { dataset: { agent: a } }, h('th', { scope: 'row', text: a }),
+            h('td', { class: 'num', text: n.revisions }), h('td', { class: 'num trouble', text: n.trouble }))))));
     plots.dataset.window = t.window;
     plots.dataset.revisions = t.buckets.reduce((n, b) => n + b.revisions, 0);
+    plots.dataset.pushes = t.buckets.reduce((n, b) => n + b.pushes, 0);
   }
 
   async function refresh() {
