@@ -23,7 +23,9 @@ pub struct Board {
     integrity: Mutex<HashMap<String, Checked>>,
 }
 
-fn lock(inner: &Mutex<HashMap<String, Checked>>) -> std::sync::MutexGuard<'_, HashMap<String, Checked>> {
+fn lock(
+    inner: &Mutex<HashMap<String, Checked>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, Checked>> {
     match inner.lock() {
         Ok(guard) => guard,
         // A panic while holding the lock leaves plain data behind; keep using it.

@@ -308,7 +308,9 @@ fn agent_sync_refuses_edge_values_and_drops_abandoned_polls() {
     // The largest values that fit are answers, not errors.
     let top = u64::MAX;
     let v = get(
-        &s.url(&format!("/v1/agent-sync?after={top}&version={top}&limit=500")),
+        &s.url(&format!(
+            "/v1/agent-sync?after={top}&version={top}&limit=500"
+        )),
         &token,
     );
     assert_eq!(v.status, 200, "{}", v.text());
@@ -320,7 +322,11 @@ fn agent_sync_refuses_edge_values_and_drops_abandoned_polls() {
     // An idle long poll whose client gives up: the raw request is sent, the server
     // starts waiting, the client closes the connection, and the wait ends.
     let version = feed.version();
-    let addr = s.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         conn,

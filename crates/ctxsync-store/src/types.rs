@@ -3,8 +3,8 @@
 
 pub use ctxsync_core::claims::{Claim, ClaimView};
 pub use ctxsync_core::records::*;
-pub use ctxsync_core::Prefer;
 use ctxsync_core::Level;
+pub use ctxsync_core::Prefer;
 
 /// Most buckets one [`crate::Store::sync_buckets`] call may ask for.
 pub const MAX_SYNC_BUCKETS: u32 = 1_000;

@@ -36,7 +36,13 @@ fn buckets_count_and_time_the_sync_log() {
     }
     let conflict = sample("b", Level::Critical, base + 5, 1_000, SyncOutcome::Conflict);
     writer.record_sync("c", &conflict).unwrap();
-    let failed = sample("b", Level::Critical, base + 1_500, 9_999, SyncOutcome::Failed);
+    let failed = sample(
+        "b",
+        Level::Critical,
+        base + 1_500,
+        9_999,
+        SyncOutcome::Failed,
+    );
     writer.record_sync("c", &failed).unwrap();
     // Outside the span, and another context: not counted.
     let early = sample("a", Level::Periodic, base - 1, 1, SyncOutcome::Ok);
@@ -54,7 +60,10 @@ fn buckets_count_and_time_the_sync_log() {
     };
     let buckets = store.sync_buckets("c", &span).unwrap();
     assert_eq!(buckets.len(), 3);
-    assert_eq!(buckets.iter().map(|b| b.index).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        buckets.iter().map(|b| b.index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     let first = &buckets[0];
     let total: u64 = first.counts.iter().map(|c| c.count).sum();
     assert_eq!(total, 5);

@@ -322,7 +322,10 @@ fn bucketize(
             let failed = matches!(count.outcome, SyncOutcome::Rejected | SyncOutcome::Failed);
             if failed {
                 bucket.failures += count.count;
-                *bucket.failures_by_level.entry(level.to_owned()).or_default() += count.count;
+                *bucket
+                    .failures_by_level
+                    .entry(level.to_owned())
+                    .or_default() += count.count;
             } else if count.outcome == SyncOutcome::Conflict {
                 bucket.conflicts += count.count;
             } else {
