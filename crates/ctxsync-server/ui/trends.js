@@ -70,7 +70,7 @@ export function mount(root, app) {
     }
     clear(agents).append(h('h2', { text: 'By agent in the window' }),
       h('table', { class: 'grid', id: 'agent-totals' },
-        h('thead', {}, h('tr', {}, [h('th', { scope: 'col', text: 'Agent' }), h('th', { scope: 'col', text: 'Revisions' }), h('th', { scope: 'col', text: 'Conflicts + failures' })])),
+        h('thead', {}, h('tr', {}, [h('th', { scope: 'col', text: 'Agent' }), h('th', { scope: 'col', class: 'num', text: 'Revisions' }), h('th', { scope: 'col', class: 'num', text: 'Conflicts + failures' })])),
         h('tbody', {}, [...totals].sort((a, b) => b[1].revisions - a[1].revisions)
           .map(([a, n]) => h('tr', { dataset: { agent: a } }, h('th', { scope: 'row', text: a }),
             h('td', { class: 'num', text: n.revisions }), h('td', { class: 'num trouble', text: n.trouble }))))));

@@ -11,10 +11,13 @@
 //! The page side is `crates/ctxsync-server/tests/ui/bench.mjs` (playwright-core; run
 //! `npm ci` in that folder first). The push load comes from this process, not from the
 //! browser's driver: `--pushers` threads (default 64), each with its own keep-alive
-//! connection, paced open-loop to the asked rate. One driver with 32 requests in flight
-//! tops out near 32 / latency (about 550/s at the ~58 ms a durable push takes while
-//! Chromium renders on the same 2 cores), which is what the first version measured; the
-//! offered load has to have more pushes in flight than rate × latency.
+//! connection, paced open-loop to the asked rate. The first version pushed from the
+//! Node.js script that drives the page and reached 551 rev/s: the pusher was the limit,
+//! not the server. Node's `fetch` costs about 1.5 ms of CPU per push (measured with
+//! `process.cpuUsage()`: 32 in flight, unpaced, 349 pushes/s against a debug server),
+//! and that process shares the 2 cores with Chromium and the server; here 8 threads
+//! already offer 1,000 rev/s at a p50 push latency of ~4 ms. The bench prints the push
+//! latency under the load and pushers / p50, the most the pushers could offer.
 //!
 //! Usage: `ctxsync-bench-ui [--bin PATH] [--rate N] [--seconds S] [--pushers N]
 //! [--loads N] [--chromium PATH] [--out DIR]`
@@ -142,9 +145,27 @@ fn push(agent: &ureq::Agent, url: &str, token: &str, i: u64) -> Result<u16> {
     Ok(response.status().as_u16())
 }
 
+/// What the push load did.
+struct Loaded {
+    acked: u64,
+    failed: u64,
+    /// From the first due time to the last answer.
+    seconds: f64,
+    /// Push latencies, sorted, in ms.
+    latencies_ms: Vec<f64>,
+}
+
+/// The `q` quantile (nearest rank) of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// `rate × seconds` pushes, push `i` due at `i / rate` s, spread over `pushers` threads.
-/// Returns (acknowledged, seconds from the first due time to the last answer, failed).
-fn load(url: &str, token: &str, o: &Options) -> (u64, f64, u64) {
+fn load(url: &str, token: &str, o: &Options) -> Loaded {
     let total = o.rate * o.seconds;
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -156,30 +177,36 @@ fn load(url: &str, token: &str, o: &Options) -> (u64, f64, u64) {
             let (rate, pushers) = (o.rate, o.pushers);
             std::thread::spawn(move || {
                 let agent = agent();
+                let mut latencies = Vec::new();
                 let mut i = w;
                 while i < total {
                     let due = t0 + Duration::from_micros(i * 1_000_000 / rate);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
+                    let sent = Instant::now();
                     match push(&agent, &url, &token, i) {
                         Ok(200) => acked.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                     i += pushers;
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies_ms = Vec::new();
     for thread in threads {
-        let _ = thread.join();
+        latencies_ms.extend(thread.join().unwrap_or_default());
     }
-    let elapsed = t0.elapsed().as_secs_f64();
-    (
-        acked.load(Ordering::Relaxed),
-        elapsed,
-        failed.load(Ordering::Relaxed),
-    )
+    latencies_ms.sort_by(f64::total_cmp);
+    Loaded {
+        acked: acked.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        seconds: t0.elapsed().as_secs_f64(),
+        latencies_ms,
+    }
 }
 
 fn main() -> Result<()> {
@@ -255,12 +282,21 @@ fn main() -> Result<()> {
                 "pushing {} rev/s for {} s from {} threads",
                 o.rate, o.seconds, o.pushers
             );
-            let (acked, seconds, failed) = load(&push_url, &builder, &o);
+            let l = load(&push_url, &builder, &o);
             println!(
                 "FIGURE push load offered (rev/s): {} ({} pushers)",
                 o.rate, o.pushers
             );
-            writeln!(to_node, "pushed {acked} {seconds:.3} {failed}")?;
+            let (p50, p99) = (
+                quantile(&l.latencies_ms, 0.5),
+                quantile(&l.latencies_ms, 0.99),
+            );
+            println!("FIGURE push latency under the load, p50 / p99 (ms): {p50:.1} / {p99:.1}");
+            println!(
+                "FIGURE most rev/s this many pushers can offer at that p50 (pushers / p50): {:.0}",
+                o.pushers as f64 * 1000.0 / p50
+            );
+            writeln!(to_node, "pushed {} {:.3} {}", l.acked, l.seconds, l.failed)?;
         } else {
             println!("{line}");
         }
