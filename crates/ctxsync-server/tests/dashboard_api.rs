@@ -1,7 +1,9 @@
 //! The dashboard's HTTP surface on a real server: the embedded page and assets (types,
 //! security headers, ETag revalidation, 404 for unknown files), `GET /v1/overview`
-//! and `GET /v1/contexts/{ctx}/trends` (real pushes bucketed; bad input is 4xx), both
-//! readable with a viewer token, both in the served OpenAPI description.
+//! and `GET /v1/contexts/{ctx}/trends` (real pushes, a deferred conflict and a recorded
+//! failed sync bucketed from the store's sync log; bad input is 4xx), both readable with
+//! a viewer token, both in the served OpenAPI description; `GET /v1/agent-sync` with
+//! edge values and an abandoned long poll.
 
 mod common;
 
@@ -127,6 +129,25 @@ fn trends_bucket_real_pushes_and_refuse_bad_input() {
         "project_state.m",
         json!(true),
     );
+    // A deferred conflict (a push), and a failed sync recorded by the client: both are in
+    // the store's sync log.
+    let deferred = post_json(
+        &s.url("/v1/contexts/ctx/push"),
+        &builder,
+        &json!({"agent": "builder", "strategy": "defer", "summary": "late",
+                "changes": [{"path": "project_state.m", "from": false, "to": 1}]}),
+    );
+    assert_eq!(deferred.status, 409, "{}", deferred.text());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let failed = post_json(
+        &s.url("/v1/contexts/ctx/syncs"),
+        &reviewer,
+        &json!({"agent": "reviewer", "level": "critical", "timestamp_ms": now_ms,
+                "duration_us": 900, "outcome": "failed"}),
+    );
+    assert_eq!(failed.status, 204, "{}", failed.text());
     for window in ["1h", "24h", "7d"] {
         let r = get(
             &s.url(&format!("/v1/contexts/ctx/trends?window={window}")),
@@ -144,7 +165,19 @@ fn trends_bucket_real_pushes_and_refuse_bad_input() {
                 .sum::<u64>()
         };
         assert_eq!(sum("revisions"), 4, "{t}");
-        assert_eq!(sum("pushes"), 4, "{t}");
+        assert_eq!(sum("pushes"), 6, "{t}");
+        assert_eq!(sum("conflicts"), 1, "{t}");
+        assert_eq!(sum("failures"), 1, "{t}");
+        let nested = |outer: &str, inner: &str| {
+            buckets
+                .iter()
+                .map(|b| b[outer][inner].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        assert_eq!(nested("failures_by_level", "critical"), 1, "{t}");
+        assert_eq!(nested("pushes_by_level", "periodic"), 3, "{t}");
+        assert_eq!(nested("trouble_by_agent", "builder"), 1, "{t}");
+        assert_eq!(nested("trouble_by_agent", "reviewer"), 1, "{t}");
         let agents: u64 = buckets
             .iter()
             .map(|b| b["by_agent"]["builder"].as_u64().unwrap_or(0))
