@@ -1,11 +1,13 @@
-// Trends: revisions and syncs per second (by level), sync latency p50/p95, conflicts
-// and failures (by level), over 1 h, 24 h or 7 d, plus totals by agent; refreshed every
-// 5 s. Syncs come from the store's sync log: every process's, kept across restarts.
+// Trends: revisions per second (by level, by agent), syncs per second (by level), sync
+// latency p50/p95, conflicts and failures (by level), over 1 h, 24 h or 7 d, plus totals
+// by agent; refreshed every 5 s. Syncs come from the store's sync log: every process's,
+// kept across restarts.
 
 import { api } from './api.js';
 import { clear, enc, h } from './dom.js';
 import { plot } from './plot.js';
 
+const AGENT_COLORS = ['#2e86de', '#d7263d', '#1b998b', '#f39c12', '#8e44ad'];
 const LEVEL_COLORS = { critical: '#d7263d', checkpoint: '#1b998b', periodic: '#2e86de', session: '#8e44ad' };
 
 export function mount(root, app) {
@@ -47,9 +49,15 @@ export function mount(root, app) {
     }));
     const trouble = [counted('conflicts', '#f39c12', (b) => b.conflicts), counted('failures', '#d7263d', (b) => b.failures)];
     const failures = Object.entries(LEVEL_COLORS).map(([l, c]) => counted(l, c, (b) => b.failures_by_level[l] ?? 0));
+    // The busiest agents of the window, each its own series.
+    const busiest = new Map();
+    for (const b of t.buckets) for (const [a, n] of Object.entries(b.by_agent)) busiest.set(a, (busiest.get(a) ?? 0) + n);
+    const byAgent = [...busiest].sort((a, b) => b[1] - a[1]).slice(0, AGENT_COLORS.length)
+      .map(([a], i) => counted(a, AGENT_COLORS[i], (b) => b.by_agent[a] ?? 0));
     const span = { from: t.from_ms, to: t.to_ms };
     clear(plots).append(
       plot({ id: 'plot-revisions', title: 'Revisions per second', unit: 'rev/s', ...span, series: revisions }),
+      plot({ id: 'plot-agents', title: 'Revisions per second by agent (busiest 5)', unit: 'rev/s', ...span, series: byAgent }),
       plot({ id: 'plot-syncs', title: 'Syncs per second (every outcome)', unit: '/s', ...span, series: syncs }),
       plot({ id: 'plot-latency', title: 'Sync latency (store time)', unit: 'ms', ...span, series: latency }),
       plot({ id: 'plot-trouble', title: 'Conflicts and failures per second', unit: '/s', ...span, series: trouble }),

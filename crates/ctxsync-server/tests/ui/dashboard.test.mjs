@@ -135,6 +135,9 @@ async function tests(browser) {
   const pushes = trends.buckets.reduce((n, b) => n + b.pushes, 0);
   check(syncsDrawn.length === trends.buckets.filter((b) => b.pushes > 0).length, `sync points drawn ${syncsDrawn.length}`);
   check(syncsDrawn.reduce((a, b) => a + b, 0) === pushes && pushes >= 8, `the sync points add up to the sync log's ${pushes}`);
+  const reviewerDrawn = await page.$$eval('#plot-agents circle[data-series="reviewer"]', (cs) => cs.reduce((n, c) => n + Number(c.dataset.count), 0));
+  const reviewerMade = trends.buckets.reduce((n, b) => n + (b.by_agent.reviewer ?? 0), 0);
+  check(reviewerDrawn === reviewerMade && reviewerMade >= 6, `the reviewer's series adds up to its ${reviewerMade} revisions (${reviewerDrawn})`);
   const trouble = await page.textContent('#agent-totals tr[data-agent="builder"] .trouble');
   check(Number(trouble) >= 1, `the builder's conflict is in the by-agent table (${trouble})`);
   figure('trends points drawn (revisions/latency)', `${drawn.length}/${latencyPoints}`);
