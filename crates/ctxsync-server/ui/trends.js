@@ -1,12 +1,15 @@
 // Trends: revisions per second (by level, by agent), syncs per second (by level), sync
 // latency p50/p95, conflicts and failures (by level), over 1 h, 24 h or 7 d, plus totals
-// by agent; refreshed every 5 s. Syncs come from the store's sync log: every process's,
+// by agent; refreshed every 5 s (1 h), 30 s (24 h) or 60 s (7 d). Syncs come from the store's sync log: every process's,
 // kept across restarts.
 
 import { api } from './api.js';
 import { clear, enc, h } from './dom.js';
 import { plot } from './plot.js';
 
+// Refresh period by window: a bucket of the 24 h (7 d) window spans 24 min (2.8 h), and
+// reading a week of a busy sync log costs seconds.
+const EVERY = { '1h': 5000, '24h': 30000, '7d': 60000 };
 const AGENT_COLORS = ['#2e86de', '#d7263d', '#1b998b', '#f39c12', '#8e44ad'];
 const LEVEL_COLORS = { critical: '#d7263d', checkpoint: '#1b998b', periodic: '#2e86de', session: '#8e44ad' };
 
@@ -95,7 +98,7 @@ export function mount(root, app) {
     } catch {
       // The banner says why.
     }
-    if (!stopped) timer = setTimeout(refresh, 5000);
+    if (!stopped) timer = setTimeout(refresh, EVERY[chosen] ?? 5000);
   }
   refresh();
   return () => {
