@@ -1,7 +1,7 @@
 // Trends: revisions per second (by level, by agent), syncs per second (by level), sync
 // latency p50/p95, conflicts and failures (by level), over 1 h, 24 h or 7 d, plus totals
-// by agent; refreshed every 5 s (1 h), 30 s (24 h) or 60 s (7 d). Syncs come from the store's sync log: every process's,
-// kept across restarts.
+// by agent; refreshed every 5 s (1 h), 30 s (24 h) or 60 s (7 d). Syncs come from the
+// store's sync log: every process's, kept across restarts.
 
 import { api } from './api.js';
 import { clear, enc, h } from './dom.js';
