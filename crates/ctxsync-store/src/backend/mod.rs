@@ -8,6 +8,8 @@
 mod decide;
 pub mod recent;
 mod replay;
+mod tokens;
 
 pub use decide::*;
 pub use replay::*;
+pub use tokens::*;
