@@ -14,6 +14,7 @@ mod agents_feed;
 mod config;
 mod context;
 mod hook;
+mod location;
 mod mcp_cli;
 mod remote;
 mod serve;
@@ -62,6 +63,11 @@ pub struct Common {
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+    /// Store to open in embedded mode: a SQLite file path, `sqlite://PATH` or
+    /// `postgres://…` (default: `[store] url` or `[store] path` in ctxsync.toml, else
+    /// .ctxsync/ctxsync.db).
+    #[arg(long, env = "CTXSYNC_DB", value_name = "PATH|URL")]
+    pub db: Option<String>,
 }
 
 /// Who acts and how urgently.

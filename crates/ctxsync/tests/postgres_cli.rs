@@ -1,0 +1,296 @@
+//! The CLI and real `ctxsync serve` processes on PostgreSQL (CTXSYNC_TEST_PG_URL), each
+//! test on a database of its own, created and dropped by the test: `init`, `token`,
+//! `serve`, `verify`, `history` with `--db postgres://…` (and `CTXSYNC_DB`), two servers
+//! on one database taking pushes at once, a token revoked through the CLI refused by both
+//! servers at their next request. Skipped, saying so, when the variable is unset.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin("ctxsync")
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CTXSYNC_SERVER")
+        .env_remove("CTXSYNC_AGENT")
+        .env_remove("CTXSYNC_DB")
+        .output()
+        .expect("run ctxsync")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = cli(dir, args);
+    assert!(
+        out.status.success(),
+        "ctxsync {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A database of its own for one test, dropped at the end.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+fn psql(url: &str, statement: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", statement])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{statement}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestDb {
+    fn new() -> Option<Self> {
+        let Ok(admin) = std::env::var("CTXSYNC_TEST_PG_URL") else {
+            eprintln!("skipped: CTXSYNC_TEST_PG_URL unset (PostgreSQL tests did not run)");
+            return None;
+        };
+        let name = format!(
+            "ctxsync_cli_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(Self { admin, name, url })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// A running `ctxsync serve --db URL` on an ephemeral port.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, db: &str) -> Self {
+        let mut child = Command::new(bin())
+            .current_dir(dir)
+            .args(["serve", "--bind", "127.0.0.1:0", "--db", db])
+            .env_remove("CTXSYNC_DB")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctxsync serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        let _ = tx.send(addr.trim().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server did not say where it listens");
+        Self { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http(method: &str, url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    let mut response = match body {
+        Some(b) => agent.run(builder.body(b.to_string()).unwrap()),
+        None => agent.run(builder.body(()).unwrap()),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn init_token_two_servers_push_and_verify_on_one_database() {
+    let Some(db) = TestDb::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.as_str();
+    let created = ok(dir.path(), &["init", "--db", url, "--context", "demo"]);
+    assert!(created.contains("revision 0"), "{created}");
+    assert!(
+        !dir.path().join(".ctxsync").join("ctxsync.db").exists(),
+        "no SQLite file when the store is PostgreSQL"
+    );
+    let secret = ok(
+        dir.path(),
+        &["token", "create", "--agent", "builder", "--db", url],
+    )
+    .trim()
+    .to_owned();
+    let a = Serve::start(dir.path(), url);
+    let b = Serve::start(dir.path(), url);
+
+    // Four clients push through both servers at once; every acknowledged push is its own
+    // revision, with no gap and no duplicate.
+    const EACH: u64 = 25;
+    let urls = Arc::new([
+        a.url("/v1/contexts/demo/push"),
+        b.url("/v1/contexts/demo/push"),
+    ]);
+    let workers: Vec<_> = (0..4)
+        .map(|k| {
+            let (urls, secret) = (Arc::clone(&urls), secret.clone());
+            std::thread::spawn(move || {
+                let mut revisions = Vec::new();
+                for i in 0..EACH {
+                    let body = json!({"agent": "builder", "level": "checkpoint",
+                        "changes": [{"path": format!("project_state.w{k}"), "to": i}]});
+                    let (status, answer) =
+                        http("POST", &urls[(k + i as usize) % 2], &secret, Some(&body));
+                    assert_eq!(status, 200, "{answer}");
+                    revisions.push(answer["revision"].as_u64().unwrap());
+                }
+                revisions
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=4 * EACH).collect::<Vec<_>>());
+
+    // Each server reads what the other committed.
+    let (status, doc) = http(
+        "GET",
+        &a.url("/v1/contexts/demo?format=json"),
+        &secret,
+        None,
+    );
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["revision"], 4 * EACH);
+    let (_, doc_b) = http(
+        "GET",
+        &b.url("/v1/contexts/demo?format=json"),
+        &secret,
+        None,
+    );
+    assert_eq!(doc_b["revision"], 4 * EACH);
+    assert_eq!(doc_b["checksum"], doc["checksum"]);
+
+    // The operator's CLI on the same database: verify, history, status.
+    let verified = ok(dir.path(), &["verify", "--db", url, "--context", "demo"]);
+    assert!(verified.starts_with("ok:"), "{verified}");
+    let history: Value = serde_json::from_str(&ok(
+        dir.path(),
+        &[
+            "history",
+            "--db",
+            url,
+            "--context",
+            "demo",
+            "--json",
+            "--last",
+            "1000",
+        ],
+    ))
+    .unwrap();
+    let revisions: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, (1..=4 * EACH).rev().collect::<Vec<_>>());
+
+    // CTXSYNC_DB names the store as --db does.
+    let out = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["get", "project_state.w0", "--context", "demo"])
+        .env("CTXSYNC_DB", url)
+        .env_remove("CTXSYNC_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (EACH - 1).to_string()
+    );
+
+    // A token revoked through the CLI is refused by both servers at their next request.
+    let listed: Value =
+        serde_json::from_str(&ok(dir.path(), &["token", "list", "--db", url, "--json"])).unwrap();
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_owned();
+    ok(dir.path(), &["token", "revoke", &id, "--db", url]);
+    for server in [&a, &b] {
+        let (status, body) = http("GET", &server.url("/v1/contexts/demo"), &secret, None);
+        assert_eq!(status, 401, "{body}");
+    }
+}
+
+#[test]
+fn a_store_url_in_the_config_is_used() {
+    let Some(db) = TestDb::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ctxsync.toml"),
+        format!("[store]\nurl = \"{}\"\n", db.url),
+    )
+    .unwrap();
+    ok(dir.path(), &["init"]);
+    ok(dir.path(), &["set", "x", "1", "--agent", "a"]);
+    assert_eq!(ok(dir.path(), &["get", "x"]).trim(), "1");
+    assert!(!dir.path().join(".ctxsync").join("ctxsync.db").exists());
+    // The same database through --db sees it.
+    assert_eq!(ok(dir.path(), &["get", "x", "--db", &db.url]).trim(), "1");
+}
