@@ -147,7 +147,7 @@ fn ask(config: &Config, context: &str, agent: Option<&str>) -> Result<Vec<Critic
             "no agent named: pass --agent NAME (or set CTXSYNC_AGENT or `agent` in ctxsync.toml)"
         );
     };
-    let location = crate::location::Location::resolve(None, &config)?;
+    let location = crate::location::Location::resolve(None, config)?;
     if !location.exists() {
         anyhow::bail!("no ctxsync store at {location} (run `ctxsync init`)");
     }

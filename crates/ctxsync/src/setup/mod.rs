@@ -182,7 +182,7 @@ fn warn_about_identity(config: &Config, launch: &Launch, client: Client) {
         // token's agent (`GET /v1/whoami`).
         return;
     }
-    if let Ok(location) = crate::location::Location::resolve(None, &config) {
+    if let Ok(location) = crate::location::Location::resolve(None, config) {
         if !location.exists() {
             errln!(
                 "note: no ctxsync store at {location} yet: run `ctxsync init` before the client starts the server"
