@@ -12,13 +12,15 @@
 //!   lock, with a version check ([`schema`]).
 //! - Each commit that makes revisions sends `NOTIFY ctxsync_revisions, '<context> <head>'`
 //!   in the committing transaction ([`CHANNEL`]): a hint for other servers, which read
-//!   the revisions from the op log.
+//!   the revisions from the op log; [`Store::watch_commits`] starts a `LISTEN` task that
+//!   hears them ([`listen`]).
 //!
 //! Documents, edits and answers are stored as TEXT (not `jsonb`, which reorders keys), so
 //! what was written reads back byte for byte.
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod listen;
 mod ops;
 mod pool;
 mod presence;

@@ -434,6 +434,17 @@ impl Store for PgStore {
         )
     }
 
+    fn watch_commits(&self, wake: ctxsync_store::CommitHook) -> bool {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return false;
+        };
+        runtime.spawn(crate::listen::listen_loop(
+            self.shared.pool.url().to_owned(),
+            wake,
+        ));
+        true
+    }
+
     fn claim(
         &self,
         context: &str,

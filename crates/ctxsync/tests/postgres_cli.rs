@@ -2,9 +2,11 @@
 //! test on a database of its own, created and dropped by the test: `init`, `token`,
 //! `serve`, `verify`, `history` with `--db postgres://…` (and `CTXSYNC_DB`), two servers
 //! on one database taking pushes at once, a token revoked through the CLI refused by both
-//! servers at their next request. Skipped, saying so, when the variable is unset.
+//! servers at their next request, a subscriber on one server getting every revision
+//! pushed through the other in order and resuming on the first with `Last-Event-ID`.
+//! Skipped, saying so, when the variable is unset.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -293,4 +295,120 @@ fn a_store_url_in_the_config_is_used() {
     assert!(!dir.path().join(".ctxsync").join("ctxsync.db").exists());
     // The same database through --db sees it.
     assert_eq!(ok(dir.path(), &["get", "x", "--db", &db.url]).trim(), "1");
+}
+
+/// The `id:`s of `revision` events read from a Server-Sent Events stream (HTTP/1.1,
+/// chunked), over a raw socket.
+struct Sse {
+    reader: BufReader<std::net::TcpStream>,
+    pending: String,
+}
+
+impl Sse {
+    fn connect(addr: &str, path: &str, token: &str, last_event_id: Option<u64>) -> Self {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+        write!(
+            socket,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Accept: text/event-stream\r\n{resume}\r\n"
+        )
+        .unwrap();
+        // A stream that stops delivering fails the test rather than hanging it.
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut reader = BufReader::new(socket);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.trim_end().is_empty() {
+                break;
+            }
+        }
+        Self {
+            reader,
+            pending: String::new(),
+        }
+    }
+
+    /// The revision of the next `revision` event.
+    fn next_revision(&mut self) -> u64 {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let mut id = None;
+                let mut revision_event = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    }
+                    if line.strip_prefix("event:").map(str::trim) == Some("revision") {
+                        revision_event = true;
+                    }
+                }
+                match (revision_event, id) {
+                    (true, Some(id)) => return id,
+                    _ => continue,
+                }
+            }
+            let mut size = String::new();
+            self.reader
+                .read_line(&mut size)
+                .expect("the stream went quiet");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            assert!(size > 0, "the stream ended");
+            let mut chunk = vec![0u8; size + 2];
+            self.reader.read_exact(&mut chunk).unwrap();
+            self.pending
+                .push_str(&String::from_utf8_lossy(&chunk[..size]));
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_on_one_server_gets_every_push_through_the_other_and_resumes_there() {
+    let Some(db) = TestDb::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.as_str();
+    ok(dir.path(), &["init", "--db", url, "--context", "demo"]);
+    let secret = ok(
+        dir.path(),
+        &["token", "create", "--agent", "builder", "--db", url],
+    )
+    .trim()
+    .to_owned();
+    let a = Serve::start(dir.path(), url);
+    let b = Serve::start(dir.path(), url);
+    let mut on_b = Sse::connect(&b.addr, "/v1/contexts/demo/events?since=0", &secret, None);
+    let push = |server: &Serve, i: u64| {
+        let body = json!({"agent": "builder", "level": "checkpoint",
+            "changes": [{"path": "project_state.n", "to": i}]});
+        let (status, answer) = http(
+            "POST",
+            &server.url("/v1/contexts/demo/push"),
+            &secret,
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{answer}");
+        answer["revision"].as_u64().unwrap()
+    };
+    for i in 1..=30 {
+        assert_eq!(push(&a, i), i);
+    }
+    let seen: Vec<u64> = (0..15).map(|_| on_b.next_revision()).collect();
+    assert_eq!(seen, (1..=15).collect::<Vec<_>>());
+    drop(on_b);
+    // Resumed on the other server: nothing lost, nothing repeated.
+    let mut on_a = Sse::connect(&a.addr, "/v1/contexts/demo/events", &secret, Some(15));
+    let rest: Vec<u64> = (0..15).map(|_| on_a.next_revision()).collect();
+    assert_eq!(rest, (16..=30).collect::<Vec<_>>());
+    // And a push through B reaches the subscriber on A.
+    assert_eq!(push(&b, 31), 31);
+    assert_eq!(on_a.next_revision(), 31);
 }
