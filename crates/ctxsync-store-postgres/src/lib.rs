@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod import;
 pub mod listen;
 mod ops;
 mod pool;

@@ -161,6 +161,26 @@ impl PgStore {
         &self.shared.options
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs `work` on the store's runtime and waits for it (for the crate's other
+    /// modules).
+    pub(crate) fn run_async<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, TxError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run(work)
+    }
+
+    /// Drops every cached document (after the database was written behind the writer).
+    pub(crate) fn forget_cached(&self) {
+        if let Ok(mut current) = self.shared.current.lock() {
+            current.clear();
+        }
+    }
+
     /// Runs `work` on the store's runtime and waits for it (see the module doc).
     fn run<T: Send + 'static>(
         &self,

@@ -16,6 +16,7 @@ mod context;
 mod hook;
 mod location;
 mod mcp_cli;
+mod migrate;
 mod remote;
 mod serve;
 mod setup;
@@ -229,10 +230,12 @@ enum Command {
     Watch(context::live::WatchArgs),
     /// Agent library -> VS Code custom agents and prompt files.
     Agents(agents_cli::AgentsArgs),
-    /// Run the HTTP server (REST + Server-Sent Events) over the embedded store.
+    /// Run the HTTP server (REST + Server-Sent Events) over the store (SQLite or PostgreSQL).
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Copy a SQLite store into a PostgreSQL database (everything, verified).
+    Migrate(migrate::MigrateArgs),
     /// Register ctxsync's MCP server with a client (claude, vscode, codex, cursor,
     /// gemini), plus Claude Code's hooks; `--check` tells what is configured.
     Setup(setup::SetupArgs),
@@ -335,6 +338,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Setup(args) => setup::run(&args),
         Command::Hook(args) => return hook::run(&args),
         Command::Claim(args) => context::claims::claim(&args),

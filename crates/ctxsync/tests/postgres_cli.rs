@@ -412,3 +412,140 @@ fn a_subscriber_on_one_server_gets_every_push_through_the_other_and_resumes_ther
     assert_eq!(push(&b, 31), 31);
     assert_eq!(on_a.next_revision(), 31);
 }
+
+#[test]
+fn migrate_copies_everything_verifies_and_refuses_a_non_empty_target() {
+    let Some(db) = TestDb::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.db");
+    // 3 contexts and 10,000 revisions, a deferred conflict, an idempotency key, a token.
+    {
+        let store = ctxsync_store::SqliteStore::open(
+            &file,
+            ctxsync_store::StoreOptions {
+                synchronous: ctxsync_store::Synchronous::Normal,
+                snapshot_every: 50,
+                ..ctxsync_store::StoreOptions::default()
+            },
+        )
+        .unwrap();
+        use ctxsync_store::Store as _;
+        let push =
+            |context: &str, agent: &str, changes: Value, strategy: &str, id: Option<&str>| {
+                let request: ctxsync_core::PushRequest = serde_json::from_value(json!({
+                    "agent": agent, "level": "checkpoint", "strategy": strategy,
+                    "request_id": id, "changes": changes,
+                }))
+                .unwrap();
+                store.push(context, request).unwrap()
+            };
+        for context in ["alpha", "beta", "gamma"] {
+            store
+                .create_context(context, json!({"n": 0, "list": []}))
+                .unwrap();
+        }
+        for i in 0..10_000u64 {
+            let context = ["alpha", "beta", "gamma"][(i % 3) as usize];
+            let changes = if i % 10 == 0 {
+                json!([{"path": "list[-]", "to": {"id": format!("e{i}")}}])
+            } else {
+                json!([{"path": "n", "to": i}])
+            };
+            push(context, &format!("a{}", i % 4), changes, "merge", None);
+        }
+        push(
+            "alpha",
+            "b",
+            json!([{"path": "n", "from": -1, "to": 1}]),
+            "defer",
+            None,
+        );
+        push(
+            "beta",
+            "b",
+            json!([{"path": "k", "to": 1}]),
+            "merge",
+            Some("01JD0000000000000000000001"),
+        );
+        store
+            .create_token(
+                "builder",
+                "ctxs_0123456789abcdef0123",
+                "",
+                ctxsync_store::Role::Agent,
+            )
+            .unwrap();
+    }
+    let from = file.to_str().unwrap();
+    let out = ok(
+        dir.path(),
+        &["migrate", "--from", from, "--to", &db.url, "--json"],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["contexts"], 3);
+    assert_eq!(report["revisions"], 10_001);
+    assert_eq!(report["tokens"], 1);
+
+    // Both sides answer the same: heads, checksums, whole histories, conflicts.
+    for context in ["alpha", "beta", "gamma"] {
+        let side = |db: &str, what: &[&str]| -> Value {
+            let mut args = what.to_vec();
+            args.extend_from_slice(&["--db", db, "--context", context, "--json"]);
+            serde_json::from_str(&ok(dir.path(), &args)).unwrap()
+        };
+        let history = |db: &str| side(db, &["history", "--last", "100000"]);
+        assert_eq!(history(from), history(&db.url), "{context}");
+        assert_eq!(side(from, &["pull"]), side(&db.url, &["pull"]), "{context}");
+        // `conflicts` exits 1 while some are open: the same on both sides.
+        let conflicts = |db: &str| {
+            let out = cli(
+                dir.path(),
+                &["conflicts", "--db", db, "--context", context, "--json"],
+            );
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        assert_eq!(conflicts(from), conflicts(&db.url), "{context}");
+        let verified = ok(
+            dir.path(),
+            &["verify", "--db", &db.url, "--context", context],
+        );
+        assert!(verified.starts_with("ok:"), "{verified}");
+    }
+    // The idempotency key came along: the same request replays on the target.
+    {
+        use ctxsync_store::Store as _;
+        let target =
+            ctxsync_store_postgres::PgStore::open(&db.url, ctxsync_store::StoreOptions::default())
+                .unwrap();
+        let request: ctxsync_core::PushRequest = serde_json::from_value(json!({
+            "agent": "b", "level": "checkpoint", "strategy": "merge",
+            "request_id": "01JD0000000000000000000001", "changes": [{"path": "k", "to": 1}],
+        }))
+        .unwrap();
+        assert!(target.push("beta", request).unwrap().replayed);
+    }
+    let (tokens_a, tokens_b) = (
+        ok(dir.path(), &["token", "list", "--db", from, "--json"]),
+        ok(dir.path(), &["token", "list", "--db", &db.url, "--json"]),
+    );
+    assert_eq!(tokens_a, tokens_b);
+
+    // A second copy into the now non-empty target is refused (exit 2), unless forced.
+    let out = cli(dir.path(), &["migrate", "--from", from, "--to", &db.url]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{out:?}"
+    );
+    let forced = ok(
+        dir.path(),
+        &["migrate", "--from", from, "--to", &db.url, "--force"],
+    );
+    assert!(forced.contains("verified"), "{forced}");
+}

@@ -6,6 +6,7 @@
 //! a backend reads rows, hands them in, and writes what comes out.
 
 mod decide;
+pub mod dump;
 pub mod recent;
 mod replay;
 mod tokens;

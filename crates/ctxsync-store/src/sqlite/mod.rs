@@ -8,6 +8,7 @@
 //! correct: each transaction re-reads the head under SQLite's write lock.
 
 mod claims;
+mod export;
 mod health;
 mod presence;
 mod push;
