@@ -3,7 +3,9 @@
 //! `serve`, `verify`, `history` with `--db postgres://…` (and `CTXSYNC_DB`), two servers
 //! on one database taking pushes at once, a token revoked through the CLI refused by both
 //! servers at their next request, a subscriber on one server getting every revision
-//! pushed through the other in order and resuming on the first with `Last-Event-ID`.
+//! pushed through the other in order and resuming on the first with `Last-Event-ID`,
+//! kill -9 of one server during a burst (every acknowledged push kept, the other
+//! serving throughout), and `migrate`.
 //! Skipped, saying so, when the variable is unset.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -548,4 +550,143 @@ fn migrate_copies_everything_verifies_and_refuses_a_non_empty_target() {
         &["migrate", "--from", from, "--to", &db.url, "--force"],
     );
     assert!(forced.contains("verified"), "{forced}");
+}
+
+/// Like `http`, but a connection failure is `None` (the server is gone).
+fn try_http(method: &str, url: &str, token: &str, body: &Value) -> Option<(u16, Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .unwrap();
+    let mut response = agent.run(request).ok()?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+#[test]
+fn kill_9_of_one_server_during_a_burst_loses_no_acknowledged_push_and_the_other_serves() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let Some(db) = TestDb::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.as_str();
+    ok(
+        dir.path(),
+        &[
+            "init",
+            "--db",
+            url,
+            "--context",
+            "burst",
+            "--template",
+            "empty",
+        ],
+    );
+    let secret = ok(
+        dir.path(),
+        &["token", "create", "--agent", "builder", "--db", url],
+    )
+    .trim()
+    .to_owned();
+    let mut a = Serve::start(dir.path(), url);
+    let b = Serve::start(dir.path(), url);
+    // (revision, worker, value) of every acknowledged push; workers 0-3 push through A,
+    // worker 4 through B, which must answer every one of its pushes throughout.
+    let acked: Arc<Mutex<Vec<(u64, usize, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..5)
+        .map(|k| {
+            let (acked, stop, secret) = (Arc::clone(&acked), Arc::clone(&stop), secret.clone());
+            let url = if k < 4 {
+                a.url("/v1/contexts/burst/push")
+            } else {
+                b.url("/v1/contexts/burst/push")
+            };
+            std::thread::spawn(move || {
+                let mut value = 0u64;
+                while !stop.load(Ordering::Relaxed) && value < 100_000 {
+                    value += 1;
+                    let body = json!({"agent": "builder", "changes": [
+                        {"path": format!("t{k}"), "to": value}]});
+                    match try_http("POST", &url, &secret, &body) {
+                        Some((200, r)) => {
+                            let revision = r["revision"].as_u64().unwrap();
+                            acked.lock().unwrap().push((revision, k, value));
+                        }
+                        Some((status, r)) => panic!("unexpected answer {status}: {r}"),
+                        None if k < 4 => break, // A is gone
+                        None => panic!("server B stopped answering"),
+                    }
+                }
+                value
+            })
+        })
+        .collect();
+    // Kill A once it has acknowledged a good number of pushes (whenever that is; the
+    // deadline only turns a stuck server into a failure instead of a hang).
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the burst stalled");
+        let through_a = acked.lock().unwrap().iter().filter(|e| e.1 < 4).count();
+        if through_a >= 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    // B goes on taking pushes after A died.
+    let after_kill = acked.lock().unwrap().len();
+    loop {
+        assert!(std::time::Instant::now() < deadline, "server B stalled");
+        let by_b_since = acked.lock().unwrap()[after_kill..]
+            .iter()
+            .filter(|e| e.1 == 4)
+            .count();
+        if by_b_since >= 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    // Every acknowledged push is in the log, at its revision, with its value.
+    let log = http(
+        "GET",
+        &b.url("/v1/contexts/burst/log?since=0"),
+        &secret,
+        None,
+    )
+    .1;
+    let entries = log["entries"].as_array().unwrap();
+    let mut revisions: Vec<u64> = acked.iter().map(|e| e.0).collect();
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        acked.len(),
+        "no revision acknowledged twice"
+    );
+    for (revision, k, value) in &acked {
+        let entry = &entries[(*revision - 1) as usize];
+        assert_eq!(entry["revision"], *revision);
+        assert_eq!(entry["edits"][0]["path"], format!("t{k}"));
+        assert_eq!(entry["edits"][0]["new"], *value);
+    }
+    let verified = ok(dir.path(), &["verify", "--db", url, "--context", "burst"]);
+    assert!(verified.starts_with("ok:"), "{verified}");
 }
