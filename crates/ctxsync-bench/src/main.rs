@@ -951,7 +951,11 @@ fn main() -> Result<()> {
     println!();
     println!(
         "ctxsync server benchmark — loopback HTTP/1.1 keep-alive, {}, {} cores, clients in-process",
-        if o.db.is_some() { "PostgreSQL (local)" } else { "SQLite synchronous=FULL" },
+        if o.db.is_some() {
+            "PostgreSQL (local)"
+        } else {
+            "SQLite synchronous=FULL"
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("{:-<112}", "");
