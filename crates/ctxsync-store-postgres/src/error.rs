@@ -6,8 +6,10 @@ use ctxsync_store::StoreError;
 
 /// SQLSTATEs after which a transaction is retried from the start: serialization failure,
 /// deadlock, and a unique violation (another server stored the same key at once; the
-/// retry reads what it stored).
-const RETRYABLE: &[&str] = &["40001", "40P01", "23505"];
+/// retry reads what it stored). 25P02 ("in failed transaction") is what the other
+/// statements of a pipelined group answer after one of them failed: the cause is one of
+/// the others', and a retry of the whole transaction is safe (everything rolled back).
+const RETRYABLE: &[&str] = &["40001", "40P01", "23505", "25P02"];
 
 #[derive(Debug)]
 pub(crate) enum TxError {

@@ -5,7 +5,6 @@
 //! the same CAS as queued pushes ([`crate::write::push_in_tx`]), so they interleave with
 //! the writer task and with other servers safely.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use ctxsync_core::{checksum_and_size, Ownership, PushResponse};
@@ -17,7 +16,7 @@ use crate::error::{corrupt, TxError};
 use crate::pool::Conn;
 use crate::read;
 use crate::store::{now_ms, Shared};
-use crate::write::{self, load, push_in_tx, PushRules, TX_ATTEMPTS};
+use crate::write::{self, load, push_in_tx, PushRules, TxDocs, TX_ATTEMPTS};
 
 /// Runs `$body` (an expression using `$conn: &mut Conn` and `$docs`, evaluating to
 /// `Result<T, TxError>`) in a transaction on a pooled connection: committed when `Ok`,
@@ -29,7 +28,7 @@ macro_rules! in_tx {
             let mut pooled = $shared.pool.get().await.map_err(TxError::from)?;
             let $conn: &mut Conn = &mut pooled;
             #[allow(unused_mut)]
-            let mut $docs: HashMap<String, Cached> = HashMap::new();
+            let mut $docs = TxDocs::default();
             $conn.begin().await?;
             let result: Result<_, TxError> = async { $body }.await;
             match $conn.finish(result).await {

@@ -19,7 +19,7 @@
 //! batch gets the error. A push refused on its own (invalid, over the quota) is answered
 //! alone and the rest of the batch commits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,19 +38,54 @@ const CAS_ATTEMPTS: usize = 64;
 /// How often a whole transaction is run again after a retryable database error.
 pub(crate) const TX_ATTEMPTS: u32 = 8;
 
-/// The writer's copy of the newest document, reloaded when the head moved under it.
+/// The newest documents a transaction works on, and the contexts whose head row it
+/// has updated (and so holds locked until it ends: no other transaction can move those
+/// heads, so their documents need no re-check against the database).
+#[derive(Default)]
+pub(crate) struct TxDocs {
+    docs: HashMap<String, Cached>,
+    held: HashSet<String>,
+}
+
+impl TxDocs {
+    pub fn get(&self, context: &str) -> Option<&Cached> {
+        self.docs.get(context)
+    }
+
+    fn get_mut(&mut self, context: &str) -> Result<&mut Cached, TxError> {
+        self.docs
+            .get_mut(context)
+            .ok_or_else(|| corrupt("document cache").into())
+    }
+
+    /// Forgets a document (its transaction failed, or it may have moved).
+    pub fn forget(&mut self, context: &str) {
+        self.docs.remove(context);
+        self.held.remove(context);
+    }
+
+    /// A new transaction starts: it holds no head row yet.
+    pub fn release(&mut self) {
+        self.held.clear();
+    }
+}
+
+/// The newest document of `context`, reloaded when the head moved under it (not looked
+/// up again while this transaction holds the head row).
 pub(crate) async fn load<'a>(
     conn: &mut Conn,
-    docs: &'a mut HashMap<String, Cached>,
+    docs: &'a mut TxDocs,
     context: &str,
 ) -> Result<&'a mut Cached, TxError> {
+    if docs.held.contains(context) && docs.docs.contains_key(context) {
+        return docs.get_mut(context);
+    }
     let head = read::head(conn, context).await?;
-    if !docs.get(context).is_some_and(|c| c.head == head) {
+    if !docs.docs.get(context).is_some_and(|c| c.head == head) {
         let doc = read::doc_at(conn, context, head.revision).await?;
-        docs.insert(context.to_owned(), Cached::new(head, doc));
+        docs.docs.insert(context.to_owned(), Cached::new(head, doc));
     }
     docs.get_mut(context)
-        .ok_or_else(|| corrupt("document cache").into())
 }
 
 /// How a push is checked, besides the request.
@@ -65,7 +100,7 @@ pub(crate) struct PushRules<'a> {
 /// One push inside the caller's open transaction.
 pub(crate) async fn push_in_tx(
     conn: &mut Conn,
-    docs: &mut HashMap<String, Cached>,
+    docs: &mut TxDocs,
     shared: &Shared,
     context: &str,
     request: PushRequest,
@@ -109,15 +144,13 @@ pub(crate) async fn push_in_tx(
             },
             None => Vec::new(),
         };
-        let cached = docs
-            .get_mut(context)
-            .ok_or_else(|| corrupt("document cache"))?;
+        let cached = docs.get_mut(context)?;
         let now = now_ms();
         let decided =
             match backend::decide(cached, request.clone(), &since_base, limits, now, started) {
                 Ok(decided) => decided,
                 Err(e) => {
-                    docs.remove(context);
+                    docs.forget(context);
                     return Err(e.into());
                 }
             };
@@ -137,35 +170,12 @@ pub(crate) async fn push_in_tx(
                 .await?;
             if moved == 0 {
                 // Another server took this revision: decide again against its head.
-                docs.remove(context);
+                docs.forget(context);
                 continue;
             }
-            conn.execute(
-                "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id,
-                                   edits, checksum, sections)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                &[
-                    &context,
-                    &(r.revision as i64),
-                    &r.agent,
-                    &r.level.as_str(),
-                    &(r.ts_ms as i64),
-                    &r.summary,
-                    &r.request_id,
-                    &r.edits_json,
-                    &r.checksum,
-                    &r.sections_json,
-                ],
-            )
-            .await?;
+            docs.held.insert(context.to_owned());
             if rules.stage_recent {
                 shared.recent.stage(context, r.recent_entry());
-            }
-            let cached = docs
-                .get_mut(context)
-                .ok_or_else(|| corrupt("document cache"))?;
-            if cached.take_snapshot_due(shared.options.snapshot_every) {
-                write_snapshot(conn, context, cached, shared.options.idempotency_ttl_ms).await?;
             }
         }
         if decided.defer {
@@ -188,22 +198,104 @@ pub(crate) async fn push_in_tx(
                 conflict.id = row.map(|r| r.get::<_, i64>(0) as u64);
             }
         }
-        if let Some(id) = &request.request_id {
-            let text = serde_json::to_string(&response).map_err(corrupt)?;
-            conn.execute(
-                "INSERT INTO requests(context, request_id, response, ts_ms, fingerprint)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&context, id, &text, &(now as i64), &fingerprint],
-            )
-            .await?;
+        let answer = match &request.request_id {
+            Some(_) => Some(serde_json::to_string(&response).map_err(corrupt)?),
+            None => None,
+        };
+        write_rows(
+            conn,
+            context,
+            decided.revision.as_ref(),
+            request.request_id.as_deref().zip(answer.as_deref()),
+            fingerprint.as_deref(),
+            now,
+            &decided.sample,
+        )
+        .await?;
+        if decided.revision.is_some() {
+            let cached = docs.get_mut(context)?;
+            if cached.take_snapshot_due(shared.options.snapshot_every) {
+                write_snapshot(conn, context, cached, shared.options.idempotency_ttl_ms).await?;
+            }
         }
-        insert_sample(conn, context, &decided.sample).await?;
         return Ok(response);
     }
     Err(StoreError::Refused(format!(
         "the head of {context:?} kept moving under {CAS_ATTEMPTS} attempts; try again"
     ))
     .into())
+}
+
+/// The rows one push adds, sent at once (tokio-postgres pipelines statements polled
+/// together on one connection, so this is one round trip, not three): the op-log row
+/// of its revision, its idempotency key with the answer, its sync sample.
+async fn write_rows(
+    conn: &mut Conn,
+    context: &str,
+    revision: Option<&backend::DecidedRevision>,
+    key: Option<(&str, &str)>,
+    fingerprint: Option<&str>,
+    now: u64,
+    sample: &SyncSample,
+) -> Result<(), TxError> {
+    let oplog = conn
+        .prepare(
+            "INSERT INTO oplog(context, revision, agent, level, ts_ms, summary, request_id,
+                               edits, checksum, sections)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await?;
+    let requests = conn
+        .prepare(
+            "INSERT INTO requests(context, request_id, response, ts_ms, fingerprint)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    let samples = conn.prepare(SAMPLE_SQL).await?;
+    let paths = sample_paths(sample)?;
+    let params = sample_params(context, sample, &paths);
+    let client = &conn.client;
+    let op_row = async {
+        if let Some(r) = revision {
+            client
+                .execute(
+                    &oplog,
+                    &[
+                        &context,
+                        &(r.revision as i64),
+                        &r.agent,
+                        &r.level.as_str(),
+                        &(r.ts_ms as i64),
+                        &r.summary,
+                        &r.request_id,
+                        &r.edits_json,
+                        &r.checksum,
+                        &r.sections_json,
+                    ],
+                )
+                .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let key_row = async {
+        if let Some((id, answer)) = key {
+            client
+                .execute(
+                    &requests,
+                    &[&context, &id, &answer, &(now as i64), &fingerprint],
+                )
+                .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let sample_row = async {
+        client
+            .execute(&samples, &params.as_slice())
+            .await
+            .map(|_| ())
+    };
+    tokio::try_join!(op_row, key_row, sample_row)?;
+    Ok(())
 }
 
 /// Writes a snapshot of the newest document, and drops idempotency keys past their time.
@@ -231,30 +323,70 @@ pub(crate) async fn write_snapshot(
     Ok(())
 }
 
+const SAMPLE_SQL: &str =
+    "INSERT INTO sync_log(context, agent, level, ts_ms, duration_us, outcome, conflict_paths)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// A sample's conflict paths as the JSON text the sync log stores.
+fn sample_paths(sample: &SyncSample) -> Result<Option<String>, TxError> {
+    if sample.conflict_paths.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        serde_json::to_string(&sample.conflict_paths).map_err(corrupt)?,
+    ))
+}
+
+/// The parameters of [`SAMPLE_SQL`].
+fn sample_params<'a>(
+    context: &'a str,
+    sample: &'a SyncSample,
+    paths: &'a Option<String>,
+) -> SampleParams<'a> {
+    SampleParams {
+        context,
+        agent: &sample.agent,
+        level: sample.level.as_str(),
+        ts_ms: sample.timestamp_ms as i64,
+        duration_us: sample.duration_us as i64,
+        outcome: sample.outcome.as_str(),
+        paths,
+    }
+}
+
+struct SampleParams<'a> {
+    context: &'a str,
+    agent: &'a str,
+    level: &'a str,
+    ts_ms: i64,
+    duration_us: i64,
+    outcome: &'a str,
+    paths: &'a Option<String>,
+}
+
+impl SampleParams<'_> {
+    fn as_slice(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.context,
+            &self.agent,
+            &self.level,
+            &self.ts_ms,
+            &self.duration_us,
+            &self.outcome,
+            self.paths,
+        ]
+    }
+}
+
 pub(crate) async fn insert_sample(
     conn: &mut Conn,
     context: &str,
     sample: &SyncSample,
 ) -> Result<(), TxError> {
-    let paths = if sample.conflict_paths.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_string(&sample.conflict_paths).map_err(corrupt)?)
-    };
-    conn.execute(
-        "INSERT INTO sync_log(context, agent, level, ts_ms, duration_us, outcome, conflict_paths)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &context,
-            &sample.agent,
-            &sample.level.as_str(),
-            &(sample.timestamp_ms as i64),
-            &(sample.duration_us as i64),
-            &sample.outcome.as_str(),
-            &paths,
-        ],
-    )
-    .await?;
+    let paths = sample_paths(sample)?;
+    let statement = conn.prepare(SAMPLE_SQL).await?;
+    let params = sample_params(context, sample, &paths);
+    conn.client.execute(&statement, &params.as_slice()).await?;
     Ok(())
 }
 
@@ -278,7 +410,7 @@ struct Pending {
 pub(crate) async fn run_writer(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<PushJob>) {
     let max = shared.options.max_batch.max(1);
     let mut conn: Option<Conn> = None;
-    let mut docs: HashMap<String, Cached> = HashMap::new();
+    let mut docs = TxDocs::default();
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < max {
@@ -294,7 +426,7 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, mut jobs: mpsc::UnboundedRec
 async fn commit_batch(
     shared: &Shared,
     conn: &mut Option<Conn>,
-    docs: &mut HashMap<String, Cached>,
+    docs: &mut TxDocs,
     batch: Vec<PushJob>,
 ) {
     // The callbacks are `Send` but not `Sync`: kept apart from what crosses awaits.
@@ -334,7 +466,7 @@ async fn commit_batch(
             Err(e) => {
                 shared.recent.abort();
                 for context in &touched {
-                    docs.remove(context);
+                    docs.forget(context);
                 }
                 if e.retryable() && attempt < TX_ATTEMPTS {
                     attempt += 1;
@@ -374,9 +506,10 @@ async fn commit_batch(
 async fn run_batch(
     shared: &Shared,
     conn: &mut Conn,
-    docs: &mut HashMap<String, Cached>,
+    docs: &mut TxDocs,
     batch: &[Pending],
 ) -> Result<Vec<Result<PushResponse, StoreError>>, TxError> {
+    docs.release();
     conn.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     let mut notify: BTreeSet<&str> = BTreeSet::new();
@@ -421,7 +554,7 @@ pub const CHANNEL: &str = "ctxsync_revisions";
 /// (context names are at most 64 bytes). Listeners read the revisions from the op log.
 pub(crate) async fn notify_head(
     conn: &mut Conn,
-    docs: &HashMap<String, Cached>,
+    docs: &TxDocs,
     context: &str,
 ) -> Result<(), TxError> {
     let Some(cached) = docs.get(context) else {
