@@ -10,6 +10,8 @@
 //! * claim races (`--only claims`): N contenders (default 8) claim the same task at once,
 //!   round after round, the winner releasing it; claims decided per second.
 //!
+//! With `--db postgres://…` (an empty database) the same runs on the PostgreSQL store.
+//!
 //! Clients run in the same process (and on the same 2 cores) as the server, so every
 //! figure includes the client's cost too.
 #![forbid(unsafe_code)]
@@ -39,6 +41,8 @@ struct Options {
     /// Size of the context the pushes write into (seed-shaped filler), in KB; 0 for
     /// just the agents' counters (~0.7 KB with 64 agents).
     doc_kb: usize,
+    /// `--db postgres://…`: an empty PostgreSQL database to run on instead of SQLite.
+    db: Option<String>,
 }
 
 fn parse_args() -> Result<Options> {
@@ -52,11 +56,12 @@ fn parse_args() -> Result<Options> {
         contenders: 8,
         only: None,
         doc_kb: 0,
+        db: None,
     };
     match args.next().as_deref() {
         Some("server") => {}
         _ => bail!(
-            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--doc-kb N] [--only pushes|store|pull|fanout|claims|observe]"
+            "usage: ctxsync-bench server [--seconds S] [--agents N] [--subscribers N] [--pulls N] [--contenders N] [--doc-kb N] [--db postgres://EMPTY-DB] [--only pushes|store|pull|fanout|claims|observe]"
         ),
     }
     while let Some(flag) = args.next() {
@@ -70,6 +75,7 @@ fn parse_args() -> Result<Options> {
             "--contenders" => o.contenders = value.parse()?,
             "--only" => o.only = Some(value),
             "--doc-kb" => o.doc_kb = value.parse()?,
+            "--db" => o.db = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -79,20 +85,16 @@ fn parse_args() -> Result<Options> {
 /// A server running on its own runtime thread.
 struct Running {
     addr: String,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    fn start() -> Result<Running> {
+    fn start(o: &Options) -> Result<Running> {
         let dir = tempfile::tempdir()?;
-        let options = StoreOptions {
-            synchronous: Synchronous::Full,
-            ..StoreOptions::default()
-        };
-        let store = Arc::new(SqliteStore::open(dir.path().join("bench.db"), options)?);
+        let store = open_store(o, &dir.path().join("bench.db"))?;
         let shared: Arc<dyn Store> = store.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -274,6 +276,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// A durable store: SQLite (synchronous=FULL) at `path`, or the `--db` PostgreSQL
+/// database.
+fn open_store(o: &Options, path: &std::path::Path) -> Result<Arc<dyn Store>> {
+    let options = StoreOptions {
+        synchronous: Synchronous::Full,
+        ..StoreOptions::default()
+    };
+    Ok(match &o.db {
+        Some(url) => Arc::new(ctxsync_store_postgres::PgStore::open(url, options)?),
+        None => Arc::new(SqliteStore::open(path, options)?),
+    })
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -282,13 +297,7 @@ fn ms(d: Duration) -> String {
 /// calling `Store::push` in a loop.
 fn bench_store_only(o: &Options) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(
-        dir.path().join("direct.db"),
-        StoreOptions {
-            synchronous: Synchronous::Full,
-            ..StoreOptions::default()
-        },
-    )?);
+    let store = open_store(o, &dir.path().join("direct.db"))?;
     let members: serde_json::Map<String, Value> = (0..o.agents)
         .map(|i| (format!("agent-{i}"), json!(0)))
         .collect();
@@ -897,7 +906,7 @@ fn main() -> Result<()> {
         o.agents, o.seconds, o.pulls, o.subscribers,
         if o.doc_kb > 0 { format!("{} KB", o.doc_kb) } else { "~0.7 KB".to_owned() }
     );
-    let server = Running::start()?;
+    let server = Running::start(&o)?;
     eprintln!("server on {}", server.addr);
     let run = |part: &str| o.only.as_deref().is_none_or(|only| only == part);
     let pushes = if run("pushes") {
@@ -941,7 +950,12 @@ fn main() -> Result<()> {
     };
     println!();
     println!(
-        "ctxsync server benchmark — loopback HTTP/1.1 keep-alive, SQLite synchronous=FULL, {} cores, clients in-process",
+        "ctxsync server benchmark — loopback HTTP/1.1 keep-alive, {}, {} cores, clients in-process",
+        if o.db.is_some() {
+            "PostgreSQL (local)"
+        } else {
+            "SQLite synchronous=FULL"
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("{:-<112}", "");

@@ -96,6 +96,7 @@ impl From<StoreError> for ApiError {
             StoreError::Io(_)
             | StoreError::Unavailable(_)
             | StoreError::Sqlite(_)
+            | StoreError::Database(_)
             | StoreError::Corrupt(_)
             | StoreError::CommitFailed(_)
             | StoreError::Closed => {

@@ -58,6 +58,10 @@ use tokio::sync::watch;
 
 pub use errors::ApiError;
 
+/// How often publishers poll the store when it also tells of other processes' commits
+/// ([`Store::watch_commits`]): only lost hints wait this long.
+const HINTED_POLL: Duration = Duration::from_secs(2);
+
 /// Concurrent store reads; below the store's pool of reader connections.
 const READERS: usize = 8;
 
@@ -130,13 +134,30 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         let (closing, closing_rx) = watch::channel(false);
+        // Commits by other servers on a shared database wake the publishers at once
+        // (PostgreSQL's LISTEN/NOTIFY); the poll then only catches lost hints, every
+        // few seconds. Hints that come before the state exists find no publisher.
+        let woken: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let hinted = {
+            let woken = Arc::clone(&woken);
+            store.watch_commits(Arc::new(move |context: &str, _head: u64| {
+                if let Some(inner) = woken.get().and_then(std::sync::Weak::upgrade) {
+                    inner.hub.notify(context);
+                }
+            }))
+        };
+        let poll_interval = if hinted {
+            config.poll_interval.max(HINTED_POLL)
+        } else {
+            config.poll_interval
+        };
         let hub = fanout::Hub::new(
             Arc::clone(&store),
-            config.poll_interval,
+            poll_interval,
             config.broadcast_capacity,
             closing_rx,
         );
-        Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             store,
             config,
             hub,
@@ -147,7 +168,9 @@ impl AppState {
             auth_cache: std::sync::Mutex::new(auth::AuthCache::default()),
             board: board::Board::new(now_ms()),
             agent_sync: std::sync::OnceLock::new(),
-        }))
+        }));
+        let _ = woken.set(Arc::downgrade(&state.0));
+        state
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

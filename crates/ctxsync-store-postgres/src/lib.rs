@@ -1,12 +1,39 @@
-//! The PostgreSQL backend of the ctxsync store (issue 13), in progress: what is here is
-//! the schema, embedded as numbered migrations that every opening runs under an advisory
-//! lock, with the version check that refuses a database written by a newer ctxsync.
-//! The `Store` implementation is not written yet.
+//! The PostgreSQL backend of the ctxsync store (DESIGN §14): the same [`Store`] trait as
+//! the embedded SQLite store, so several `ctxsync serve` processes (on several hosts) can
+//! share one database.
+//!
+//! - [`PgStore`] ([`store`]): a blocking façade over its own tokio runtime.
+//! - Revisions by an in-place CAS on the context's head row under READ COMMITTED, with the
+//!   op-log row in the same transaction; group commit of the pushes waiting in the
+//!   writer's queue; retry on serialization failure and deadlock ([`write`]).
+//! - Every decision goes through the backend-neutral `ctxsync_store::backend` (and so
+//!   through `ctxsync_core::evaluate`): both backends decide the same way.
+//! - The schema as embedded, numbered migrations run at every opening under an advisory
+//!   lock, with a version check ([`schema`]).
+//! - Each commit that makes revisions sends `NOTIFY ctxsync_revisions, '<context> <head>'`
+//!   in the committing transaction ([`CHANNEL`]): a hint for other servers, which read
+//!   the revisions from the op log; [`Store::watch_commits`] starts a `LISTEN` task that
+//!   hears them ([`listen`]).
+//!
+//! Documents, edits and answers are stored as TEXT (not `jsonb`, which reorders keys), so
+//! what was written reads back byte for byte.
 #![forbid(unsafe_code)]
 
+mod error;
+mod import;
+pub mod listen;
+mod ops;
+mod pool;
+mod presence;
+mod read;
 mod schema;
+pub mod store;
+pub mod write;
 
+pub use ctxsync_store::Store;
 pub use schema::{migrate, MIGRATIONS, SCHEMA_VERSION};
+pub use store::PgStore;
+pub use write::CHANNEL;
 
 /// Why a PostgreSQL operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +47,12 @@ pub enum PgError {
     TooNew { found: i64, supported: i64 },
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
+}
+
+/// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`)
+/// rather than a SQLite file.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
 /// Connects to `url` and brings its schema to [`SCHEMA_VERSION`]; returns the version the

@@ -1,7 +1,7 @@
 //! Errors of the storage layer.
 
 /// Why a store call failed. `Invalid`, `NotFound`, `Exists`, `Gone` and `TooLarge` are the
-/// caller's (4xx); `Sqlite`, `Corrupt` and `Closed` are ours (5xx).
+/// caller's (4xx); `Sqlite`, `Database`, `Corrupt` and `Closed` are ours (5xx).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("context {0:?} does not exist (create it with `ctxsync init --context {0}`)")]
@@ -49,6 +49,9 @@ pub enum StoreError {
     Io(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A database error of a backend other than SQLite (PostgreSQL), as its text.
+    #[error("database error: {0}")]
+    Database(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("commit failed, nothing of this push was applied: {0}")]

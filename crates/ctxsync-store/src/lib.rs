@@ -26,6 +26,11 @@ use serde_json::Value;
 /// Receives the answer of [`Store::push_then`].
 pub type PushCallback = Box<dyn FnOnce(Result<PushResponse, StoreError>) + Send>;
 
+/// Told `(context, head)` when some process sharing the store committed to `context`
+/// (see [`Store::watch_commits`]). Called from the store's own threads: it must be quick
+/// and must not block.
+pub type CommitHook = std::sync::Arc<dyn Fn(&str, u64) + Send + Sync>;
+
 /// What every storage backend offers. All methods are blocking; a server calls them from
 /// a blocking thread pool.
 pub trait Store: Send + Sync {
@@ -98,6 +103,13 @@ pub trait Store: Send + Sync {
     /// changes. `None`: no such signal, authenticate every time.
     fn token_epoch(&self) -> Option<u128> {
         None
+    }
+    /// Asks to be told of commits made by any process sharing the store (other servers
+    /// on one database), as soon as the backend hears of them: a hint to read the op log,
+    /// which stays the truth (a hint may be lost, late or repeated; callers still poll,
+    /// less often). Returns `false` when the backend has no such signal (the default).
+    fn watch_commits(&self, _wake: CommitHook) -> bool {
+        false
     }
     /// Whether a write acknowledged now would be durable: `ReadOnly` with the reason when
     /// the store's files went missing or its disk is full (readiness reports it).

@@ -55,37 +55,6 @@ fn push(
 }
 
 #[test]
-fn one_of_many_threads_wins_and_the_others_see_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(seeded(&dir, StoreOptions::default()));
-    let barrier = Arc::new(Barrier::new(8));
-    let outcomes: Vec<ClaimOutcome> = (0..8)
-        .map(|i| {
-            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                store
-                    .claim("default", &format!("agent-{i}"), TASK, 60_000)
-                    .unwrap()
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    let winners: Vec<&ClaimOutcome> = outcomes.iter().filter(|o| o.granted()).collect();
-    assert_eq!(winners.len(), 1, "{outcomes:?}");
-    let holder = winners[0].claim().holder.clone();
-    for o in &outcomes {
-        assert_eq!(o.claim().holder, holder, "everyone sees the winner");
-        assert_eq!(o.claim().path, TASK);
-    }
-    let doc = store.read("default", None).unwrap().document;
-    assert_eq!(doc["claims"][TASK]["holder"], json!(holder));
-    assert_eq!(store.head("default").unwrap().revision, 1, "one revision");
-}
-
-#[test]
 fn separate_stores_on_one_file_grant_once_per_round() {
     // Each store has its own connections and writer thread, like separate processes.
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,9 @@ pub struct FileConfig {
 pub struct StoreConfig {
     /// SQLite file; default `.ctxsync/ctxsync.db`.
     pub path: Option<PathBuf>,
+    /// A store URL instead of the file: `postgres://…` (or `sqlite://PATH`);
+    /// `--db` and `CTXSYNC_DB` override it.
+    pub url: Option<String>,
     pub synchronous: Option<Synchronous>,
     pub snapshot_every: Option<u64>,
     pub max_document_bytes: Option<u64>,

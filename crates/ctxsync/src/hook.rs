@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
-use ctxsync_store::{CriticalNotice, SqliteStore, Store};
+use ctxsync_store::{CriticalNotice, Store};
 use serde::Deserialize;
 
 use crate::config::Config;
@@ -147,17 +147,17 @@ fn ask(config: &Config, context: &str, agent: Option<&str>) -> Result<Vec<Critic
             "no agent named: pass --agent NAME (or set CTXSYNC_AGENT or `agent` in ctxsync.toml)"
         );
     };
-    let db = config.db_path();
-    if !db.exists() {
-        anyhow::bail!("no ctxsync store at {} (run `ctxsync init`)", db.display());
+    let location = crate::location::Location::resolve(None, config)?;
+    if !location.exists() {
+        anyhow::bail!("no ctxsync store at {location} (run `ctxsync init`)");
     }
     // One connection and one writer thread: no background checkpointer for one query.
     let options = ctxsync_store::StoreOptions {
         background_checkpoint: false,
         ..config.store_options()?
     };
-    let store = SqliteStore::open(&db, options)?;
-    shown(&store, context, agent)
+    let store = location.open(options)?;
+    shown(&*store, context, agent)
 }
 
 /// The unseen critical revisions, marked shown. A read first, and the marking (a durable

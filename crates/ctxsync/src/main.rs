@@ -14,7 +14,9 @@ mod agents_feed;
 mod config;
 mod context;
 mod hook;
+mod location;
 mod mcp_cli;
+mod migrate;
 mod remote;
 mod serve;
 mod setup;
@@ -62,6 +64,11 @@ pub struct Common {
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+    /// Store to open in embedded mode: a SQLite file path, `sqlite://PATH` or
+    /// `postgres://…` (default: `[store] url` or `[store] path` in ctxsync.toml, else
+    /// .ctxsync/ctxsync.db).
+    #[arg(long, env = "CTXSYNC_DB", value_name = "PATH|URL")]
+    pub db: Option<String>,
 }
 
 /// Who acts and how urgently.
@@ -223,10 +230,12 @@ enum Command {
     Watch(context::live::WatchArgs),
     /// Agent library -> VS Code custom agents and prompt files.
     Agents(agents_cli::AgentsArgs),
-    /// Run the HTTP server (REST + Server-Sent Events) over the embedded store.
+    /// Run the HTTP server (REST + Server-Sent Events) over the store (SQLite or PostgreSQL).
     Serve(serve::ServeArgs),
     /// Create, list and revoke the server's bearer tokens.
     Token(token::TokenArgs),
+    /// Copy a SQLite store into a PostgreSQL database (everything, verified).
+    Migrate(migrate::MigrateArgs),
     /// Register ctxsync's MCP server with a client (claude, vscode, codex, cursor,
     /// gemini), plus Claude Code's hooks; `--check` tells what is configured.
     Setup(setup::SetupArgs),
@@ -329,6 +338,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Setup(args) => setup::run(&args),
         Command::Hook(args) => return hook::run(&args),
         Command::Claim(args) => context::claims::claim(&args),

@@ -39,6 +39,10 @@ pub struct McpArgs {
     /// Repository root holding ctxsync.toml and .ctxsync/ (default: found by walking up).
     #[arg(long, short = 'C', value_name = "DIR")]
     pub root: Option<std::path::PathBuf>,
+    /// Store to open in embedded mode: a SQLite file path or `postgres://…` (default: the
+    /// config's).
+    #[arg(long, env = "CTXSYNC_DB", value_name = "PATH|URL")]
+    pub db: Option<String>,
 }
 
 pub fn run(args: &McpArgs) -> Result<ExitCode> {
@@ -46,6 +50,7 @@ pub fn run(args: &McpArgs) -> Result<ExitCode> {
         context: args.context.clone(),
         root: args.root.clone(),
         json: false,
+        db: args.db.clone(),
     };
     let env = crate::context::commands::open(&common)?;
     let mut agent = env.config.agent(args.agent.as_deref());

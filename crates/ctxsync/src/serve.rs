@@ -10,9 +10,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use ctxsync_server::agent_sync::AgentSyncFeed;
 use ctxsync_server::{AppState, ServerConfig};
-use ctxsync_store::SqliteStore;
+use ctxsync_store::Store;
 
 use crate::config::Config;
+use crate::location::Location;
 use crate::InputError;
 
 /// Options of `ctxsync serve`.
@@ -31,8 +32,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = ServerConfig::default().max_connections,
           value_parser = parse_max_connections)]
     pub max_connections: usize,
-    /// Store to serve: a SQLite file path or `sqlite://PATH` (default: the config's).
-    #[arg(long, value_name = "PATH|URL")]
+    /// Store to serve: a SQLite file path, `sqlite://PATH` or `postgres://…` (default:
+    /// `[store] url` or `[store] path` in ctxsync.toml, else .ctxsync/ctxsync.db). Several
+    /// servers may serve one PostgreSQL database.
+    #[arg(long, env = "CTXSYNC_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
     /// Largest request body in bytes (413 above).
     #[arg(long, default_value_t = 1024 * 1024)]
@@ -47,43 +50,11 @@ pub struct ServeArgs {
     pub watch_agents: bool,
 }
 
-/// The SQLite file named by `--db` (a path or `sqlite://path`), or the config's.
-pub fn db_path(db: Option<&str>, config: &Config) -> Result<PathBuf> {
-    let Some(db) = db else {
-        return Ok(config.db_path());
-    };
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        return Err(InputError(
-            "PostgreSQL stores are not supported yet; use a SQLite file (--db PATH or sqlite://PATH)"
-                .into(),
-        )
-        .into());
-    }
-    if let Some((scheme, _)) = db.split_once("://") {
-        if scheme != "sqlite" {
-            return Err(InputError(format!(
-                "unknown store URL scheme {scheme:?} (expected a path or sqlite://PATH)"
-            ))
-            .into());
-        }
-    }
-    let path = PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db));
-    Ok(if path.is_absolute() {
-        path
-    } else {
-        config.root.join(path)
-    })
-}
-
-/// Opens the store named by `--db` or the config, creating its directory.
-pub fn open_store(db: Option<&str>, root: Option<&std::path::Path>) -> Result<SqliteStore> {
+/// Opens the store named by `--db` (or `CTXSYNC_DB`) or the config, creating a SQLite
+/// file's directory.
+pub fn open_store(db: Option<&str>, root: Option<&std::path::Path>) -> Result<Box<dyn Store>> {
     let config = Config::load(root)?;
-    let path = db_path(db, &config)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    SqliteStore::open(&path, config.store_options()?)
-        .with_context(|| format!("cannot open the store at {}", path.display()))
+    Location::resolve(db, &config)?.open(config.store_options()?)
 }
 
 fn parse_max_connections(text: &str) -> Result<usize, String> {
@@ -153,7 +124,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         max_connections: args.max_connections,
         ..ServerConfig::default()
     };
-    let state = AppState::new(Arc::new(store), config);
+    let state = AppState::new(Arc::from(store), config);
     if let Some(feed) = feed {
         // A fresh state has no feed yet: this cannot be refused.
         let _ = state.attach_agent_sync(feed);

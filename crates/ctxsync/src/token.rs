@@ -6,14 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use ctxsync_store::{Role, Store};
+use ctxsync_store::Role;
 use serde_json::json;
 
 /// Which store the token commands act on.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// A SQLite file path or `sqlite://PATH` (default: the config's store).
-    #[arg(long, value_name = "PATH|URL")]
+    /// A SQLite file path, `sqlite://PATH` or `postgres://…` (default: the config's
+    /// store).
+    #[arg(long, env = "CTXSYNC_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
     /// Repository root holding ctxsync.toml and .ctxsync/ (default: found by walking up).
     #[arg(long, short = 'C', value_name = "DIR")]

@@ -1,13 +1,15 @@
 //! The `ctxsync` context commands run as real processes on real SQLite files in
 //! temporary directories, each case twice: in embedded mode, and in remote mode against
-//! a real `ctxsync serve` child on an ephemeral port (same answers, same exit codes).
+//! a real `ctxsync serve` child on an ephemeral port (same answers, same exit codes), and,
+//! with `CTXSYNC_TEST_PG_URL`, twice more on PostgreSQL: embedded, and through two servers
+//! sharing one database.
 
 mod support;
 
 use serde_json::{json, Value};
 use support::{Mode, Project};
 
-both_modes!(
+all_modes!(
     init_set_get_pull_history_verify,
     bad_input_exits_2_and_changes_nothing,
     seed_conflict_example_through_working_copies,

@@ -212,10 +212,14 @@ fn serve_with_cli_tokens_revocation_and_graceful_shutdown() {
     };
     assert!(exit.success(), "{exit:?}");
 
-    // PostgreSQL is not there yet: a clear error and exit 2.
-    let out = cli(dir.path(), &["serve", "--db", "postgres://localhost/ctx"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+    // A PostgreSQL database that cannot be reached: a clear error naming it, exit 3.
+    let out = cli(dir.path(), &["serve", "--db", "postgres://127.0.0.1:1/ctx"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot open the store at postgres://127.0.0.1:1/ctx"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -6,8 +6,11 @@
 //! a backend reads rows, hands them in, and writes what comes out.
 
 mod decide;
+pub mod dump;
 pub mod recent;
 mod replay;
+mod tokens;
 
 pub use decide::*;
 pub use replay::*;
+pub use tokens::*;

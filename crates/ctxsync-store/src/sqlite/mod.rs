@@ -8,6 +8,7 @@
 //! correct: each transaction re-reads the head under SQLite's write lock.
 
 mod claims;
+mod export;
 mod health;
 mod presence;
 mod push;
@@ -538,12 +539,7 @@ impl Store for SqliteStore {
         label: &str,
         role: Role,
     ) -> Result<TokenInfo, StoreError> {
-        validate_agent_name(agent)?;
-        if secret.len() < 16 {
-            return Err(StoreError::Invalid(
-                "a token secret needs at least 16 characters".into(),
-            ));
-        }
+        crate::backend::check_new_token(agent, secret)?;
         let (agent, secret, label) = (agent.to_owned(), secret.to_owned(), label.to_owned());
         let info =
             self.exec(move |w| tokens::create(w.connection(), &agent, &secret, &label, role))?;

@@ -53,10 +53,7 @@ pub(crate) fn epoch(db: &std::path::Path) -> Option<u128> {
     Some(mtime ^ (ino << 64) ^ m.len() as u128)
 }
 
-/// The stored form of a secret.
-pub(crate) fn hash_secret(secret: &str) -> String {
-    blake3::hash(secret.as_bytes()).to_hex().to_string()
-}
+use crate::backend::hash_secret;
 
 fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     Ok(TokenInfo {
@@ -85,7 +82,7 @@ pub(crate) fn create(
     let hash = hash_secret(secret);
     // The public id is a prefix of the hash: enough to name a token in `token revoke`,
     // useless for authenticating.
-    let id = hash[..12].to_owned();
+    let id = crate::backend::token_id(&hash);
     let created_ms = now_ms();
     conn.execute(
         "INSERT INTO tokens(id, hash, agent, label, created_ms, role)

@@ -10,7 +10,7 @@ use ctxsync_client::{local_changes, parse_document, pull_into, SyncOptions, Work
 use ctxsync_core::{
     get as get_value, template, Change, Expect, Level, Path, PushRequest, PushResponse, Strategy,
 };
-use ctxsync_store::{Actor, HistoryFilter, Role, SqliteStore, Store};
+use ctxsync_store::{Actor, HistoryFilter, Role, Store};
 use serde_json::{json, Value};
 
 use super::env::{choose_agent, server_token, server_url, working_copy_names, Chosen, Remote};
@@ -18,6 +18,7 @@ pub(crate) use super::env::{open, Env};
 use super::output::{self, print_json};
 use super::{now_ms, SyncArgs};
 use crate::config::{Config, CONFIG_FILE};
+use crate::location::Location;
 use crate::remote::RemoteStore;
 use crate::{Acting, Common, InputError};
 
@@ -59,12 +60,11 @@ pub fn init(common: &Common, template_name: &str) -> Result<ExitCode> {
             (remote.create_context(&context, document)?, url)
         }
         None => {
-            let db = config.db_path();
-            let store = SqliteStore::open(&db, config.store_options()?)
-                .with_context(|| format!("cannot open the store at {}", db.display()))?;
+            let location = Location::resolve(common.db.as_deref(), &config)?;
+            let store = location.open(config.store_options()?)?;
             (
                 store.create_context(&context, document)?,
-                db.display().to_string(),
+                location.to_string(),
             )
         }
     };

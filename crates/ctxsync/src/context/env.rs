@@ -3,9 +3,9 @@
 
 use std::path::Path as FsPath;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use ctxsync_client::{Outbox, RemoteClient, WorkingCopy};
-use ctxsync_store::{SqliteStore, Store};
+use ctxsync_store::Store;
 
 use super::backend::StoreBackend;
 use super::output;
@@ -121,19 +121,17 @@ pub(crate) fn open(common: &Common) -> Result<Env> {
             remote: Some(Remote { client, outbox }),
         });
     }
-    let db = config.db_path();
-    if !db.exists() {
+    let location = crate::location::Location::resolve(common.db.as_deref(), &config)?;
+    if !location.exists() {
         return Err(InputError(format!(
-            "no ctxsync store at {}: run `ctxsync init` first",
-            db.display()
+            "no ctxsync store at {location}: run `ctxsync init` first"
         ))
         .into());
     }
-    let store = SqliteStore::open(&db, config.store_options()?)
-        .with_context(|| format!("cannot open the store at {}", db.display()))?;
+    let store = location.open(config.store_options()?)?;
     Ok(Env {
         config,
-        store: Box::new(store),
+        store,
         context,
         remote: None,
     })

@@ -95,13 +95,15 @@ pub fn record_agent_run(root: &std::path::Path, report: &ctxsync_agents::sync::S
         context: None,
         root: Some(root.to_path_buf()),
         json: false,
+        db: None,
     };
     let Ok(config) = crate::config::Config::load(Some(root)) else {
         return;
     };
     let remote = std::env::var("CTXSYNC_SERVER").is_ok_and(|s| !s.is_empty())
         || config.file.server.is_some();
-    if !remote && !config.db_path().exists() {
+    let exists = crate::location::Location::resolve(None, &config).is_ok_and(|l| l.exists());
+    if !remote && !exists {
         return;
     }
     let entry = serde_json::json!({

@@ -182,11 +182,12 @@ fn warn_about_identity(config: &Config, launch: &Launch, client: Client) {
         // token's agent (`GET /v1/whoami`).
         return;
     }
-    if !config.db_path().exists() {
-        errln!(
-            "note: no ctxsync store at {} yet: run `ctxsync init` before the client starts the server",
-            config.db_path().display()
-        );
+    if let Ok(location) = crate::location::Location::resolve(None, config) {
+        if !location.exists() {
+            errln!(
+                "note: no ctxsync store at {location} yet: run `ctxsync init` before the client starts the server"
+            );
+        }
     }
     if launch.agent.is_none() && config.file.agent.is_none() {
         errln!(

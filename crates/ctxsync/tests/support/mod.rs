@@ -18,6 +18,69 @@ use serde_json::Value;
 pub enum Mode {
     Embedded,
     Remote,
+    /// Embedded, on a PostgreSQL database of the test's own (`CTXSYNC_DB`).
+    Postgres,
+    /// Remote, through two servers sharing one PostgreSQL database, commands alternating
+    /// between them.
+    TwoServers,
+}
+
+impl Mode {
+    pub fn is_remote(self) -> bool {
+        matches!(self, Mode::Remote | Mode::TwoServers)
+    }
+}
+
+/// A PostgreSQL database of the test's own, dropped at the end; `None` (said on stderr)
+/// without `CTXSYNC_TEST_PG_URL`.
+pub struct PgDb {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+fn psql(url: &str, statement: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", statement])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{statement}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgDb {
+    pub fn new() -> Option<Self> {
+        let Ok(admin) = std::env::var("CTXSYNC_TEST_PG_URL") else {
+            eprintln!("skipped: CTXSYNC_TEST_PG_URL unset (PostgreSQL tests did not run)");
+            return None;
+        };
+        let name = format!("ctxsync_m_{}", ulid::Ulid::new().to_string().to_lowercase());
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(Self { admin, name, url })
+    }
+
+    /// Whether PostgreSQL modes run (said once per skipped test).
+    pub fn available() -> bool {
+        let set = std::env::var("CTXSYNC_TEST_PG_URL").is_ok();
+        if !set {
+            eprintln!("skipped: CTXSYNC_TEST_PG_URL unset (PostgreSQL tests did not run)");
+        }
+        set
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
 }
 
 /// A running `ctxsync serve`.
@@ -27,14 +90,17 @@ pub struct Server {
     pub root: PathBuf,
     pub addr: String,
     tokens: Mutex<HashMap<String, String>>,
+    /// `--db` of the server and of its `token create` (a PostgreSQL database).
+    db: Option<String>,
 }
 
 /// Settings a developer's shell may carry that would change what a test runs against.
-const INHERITED: [&str; 4] = [
+const INHERITED: [&str; 5] = [
     "CTXSYNC_AGENT",
     "CTXSYNC_CONTEXT",
     "CTXSYNC_SERVER",
     "CTXSYNC_TOKEN",
+    "CTXSYNC_DB",
 ];
 
 fn bin() -> Command {
@@ -48,11 +114,17 @@ fn bin() -> Command {
 impl Server {
     /// Starts a server on `bind` (use `127.0.0.1:0` for a fresh port) over `root`'s store.
     pub fn start(root: &Path, bind: &str) -> Self {
+        Self::start_on(root, bind, None)
+    }
+
+    /// Like [`Server::start`], over the store `db` (`--db`).
+    pub fn start_on(root: &Path, bind: &str, db: Option<&str>) -> Self {
         let mut server = Self {
             child: None,
             root: root.to_path_buf(),
             addr: String::new(),
             tokens: Mutex::new(HashMap::new()),
+            db: db.map(str::to_owned),
         };
         server.spawn(bind);
         server
@@ -63,9 +135,11 @@ impl Server {
         for var in INHERITED {
             cmd.env_remove(var);
         }
-        cmd.args(["serve", "--bind", bind, "-C"])
-            .arg(&self.root)
-            .env("CTXSYNC_LOG", "info")
+        cmd.args(["serve", "--bind", bind, "-C"]).arg(&self.root);
+        if let Some(db) = &self.db {
+            cmd.args(["--db", db]);
+        }
+        cmd.env("CTXSYNC_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -102,11 +176,13 @@ impl Server {
         if let Some(t) = tokens.get(agent) {
             return t.clone();
         }
-        let out = bin()
-            .args(["token", "create", "--agent", agent, "-C"])
-            .arg(&self.root)
-            .output()
-            .expect("token create");
+        let mut cmd = bin();
+        cmd.args(["token", "create", "--agent", agent, "-C"])
+            .arg(&self.root);
+        if let Some(db) = &self.db {
+            cmd.args(["--db", db]);
+        }
+        let out = cmd.output().expect("token create");
         assert!(
             out.status.success(),
             "token create failed: {}",
@@ -152,6 +228,12 @@ pub struct Project {
     pub mode: Mode,
     dir: tempfile::TempDir,
     pub server: Option<Server>,
+    /// The second server of [`Mode::TwoServers`].
+    pub second: Option<Server>,
+    /// Which server the next command goes to (two servers: alternately).
+    turn: std::sync::atomic::AtomicUsize,
+    /// Dropped after the servers (fields drop in order).
+    pub pg: Option<PgDb>,
 }
 
 impl Project {
@@ -166,13 +248,48 @@ impl Project {
         if !config.is_empty() {
             std::fs::write(dir.path().join("ctxsync.toml"), config).expect("write config");
         }
-        let server = (mode == Mode::Remote).then(|| {
-            let root = dir.path().join("server-side");
+        let pg = match mode {
+            Mode::Postgres | Mode::TwoServers => {
+                Some(PgDb::new().expect("PostgreSQL modes need CTXSYNC_TEST_PG_URL"))
+            }
+            _ => None,
+        };
+        let db = pg.as_ref().map(|d| d.url.clone());
+        let root = dir.path().join("server-side");
+        let start = || {
             std::fs::create_dir_all(&root).expect("server dir");
             std::fs::write(root.join("ctxsync.toml"), config).expect("write server config");
-            Server::start(&root, "127.0.0.1:0")
-        });
-        Self { mode, dir, server }
+            Server::start_on(&root, "127.0.0.1:0", db.as_deref())
+        };
+        let server = mode.is_remote().then(start);
+        let second = (mode == Mode::TwoServers).then(start);
+        Self {
+            mode,
+            dir,
+            server,
+            second,
+            turn: std::sync::atomic::AtomicUsize::new(0),
+            pg,
+        }
+    }
+
+    /// The variables that point a command at the store or server of this mode.
+    fn target(&self, args: &[&str]) -> Vec<(&'static str, String)> {
+        let mut vars = Vec::new();
+        if let (Some(pg), None) = (&self.pg, &self.server) {
+            vars.push(("CTXSYNC_DB", pg.url.clone()));
+        }
+        if let Some(server) = &self.server {
+            let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let to = match &self.second {
+                Some(second) if turn % 2 == 1 => second,
+                _ => server,
+            };
+            // Tokens live in the store both servers share.
+            vars.push(("CTXSYNC_SERVER", to.url()));
+            vars.push(("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args))));
+        }
+        vars
     }
 
     pub fn path(&self) -> &Path {
@@ -205,10 +322,7 @@ impl Project {
     pub fn raw(&self, args: &[&str]) -> Command {
         let mut cmd = bin();
         cmd.current_dir(self.path()).args(args);
-        if let Some(server) = &self.server {
-            cmd.env("CTXSYNC_SERVER", server.url())
-                .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
-        }
+        cmd.envs(self.target(args));
         cmd
     }
 
@@ -216,10 +330,7 @@ impl Project {
     pub fn cmd_in(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = bin();
         cmd.current_dir(dir).args(Self::named_writer(args));
-        if let Some(server) = &self.server {
-            cmd.env("CTXSYNC_SERVER", server.url())
-                .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
-        }
+        cmd.envs(self.target(args));
         cmd
     }
 
@@ -238,10 +349,7 @@ impl Project {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(server) = &self.server {
-            cmd.env("CTXSYNC_SERVER", server.url())
-                .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
-        }
+        cmd.envs(self.target(args));
         cmd.spawn().expect("spawn ctxsync")
     }
 
@@ -258,10 +366,7 @@ impl Project {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(server) = &self.server {
-            cmd.env("CTXSYNC_SERVER", server.url())
-                .env("CTXSYNC_TOKEN", server.token(&Self::acting_agent(args)));
-        }
+        cmd.envs(self.target(args));
         let mut child = cmd.spawn().expect("spawn ctxsync");
         let log = Log::default();
         let stderr = child.stderr.take().expect("stderr");
@@ -412,6 +517,29 @@ macro_rules! both_modes {
         }
         mod remote {
             $(#[test] fn $name() { super::$name($crate::support::Mode::Remote) })*
+        }
+    };
+}
+
+/// Like [`both_modes!`], and also on PostgreSQL: embedded (`CTXSYNC_DB`) and through two
+/// servers sharing one database (skipped, saying so, without `CTXSYNC_TEST_PG_URL`).
+#[macro_export]
+macro_rules! all_modes {
+    ($($name:ident),* $(,)?) => {
+        $crate::both_modes!($($name),*);
+        mod postgres {
+            $(#[test] fn $name() {
+                if $crate::support::PgDb::available() {
+                    super::$name($crate::support::Mode::Postgres)
+                }
+            })*
+        }
+        mod two_servers {
+            $(#[test] fn $name() {
+                if $crate::support::PgDb::available() {
+                    super::$name($crate::support::Mode::TwoServers)
+                }
+            })*
         }
     };
 }
