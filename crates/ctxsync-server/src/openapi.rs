@@ -323,6 +323,33 @@ pub mod schemas {
         pub edits: Vec<Edit>,
     }
 
+    /// An entry archival moved out of a list.
+    #[derive(ToSchema)]
+    pub struct ArchiveRecord {
+        /// Position in the context's archive, 1.. in archival order.
+        pub seq: u64,
+        /// The list it left, as a JSON Pointer.
+        pub list: String,
+        pub id: Option<String>,
+        /// The archival revision.
+        pub revision: u64,
+        pub ts_ms: u64,
+        pub entry: Value,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ArchivePage {
+        pub entries: Vec<ArchiveRecord>,
+        /// Pass as `after` for the next page; absent on the last one.
+        pub next_after: Option<u64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ArchiveRun {
+        /// The archival revision; absent when nothing was due.
+        pub push: Option<PushResponse>,
+    }
+
     #[derive(ToSchema)]
     pub struct Entries {
         pub entries: Vec<LogEntry>,
@@ -504,6 +531,8 @@ impl Modify for BearerAuth {
         routes::admin::revert,
         routes::admin::syncs,
         routes::admin::snapshot,
+        routes::archive::archive,
+        routes::archive::run,
         routes::admin::metrics,
         routes::dashboard::overview,
         routes::dashboard::trends,

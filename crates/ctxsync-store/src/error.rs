@@ -18,6 +18,12 @@ pub enum StoreError {
         "document would be {size} bytes, over the quota of {limit} bytes; nothing was applied"
     )]
     TooLarge { size: u64, limit: u64 },
+    /// Over the quota even after archiving what the rules allow: what to do about it.
+    #[error(
+        "document would be {size} bytes, over the quota of {limit} bytes even after archival; \
+         nothing was applied ({hint})"
+    )]
+    OverQuota { size: u64, limit: u64, hint: String },
     /// A push that would pass a bound while applying (size, nesting, work per push).
     #[error("{0}")]
     OverLimit(String),
@@ -68,6 +74,7 @@ impl StoreError {
                 | Self::Future { .. }
                 | Self::Invalid(_)
                 | Self::TooLarge { .. }
+                | Self::OverQuota { .. }
                 | Self::OverLimit(_)
                 | Self::RequestIdReused(_)
                 | Self::Forbidden(_)

@@ -72,6 +72,16 @@ pub trait Store: Send + Sync {
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError>;
     /// Writes a snapshot of the current revision now (session end).
     fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
+    /// Runs archival now (`ctxsync archive run`): every rule's list is cut to its newest
+    /// `keep` entries in one revision, the rest moved to the archive. `None` when nothing
+    /// was due (or the store has no rules).
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError>;
+    /// Archived entries matching `query`, oldest first (at most [`MAX_ARCHIVE_PAGE`]).
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError>;
     /// Stores a new bearer token acting as `agent` with `role` (only a hash of `secret`
     /// is kept).
     fn create_token(

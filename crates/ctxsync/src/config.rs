@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub ownership: Vec<OwnershipRule>,
     #[serde(default)]
     pub watch: WatchConfig,
+    #[serde(default)]
+    pub archive: ArchiveConfig,
     /// Agent sync's table; parsed by ctxsync-agents, accepted here.
     #[serde(default, rename = "agents")]
     pub _agents: Option<toml::Value>,
@@ -48,6 +50,61 @@ pub struct StoreConfig {
     /// An agent unseen this long is `away` (its expired claims are handed over), e.g.
     /// `"30m"` (the default); `CTXSYNC_AWAY_AFTER` overrides.
     pub away_after: Option<String>,
+}
+
+/// `[archive]`: which lists archival keeps short (DESIGN §15). On by default: the seed
+/// template's `decisions_log.recent` and `project_state.completed_tasks` keep their newest
+/// `keep` entries (a document without them is not touched); `[[archive.lists]]` adds
+/// others, each with its own `keep`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    pub enabled: bool,
+    /// Entries the seed lists keep.
+    pub keep: usize,
+    pub lists: Vec<ArchiveListConfig>,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keep: ctxsync_core::archive::DEFAULT_KEEP,
+            lists: Vec::new(),
+        }
+    }
+}
+
+/// One `[[archive.lists]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveListConfig {
+    /// The list's path, e.g. `communication.handovers`.
+    pub path: String,
+    pub keep: usize,
+    /// A number field counting what was archived (optional).
+    pub counter: Option<String>,
+}
+
+impl ArchiveConfig {
+    /// The rules the store runs, checked.
+    pub fn rules(&self) -> Result<Vec<ctxsync_core::ArchiveRule>> {
+        if !self.enabled {
+            return Ok(Vec::new());
+        }
+        let mut rules = ctxsync_core::archive::seed_rules(self.keep);
+        for list in &self.lists {
+            rules.retain(|r| r.path != list.path);
+            rules.push(ctxsync_core::ArchiveRule {
+                path: list.path.clone(),
+                keep: list.keep,
+                counter: list.counter.clone(),
+            });
+        }
+        ctxsync_core::archive::check_rules(&rules)
+            .map_err(|e| crate::InputError(format!("{CONFIG_FILE} [archive]: {e}")))?;
+        Ok(rules)
+    }
 }
 
 /// `[watch]`: how `ctxsync watch` turns edits of a working copy into syncs.
@@ -172,6 +229,7 @@ impl Config {
                     .map_err(|e| crate::InputError(format!("away_after: {e}")))?,
                 None => defaults.away_after_ms,
             },
+            archive: self.file.archive.rules()?,
             ..defaults
         })
     }

@@ -166,6 +166,10 @@ enum Command {
         /// Overwrite a working copy that has unsynced edits.
         #[arg(long)]
         force: bool,
+        /// Put the archived entries back into their lists (the rare full read; the
+        /// checksum printed stays the stored document's).
+        #[arg(long, conflicts_with_all = ["agent", "since"])]
+        include_archive: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -217,6 +221,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Archive old list entries now, and read the archive (list, get, search).
+    Archive(context::archive::ArchiveArgs),
     /// Start or end an agent's work session (full pull + checksum; flush + snapshot).
     Session(context::live::SessionArgs),
     /// Keep an agent's working copy in sync while it edits (Ctrl-C to stop).
@@ -300,6 +306,7 @@ fn main() -> ExitCode {
             format,
             agent,
             force,
+            include_archive,
             common,
         } => c::pull(
             &common,
@@ -308,6 +315,7 @@ fn main() -> ExitCode {
             format.as_deref(),
             agent.as_deref(),
             force,
+            include_archive,
         ),
         Command::Sync(args) => c::sync(&args),
         Command::Conflicts { common } => c::conflicts(&common),
@@ -325,6 +333,7 @@ fn main() -> ExitCode {
             admin,
             common,
         } => c::revert(&common, to, agent.as_deref(), admin),
+        Command::Archive(args) => context::archive::run(&args),
         Command::Session(args) => context::live::session(&args),
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),

@@ -16,9 +16,9 @@ use clap::Args;
 use ctxsync_client::{Outbox, RemoteClient};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
-    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
-    SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ArchiveQuery, ArchiveRecord, ClaimOutcome, CriticalNotice, Head,
+    HistoryFilter, LogEntry, Metrics, Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store,
+    StoreError, StoredConflict, SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -183,6 +183,16 @@ impl Store for QueuingStore {
     }
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.inner.snapshot(context)
+    }
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        self.inner.archive_run(context)
+    }
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.inner.archive_list(context, query)
     }
     fn create_token(
         &self,

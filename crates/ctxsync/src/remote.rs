@@ -10,9 +10,9 @@ use std::time::Duration;
 use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
-    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
-    SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ArchiveQuery, ArchiveRecord, ClaimOutcome, CriticalNotice, Head,
+    HistoryFilter, LogEntry, Metrics, Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store,
+    StoreError, StoredConflict, SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -194,6 +194,22 @@ impl Store for RemoteStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.client
             .snapshot(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        self.client
+            .archive_run(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.client
+            .archive_list(context, query)
             .map_err(|e| store_error(context, e))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent_sync;
+pub mod archive;
 pub mod claims;
 pub mod contexts;
 pub mod dashboard;
@@ -87,6 +88,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contexts/{ctx}/revert", post(admin::revert))
         .route("/v1/contexts/{ctx}/syncs", post(admin::syncs))
         .route("/v1/contexts/{ctx}/snapshot", post(admin::snapshot))
+        .route("/v1/contexts/{ctx}/archive", get(archive::archive))
+        .route("/v1/contexts/{ctx}/archive/run", post(archive::run))
         .route("/v1/contexts/{ctx}/metrics", get(admin::metrics))
         .route("/v1/contexts/{ctx}/trends", get(dashboard::trends))
         .route("/ui", get(crate::ui::page))

@@ -7,6 +7,7 @@
 //! checked against the database's revision, so several processes sharing one file stay
 //! correct: each transaction re-reads the head under SQLite's write lock.
 
+mod archive;
 mod claims;
 mod health;
 mod presence;
@@ -65,6 +66,10 @@ pub struct StoreOptions {
     /// An agent unseen for longer than this is `away` (its expired claims are released
     /// with a handover stub). Default 30 minutes.
     pub away_after_ms: u64,
+    /// Archival rules (DESIGN §15): lists cut to their newest entries after a push takes
+    /// them past the threshold, and before a push that would pass the quota. None by
+    /// default here; the CLI turns on the seed template's.
+    pub archive: Vec<ArchiveRule>,
 }
 
 /// The default of [`StoreOptions::away_after_ms`]: 30 minutes.
@@ -82,6 +87,7 @@ impl Default for StoreOptions {
             group_commit_window: std::time::Duration::from_micros(300),
             background_checkpoint: true,
             away_after_ms: DEFAULT_AWAY_AFTER_MS,
+            archive: Vec::new(),
         }
     }
 }
@@ -520,6 +526,19 @@ impl Store for SqliteStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         let context = context.to_owned();
         self.exec(move |w| w.snapshot_now(&context))
+    }
+
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        let context = context.to_owned();
+        self.exec(move |w| w.archive_now(&context))
+    }
+
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.with_reader(|conn| archive::list(conn, context, query))
     }
 
     fn create_token(

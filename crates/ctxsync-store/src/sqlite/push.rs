@@ -39,6 +39,57 @@ pub(super) fn push_one(
     request: PushRequest,
     started: Instant,
 ) -> Result<PushResponse, StoreError> {
+    let attempt = if shared.options.archive.is_empty() {
+        None
+    } else {
+        // Kept for a retry when the push would pass the quota (DESIGN §15).
+        Some(request.clone())
+    };
+    let response = match push_with(
+        tx,
+        docs,
+        shared,
+        context,
+        request,
+        started,
+        &shared.options.ownership,
+        true,
+    ) {
+        Err(StoreError::TooLarge { size, limit }) => {
+            let Some(request) = attempt else {
+                return Err(StoreError::TooLarge { size, limit });
+            };
+            return push_after_archival(tx, docs, shared, context, request, started, size, limit);
+        }
+        other => other?,
+    };
+    if !response.applied.is_empty() && !response.replayed {
+        super::archive::archive_within(tx, docs, shared, context, None)?;
+    }
+    Ok(response)
+}
+
+/// A push over the quota: archive what is due first and retry, when that makes it fit;
+/// otherwise refuse it with the numbers and what could be archived, nothing applied.
+#[allow(clippy::too_many_arguments)]
+fn push_after_archival(
+    tx: &Transaction<'_>,
+    docs: &mut HashMap<String, Cached>,
+    shared: &Shared,
+    context: &str,
+    request: PushRequest,
+    started: Instant,
+    size: u64,
+    limit: u64,
+) -> Result<PushResponse, StoreError> {
+    let rules = &shared.options.archive;
+    let cached = load(tx, docs, context)?;
+    let fits = super::archive::would_fit_after_archival(cached, rules, &request, limit);
+    if fits != Some(true) {
+        let hint = super::archive::archivable_hint(cached, rules);
+        return Err(StoreError::OverQuota { size, limit, hint });
+    }
+    super::archive::archive_within(tx, docs, shared, context, Some(0))?;
     push_with(
         tx,
         docs,

@@ -482,6 +482,15 @@ impl Writer {
         })
     }
 
+    pub(crate) fn archive_now(
+        &mut self,
+        context: &str,
+    ) -> Result<Option<PushResponse>, StoreError> {
+        self.transaction(context, |tx, docs, shared| {
+            super::archive::archive_within(tx, docs, shared, context, Some(0))
+        })
+    }
+
     pub(crate) fn snapshot_now(&mut self, context: &str) -> Result<Head, StoreError> {
         let ttl = self.shared.options.idempotency_ttl_ms;
         self.transaction(context, |tx, docs, _| {

@@ -268,6 +268,7 @@ pub fn pull(
     format: Option<&str>,
     agent: Option<&str>,
     force: bool,
+    include_archive: bool,
 ) -> Result<ExitCode> {
     let sections: Vec<Path> = sections
         .iter()
@@ -353,21 +354,32 @@ pub fn pull(
         }
         return exit(0);
     }
-    let document = match select_sections(&current.document, &sections) {
+    let (whole, restored) = if include_archive {
+        let (document, n) = super::archive::with_archive(&env, current.document)?;
+        (document, Some(n))
+    } else {
+        (current.document, None)
+    };
+    let document = match select_sections(&whole, &sections) {
         Ok(document) => document,
         Err(section) => return no_section(section, current.revision),
     };
     if as_json {
-        print_json(&super::claims::with_stale(
-            json!({"revision": current.revision, "checksum": current.checksum, "document": document}),
-            stale.as_ref(),
-        ));
+        let mut answer = json!({"revision": current.revision, "checksum": current.checksum, "document": document});
+        if let Some(n) = restored {
+            // The checksum is the stored document's, without the archive.
+            answer["archived_entries_included"] = json!(n);
+        }
+        print_json(&super::claims::with_stale(answer, stale.as_ref()));
     } else {
         outln!(
-            "# context {} revision {} checksum {}",
+            "# context {} revision {} checksum {}{}",
             env.context,
             current.revision,
-            current.checksum
+            current.checksum,
+            restored.map_or(String::new(), |n| format!(
+                " (plus {n} archived entries, not in the checksum)"
+            ))
         );
         out!("{}", ctxsync_client::to_yaml(&document));
     }

@@ -3,6 +3,7 @@
 //! mode (`CTXSYNC_SERVER` or `server` in ctxsync.toml) talks to a server through the same
 //! `Store` trait, with a durable outbox for pushes that cannot reach it.
 
+pub mod archive;
 mod backend;
 pub mod claims;
 pub mod commands;

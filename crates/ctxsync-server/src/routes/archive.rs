@@ -1,0 +1,132 @@
+//! The archive of a context (DESIGN §15): what archival moved out of its lists, read
+//! lazily (`GET /v1/contexts/{ctx}/archive`), and an archival run on demand
+//! (`POST /v1/contexts/{ctx}/archive/run`).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use ctxsync_store::{ArchiveQuery, ArchiveRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+
+use super::{FormatQuery, P, Q};
+use crate::auth::{self, Bearer};
+use crate::errors::ApiError;
+use crate::negotiate::{self, Format};
+use crate::openapi::schemas;
+use crate::AppState;
+
+/// Query of `archive`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ArchiveParams {
+    /// Only entries archived from this list (dotted path or JSON Pointer).
+    pub list: Option<String>,
+    /// Only the entry with this `id`.
+    pub id: Option<String>,
+    /// Only entries whose JSON contains this text (ASCII case ignored).
+    pub q: Option<String>,
+    /// Only entries after this position (paging: the last `seq` of the previous page).
+    pub after: Option<u64>,
+    /// At most this many (1..=1000; 1000 when absent).
+    pub limit: Option<u64>,
+    pub format: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    entries: Vec<ArchiveRecord>,
+    /// The `after` of the next page, when this one was full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<u64>,
+}
+
+/// Archived entries, oldest first.
+#[utoipa::path(
+    get, path = "/v1/contexts/{ctx}/archive", tag = "admin",
+    params(("ctx" = String, Path, description = "Context name"), ArchiveParams),
+    responses(
+        (status = 200, description = "Archived entries, oldest first", body = schemas::ArchivePage),
+        (status = 400, description = "Bad list path or limit", body = schemas::ErrorBody),
+        (status = 404, description = "No such context", body = schemas::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn archive(
+    State(state): State<AppState>,
+    P(ctx): P<String>,
+    bearer: Bearer,
+    Q(q): Q<ArchiveParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = Format::of_answer(&headers, q.format.as_deref())?;
+    if q.limit == Some(0) || q.limit.is_some_and(|l| l > ctxsync_store::MAX_ARCHIVE_PAGE) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={}",
+            ctxsync_store::MAX_ARCHIVE_PAGE
+        )));
+    }
+    let limit = q.limit.unwrap_or(ctxsync_store::MAX_ARCHIVE_PAGE);
+    let query = ArchiveQuery {
+        list: q.list,
+        id: q.id,
+        text: q.q,
+        after: q.after,
+        limit: Some(limit),
+    };
+    let entries = state
+        .authed(bearer, move |store, _token| {
+            Ok(store.archive_list(&ctx, &query)?)
+        })
+        .await?;
+    let next_after = (entries.len() as u64 == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(negotiate::reply(
+        format,
+        StatusCode::OK,
+        &Page {
+            entries,
+            next_after,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct RunAnswer {
+    /// The archival revision, when anything was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<ctxsync_core::PushResponse>,
+}
+
+/// Runs archival now: every configured list is cut to its newest entries in one revision.
+#[utoipa::path(
+    post, path = "/v1/contexts/{ctx}/archive/run", tag = "admin",
+    params(("ctx" = String, Path, description = "Context name")),
+    responses(
+        (status = 200, description = "The archival revision (`push`), absent when nothing was due", body = schemas::ArchiveRun),
+        (status = 403, description = "A read-only token", body = schemas::ErrorBody),
+        (status = 404, description = "No such context", body = schemas::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn run(
+    State(state): State<AppState>,
+    P(ctx): P<String>,
+    bearer: Bearer,
+    Q(q): Q<FormatQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = Format::of_answer(&headers, q.format.as_deref())?;
+    let push = state
+        .authed(bearer, move |store, token| {
+            auth::may_write(&token)?;
+            Ok(store.archive_run(&ctx)?)
+        })
+        .await?;
+    Ok(negotiate::reply(
+        format,
+        StatusCode::OK,
+        &RunAnswer { push },
+    ))
+}
