@@ -449,6 +449,18 @@ impl RemoteClient {
         Ok(self.expect::<Page>(r, &[200])?.entries)
     }
 
+    /// Compacts the op log (an admin token's call).
+    pub fn compact(
+        &self,
+        context: &str,
+        retain: &ctxsync_core::records::Retention,
+    ) -> Result<ctxsync_core::records::CompactReport, RemoteError> {
+        let days = retain.max_age_ms.map(|ms| ms.div_ceil(24 * 3600 * 1000));
+        let body = json!({"retain_revisions": retain.revisions, "retain_days": days});
+        let r = self.send("POST", &ctx_path(context, "/compact"), &body)?;
+        self.expect(r, &[200])
+    }
+
     /// Runs archival now; the archival revision, or `None` when nothing was due.
     pub fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, RemoteError> {
         #[derive(Deserialize)]

@@ -61,6 +61,32 @@ pub struct StoredConflict {
     pub conflict: Conflict,
 }
 
+/// How much op log compaction keeps (DESIGN §15): at least `revisions` revisions *and*
+/// everything newer than `max_age_ms`; a limit not set keeps nothing by itself. Both
+/// unset: compaction does nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub revisions: Option<u64>,
+    pub max_age_ms: Option<u64>,
+}
+
+impl Retention {
+    pub fn is_set(&self) -> bool {
+        self.revisions.is_some() || self.max_age_ms.is_some()
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactReport {
+    pub context: String,
+    pub horizon_before: u64,
+    /// The new horizon: the oldest revision still readable (a snapshot is kept there).
+    pub horizon: u64,
+    pub removed_revisions: u64,
+    pub removed_snapshots: u64,
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {

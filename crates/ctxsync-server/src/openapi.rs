@@ -344,6 +344,25 @@ pub mod schemas {
         pub next_after: Option<u64>,
     }
 
+    /// How much history `compact` keeps: at least one of the two.
+    #[derive(ToSchema)]
+    pub struct CompactBody {
+        /// Keep at least this many newest revisions.
+        pub retain_revisions: Option<u64>,
+        /// Keep at least the revisions of this many days.
+        pub retain_days: Option<u64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct CompactReport {
+        pub context: String,
+        pub horizon_before: u64,
+        /// The oldest revision still readable.
+        pub horizon: u64,
+        pub removed_revisions: u64,
+        pub removed_snapshots: u64,
+    }
+
     #[derive(ToSchema)]
     pub struct ArchiveRun {
         /// The archival revision; absent when nothing was due.
@@ -531,8 +550,9 @@ impl Modify for BearerAuth {
         routes::admin::revert,
         routes::admin::syncs,
         routes::admin::snapshot,
-        routes::archive::archive,
-        routes::archive::run,
+        routes::lifecycle::archive,
+        routes::lifecycle::run,
+        routes::lifecycle::compact,
         routes::admin::metrics,
         routes::dashboard::overview,
         routes::dashboard::trends,

@@ -72,6 +72,9 @@ pub trait Store: Send + Sync {
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError>;
     /// Writes a snapshot of the current revision now (session end).
     fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
+    /// Drops the op log below what `retain` keeps and moves the horizon (to the newest
+    /// snapshot it allows); reads below it are then `Gone`.
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError>;
     /// Runs archival now (`ctxsync archive run`): every rule's list is cut to its newest
     /// `keep` entries in one revision, the rest moved to the archive. `None` when nothing
     /// was due (or the store has no rules).

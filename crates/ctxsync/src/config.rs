@@ -50,6 +50,11 @@ pub struct StoreConfig {
     /// An agent unseen this long is `away` (its expired claims are handed over), e.g.
     /// `"30m"` (the default); `CTXSYNC_AWAY_AFTER` overrides.
     pub away_after: Option<String>,
+    /// Op-log retention: keep at least this many newest revisions (compaction after each
+    /// snapshot drops the rest; `ctxsync compact` on demand). Unset: keep all.
+    pub retain_revisions: Option<u64>,
+    /// Op-log retention: keep at least this many days of revisions. Unset: keep all.
+    pub retain_days: Option<u64>,
 }
 
 /// `[archive]`: which lists archival keeps short (DESIGN §15). On by default: the seed
@@ -211,6 +216,28 @@ impl Config {
             .or_else(|| self.file.agent.clone())
     }
 
+    /// The op-log retention: flags first, then `[store] retain_revisions` / `retain_days`.
+    pub fn retention(
+        &self,
+        revisions: Option<u64>,
+        days: Option<u64>,
+    ) -> Result<ctxsync_store::Retention> {
+        let revisions = revisions.or(self.file.store.retain_revisions);
+        let days = days.or(self.file.store.retain_days);
+        let max_age_ms = match days {
+            None => None,
+            Some(d) => Some(
+                d.checked_mul(24 * 3600 * 1000)
+                    .filter(|ms| *ms <= i64::MAX as u64)
+                    .ok_or_else(|| crate::InputError(format!("retain_days {d} is too large")))?,
+            ),
+        };
+        Ok(ctxsync_store::Retention {
+            revisions,
+            max_age_ms,
+        })
+    }
+
     pub fn store_options(&self) -> Result<StoreOptions> {
         let defaults = StoreOptions::default();
         let s = &self.file.store;
@@ -230,6 +257,7 @@ impl Config {
                 None => defaults.away_after_ms,
             },
             archive: self.file.archive.rules()?,
+            retain: self.retention(None, None)?,
             ..defaults
         })
     }

@@ -221,6 +221,18 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Drop the op log below the retention (`[store] retain_revisions` / `retain_days`,
+    /// or the flags) and move the horizon; older revisions are then unreadable (410).
+    Compact {
+        /// Keep at least this many newest revisions.
+        #[arg(long)]
+        retain_revisions: Option<u64>,
+        /// Keep at least this many days of revisions.
+        #[arg(long)]
+        retain_days: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Archive old list entries now, and read the archive (list, get, search).
     Archive(context::archive::ArchiveArgs),
     /// Start or end an agent's work session (full pull + checksum; flush + snapshot).
@@ -334,6 +346,11 @@ fn main() -> ExitCode {
             common,
         } => c::revert(&common, to, agent.as_deref(), admin),
         Command::Archive(args) => context::archive::run(&args),
+        Command::Compact {
+            retain_revisions,
+            retain_days,
+            common,
+        } => context::archive::compact(&common, retain_revisions, retain_days),
         Command::Session(args) => context::live::session(&args),
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),

@@ -16,9 +16,9 @@ use clap::Args;
 use ctxsync_client::{Outbox, RemoteClient};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, AgentPresence, ArchiveQuery, ArchiveRecord, ClaimOutcome, CriticalNotice, Head,
-    HistoryFilter, LogEntry, Metrics, Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store,
-    StoreError, StoredConflict, SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ArchiveQuery, ArchiveRecord, ClaimOutcome, CompactReport, CriticalNotice,
+    Head, HistoryFilter, LogEntry, Metrics, Prefer, ReleaseOutcome, Retention, Role, Snapshot,
+    StaleView, Store, StoreError, StoredConflict, SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -183,6 +183,9 @@ impl Store for QueuingStore {
     }
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.inner.snapshot(context)
+    }
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
+        self.inner.compact(context, retain)
     }
     fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
         self.inner.archive_run(context)

@@ -1,7 +1,8 @@
 //! Archival (DESIGN §15) through the real CLI, embedded and against a real server: lists
 //! kept to their newest entries by automatic and on-demand archival while several
 //! processes push, with nothing lost, every archived entry readable, and the history
-//! still verifying.
+//! still verifying; and compaction, which a working copy based below the new horizon
+//! survives by itself.
 
 mod support;
 
@@ -13,6 +14,7 @@ use support::{Mode, Project};
 both_modes!(
     four_processes_archive_nothing_lost,
     archive_reads_refuse_bad_input,
+    a_working_copy_below_the_horizon_recovers,
 );
 
 const KEEP: usize = 20;
@@ -160,4 +162,42 @@ fn archive_reads_refuse_bad_input(mode: Mode) {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-id"));
     assert_eq!(p.revision(), before);
+}
+
+/// A working copy whose base revision was compacted away recovers on its next sync by
+/// itself: its edits land (pushed with their field tests) and it is re-based on a fresh
+/// pull, and the user is told.
+fn a_working_copy_below_the_horizon_recovers(mode: Mode) {
+    let p = Project::with_config(mode, "[store]\nretain_revisions = 5\nsnapshot_every = 5\n");
+    p.init();
+    p.ok(&["pull", "--agent", "builder"]);
+    for i in 0..80 {
+        p.set_as("planner", "project_state.counter", &i.to_string());
+    }
+    let status = p.json(&["status"]);
+    let horizon = status["head"]["horizon"].as_u64().expect("horizon");
+    assert!(horizon > 0, "compaction ran: {status}");
+    let below = p.run(&["pull", "--since", "0"]);
+    assert_eq!(below.status.code(), Some(2), "{below:?}");
+    assert!(String::from_utf8_lossy(&below.stderr).contains("horizon"));
+
+    let file = p.path().join(".ctxsync/agents/builder/context.yaml");
+    let text = std::fs::read_to_string(&file).expect("working copy");
+    std::fs::write(
+        &file,
+        text.replace("current_phase: planning", "current_phase: build"),
+    )
+    .expect("edit");
+    let out = p.run(&["sync", "--agent", "builder"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("compacted away"), "{said}");
+    assert_eq!(
+        p.ok(&["get", "project_state.current_phase"]).trim(),
+        "build"
+    );
+    let synced = std::fs::read_to_string(&file).expect("working copy");
+    assert!(synced.contains("counter: 79"), "{synced}");
+    let again = p.json(&["sync", "--agent", "builder"]);
+    assert!(again["syncs"][0].get("rebased_from").is_none(), "{again}");
 }

@@ -9,6 +9,7 @@
 
 mod archive;
 mod claims;
+mod compact;
 mod health;
 mod presence;
 mod push;
@@ -70,6 +71,9 @@ pub struct StoreOptions {
     /// them past the threshold, and before a push that would pass the quota. None by
     /// default here; the CLI turns on the seed template's.
     pub archive: Vec<ArchiveRule>,
+    /// Op-log retention (DESIGN §15): applied after every snapshot. None by default
+    /// (history kept forever).
+    pub retain: Retention,
 }
 
 /// The default of [`StoreOptions::away_after_ms`]: 30 minutes.
@@ -88,6 +92,7 @@ impl Default for StoreOptions {
             background_checkpoint: true,
             away_after_ms: DEFAULT_AWAY_AFTER_MS,
             archive: Vec::new(),
+            retain: Retention::default(),
         }
     }
 }
@@ -114,6 +119,25 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The document at `r`; `Gone` when a compaction moved the horizon past `r` while this
+/// read was under way (its snapshot and log went between two statements).
+fn doc_at_or_gone(conn: &Connection, context: &str, r: u64) -> Result<Value, StoreError> {
+    match read::doc_at(conn, context, r) {
+        Err(StoreError::Corrupt(reason)) => {
+            let head = read::head(conn, context)?;
+            if r < head.horizon {
+                Err(StoreError::Gone {
+                    requested: r,
+                    horizon: head.horizon,
+                })
+            } else {
+                Err(StoreError::Corrupt(reason))
+            }
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -392,7 +416,7 @@ impl Store for SqliteStore {
                 // document, so it stays readable even when the newest is not.
                 let head = read::head(conn, context)?;
                 if r < head.revision && r >= head.horizon {
-                    let doc = read::doc_at(conn, context, r)?;
+                    let doc = doc_at_or_gone(conn, context, r)?;
                     return Ok(Snapshot {
                         revision: r,
                         checksum: ctxsync_core::checksum(&doc),
@@ -421,7 +445,7 @@ impl Store for SqliteStore {
                     horizon: current.head.horizon,
                 }),
                 Some(r) => {
-                    let doc = read::doc_at(conn, context, r)?;
+                    let doc = doc_at_or_gone(conn, context, r)?;
                     Ok(Snapshot {
                         revision: r,
                         checksum: ctxsync_core::checksum(&doc),
@@ -526,6 +550,11 @@ impl Store for SqliteStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         let context = context.to_owned();
         self.exec(move |w| w.snapshot_now(&context))
+    }
+
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
+        let (context, retain) = (context.to_owned(), *retain);
+        self.exec(move |w| w.compact_now(&context, &retain))
     }
 
     fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {

@@ -25,7 +25,19 @@ pub(super) fn load<'a>(
     let fresh = docs.get(context).is_some_and(|c| c.head == head);
     if !fresh {
         let doc = read::doc_at(tx, context, head.revision)?;
-        docs.insert(context.to_owned(), Cached::new(head, doc));
+        let mut cached = Cached::new(head, doc);
+        // What was written since the last snapshot counts towards the next one, also in a
+        // process that was not there to write it (each CLI command is a new process).
+        let (revisions, bytes): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(length(edits)), 0) FROM oplog
+                 WHERE context = ?1
+                   AND revision > (SELECT COALESCE(MAX(revision), 0) FROM snapshots WHERE context = ?1)",
+            )?
+            .query_row([context], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        cached.revisions_since_snapshot = revisions as u64;
+        cached.log_bytes_since_snapshot = bytes as u64;
+        docs.insert(context.to_owned(), cached);
     }
     docs.get_mut(context)
         .ok_or_else(|| corrupt("document cache"))
@@ -170,6 +182,19 @@ pub(super) fn push_with(
         shared.recent.stage(context, r.recent_entry());
     }
     if let Some(r) = decided.revision {
+        if cached.take_snapshot_due(shared.options.snapshot_every) {
+            write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
+            if shared.options.retain.is_set() {
+                // Before staging, so readers' copy carries the new horizon.
+                let report = super::compact::compact_within(
+                    tx,
+                    context,
+                    &cached.head,
+                    &shared.options.retain,
+                )?;
+                cached.head.horizon = report.horizon;
+            }
+        }
         shared.replicas.stage(
             context,
             super::replica::Revision {
@@ -177,9 +202,6 @@ pub(super) fn push_with(
                 edits: r.edits,
             },
         );
-        if cached.take_snapshot_due(shared.options.snapshot_every) {
-            write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
-        }
     }
     if decided.defer {
         for conflict in &mut response.conflicts {

@@ -482,6 +482,19 @@ impl Writer {
         })
     }
 
+    pub(crate) fn compact_now(
+        &mut self,
+        context: &str,
+        retain: &Retention,
+    ) -> Result<CompactReport, StoreError> {
+        self.transaction(context, |tx, docs, _| {
+            let cached = load(tx, docs, context)?;
+            let report = super::compact::compact_within(tx, context, &cached.head, retain)?;
+            cached.head.horizon = report.horizon;
+            Ok(report)
+        })
+    }
+
     pub(crate) fn archive_now(
         &mut self,
         context: &str,

@@ -1,5 +1,6 @@
 //! `ctxsync archive run|list|get|search`: archival on demand and lazy reads of what it
-//! moved (DESIGN §15). Embedded or remote, through the same `Store` trait.
+//! moved; and `ctxsync compact` (DESIGN §15). Embedded or remote, through the same
+//! `Store` trait.
 
 use std::process::ExitCode;
 
@@ -199,4 +200,36 @@ pub fn with_archive(env: &Env, mut document: Value) -> Result<(Value, usize)> {
             .map_err(|e| anyhow::anyhow!("cannot put the archive of {list} back: {e}"))?;
     }
     Ok((document, restored))
+}
+
+/// `ctxsync compact`.
+pub fn compact(common: &Common, revisions: Option<u64>, days: Option<u64>) -> Result<ExitCode> {
+    let env = open(common)?;
+    let retain = env.config.retention(revisions, days)?;
+    if !retain.is_set() {
+        return Err(InputError(
+            "no retention: pass --retain-revisions N and/or --retain-days D, or set \
+             retain_revisions / retain_days in [store]"
+                .into(),
+        )
+        .into());
+    }
+    let report = env.store.compact(&env.context, &retain)?;
+    if common.json {
+        print_json(&report);
+    } else if report.horizon == report.horizon_before {
+        outln!(
+            "nothing to compact: the horizon stays at revision {}",
+            report.horizon
+        );
+    } else {
+        outln!(
+            "horizon {} -> {}: {} revisions and {} snapshots dropped",
+            report.horizon_before,
+            report.horizon,
+            report.removed_revisions,
+            report.removed_snapshots
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -95,6 +95,13 @@ pub fn print_sync(r: &SyncReport) {
         );
         return;
     }
+    if let Some(old) = r.rebased_from {
+        outln!(
+            "{}: the working copy's base (revision {old}) was compacted away; pushed its edits \
+             with their field tests and re-based on a fresh pull",
+            r.agent
+        );
+    }
     match &r.pushed {
         None => outln!("{}: no local changes", r.agent),
         Some(p) => {

@@ -1,18 +1,19 @@
-//! The archive of a context (DESIGN §15): what archival moved out of its lists, read
-//! lazily (`GET /v1/contexts/{ctx}/archive`), and an archival run on demand
-//! (`POST /v1/contexts/{ctx}/archive/run`).
+//! A context's lifecycle (DESIGN §15): the archive of what archival moved out of its
+//! lists, read lazily (`GET /v1/contexts/{ctx}/archive`); an archival run on demand
+//! (`POST /v1/contexts/{ctx}/archive/run`); and compaction of the op log
+//! (`POST /v1/contexts/{ctx}/compact`, admins only: it drops history).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use ctxsync_store::{ArchiveQuery, ArchiveRecord};
+use ctxsync_store::{ArchiveQuery, ArchiveRecord, Retention, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::{FormatQuery, P, Q};
 use crate::auth::{self, Bearer};
 use crate::errors::ApiError;
-use crate::negotiate::{self, Format};
+use crate::negotiate::{self, Format, RawBody};
 use crate::openapi::schemas;
 use crate::AppState;
 
@@ -129,4 +130,71 @@ pub async fn run(
         StatusCode::OK,
         &RunAnswer { push },
     ))
+}
+
+/// Body of `compact`: how much history to keep; at least one limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactBody {
+    retain_revisions: Option<u64>,
+    retain_days: Option<u64>,
+}
+
+/// Drops the op log below the retention and moves the horizon (to the newest snapshot it
+/// allows); reads and deltas below it are then 410 with `full_required`.
+#[utoipa::path(
+    post, path = "/v1/contexts/{ctx}/compact", tag = "admin",
+    params(("ctx" = String, Path, description = "Context name")),
+    request_body(content = schemas::CompactBody),
+    responses(
+        (status = 200, description = "What was dropped and the new horizon", body = schemas::CompactReport),
+        (status = 400, description = "No retention given, or a malformed body", body = schemas::ErrorBody),
+        (status = 403, description = "Not an admin token", body = schemas::ErrorBody),
+        (status = 404, description = "No such context", body = schemas::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn compact(
+    State(state): State<AppState>,
+    P(ctx): P<String>,
+    bearer: Bearer,
+    Q(q): Q<FormatQuery>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let format = Format::of_answer(&headers, q.format.as_deref())?;
+    let report = state
+        .authed(bearer, move |store, token| {
+            if token.role != Role::Admin {
+                return Err(ApiError::forbidden(format!(
+                    "token {} may not compact: dropping history needs an admin token",
+                    token.id
+                )));
+            }
+            let body: CompactBody = negotiate::parse(body.format, &body.bytes)?;
+            let retain = retention(body.retain_revisions, body.retain_days)
+                .map_err(ApiError::bad_request)?;
+            Ok(store.compact(&ctx, &retain)?)
+        })
+        .await?;
+    Ok(negotiate::reply(format, StatusCode::OK, &report))
+}
+
+/// A retention from its two spellings; at least one, and days that fit in milliseconds.
+pub fn retention(revisions: Option<u64>, days: Option<u64>) -> Result<Retention, String> {
+    if revisions.is_none() && days.is_none() {
+        return Err("say how much history to keep: retain_revisions and/or retain_days".into());
+    }
+    let max_age_ms = match days {
+        None => None,
+        Some(d) => Some(
+            d.checked_mul(24 * 3600 * 1000)
+                .filter(|ms| *ms <= i64::MAX as u64)
+                .ok_or_else(|| format!("retain_days {d} is too large"))?,
+        ),
+    };
+    Ok(Retention {
+        revisions,
+        max_age_ms,
+    })
 }
