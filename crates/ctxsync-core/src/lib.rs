@@ -35,6 +35,7 @@ pub mod level;
 pub mod push;
 pub mod records;
 pub mod template;
+pub mod timefmt;
 
 pub use level::{Level, PeriodicPolicy};
 pub use push::{

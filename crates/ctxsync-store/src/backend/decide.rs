@@ -208,7 +208,7 @@ pub fn decide(
     started: Instant,
 ) -> Result<Decided, StoreError> {
     let budget = Budget::for_document(cached.head.size, limits.max_document_bytes);
-    let evaluation = evaluate_at(
+    let mut evaluation = evaluate_at(
         &mut cached.doc,
         &request,
         cached.head.revision,
@@ -235,6 +235,11 @@ pub fn decide(
         stale: None,
     };
     let mut decided_revision = None;
+    if !evaluation.edits.is_empty() && request.agent != SYSTEM_AGENT {
+        // In the same revision, so the stamp and what it stamps never part.
+        let stamped = super::seed_fields::stamp(&mut cached.doc, request.level, now)?;
+        evaluation.edits.extend(stamped);
+    }
     if !evaluation.edits.is_empty() {
         // The checksum is updated along the edited paths: O(change), not O(document).
         cached.tree.note_all(&evaluation.edits);

@@ -8,6 +8,7 @@
 mod decide;
 pub mod recent;
 mod replay;
+pub mod seed_fields;
 
 pub use decide::*;
 pub use replay::*;
