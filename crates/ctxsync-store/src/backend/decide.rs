@@ -193,6 +193,9 @@ pub struct DecideLimits<'a> {
     pub max_document_bytes: u64,
     /// Enforce live claims (at the store's clock).
     pub enforce_claims: bool,
+    /// An agent's sync: stamp the seed's `last_sync` and `sync_level` (not for reverts,
+    /// which must equal their target, nor for the store's own housekeeping).
+    pub stamp_seed_fields: bool,
 }
 
 /// Decides `request` against `cached` (the newest document, moved along in place when the
@@ -235,7 +238,7 @@ pub fn decide(
         stale: None,
     };
     let mut decided_revision = None;
-    if !evaluation.edits.is_empty() && request.agent != SYSTEM_AGENT {
+    if !evaluation.edits.is_empty() && limits.stamp_seed_fields && request.agent != SYSTEM_AGENT {
         // In the same revision, so the stamp and what it stamps never part.
         let stamped = super::seed_fields::stamp(&mut cached.doc, request.level, now)?;
         evaluation.edits.extend(stamped);

@@ -65,6 +65,7 @@ fn commit_plan(
         Instant::now(),
         &open,
         false,
+        false,
     )?;
     if response.applied.is_empty() {
         // All or nothing, and nothing: the plan no longer matched the document (it was

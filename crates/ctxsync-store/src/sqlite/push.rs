@@ -66,6 +66,7 @@ pub(super) fn push_one(
         started,
         &shared.options.ownership,
         true,
+        true,
     ) {
         Err(StoreError::TooLarge { size, limit }) => {
             let Some(request) = attempt else {
@@ -111,6 +112,7 @@ fn push_after_archival(
         started,
         &shared.options.ownership,
         true,
+        true,
     )
 }
 
@@ -124,6 +126,7 @@ pub(super) fn push_with(
     started: Instant,
     ownership: &Ownership,
     enforce_claims: bool,
+    stamp_seed_fields: bool,
 ) -> Result<PushResponse, StoreError> {
     let fingerprint = backend::check_request(&request)?;
     if let Some(id) = &request.request_id {
@@ -158,6 +161,7 @@ pub(super) fn push_with(
         ownership,
         max_document_bytes: shared.options.max_document_bytes,
         enforce_claims,
+        stamp_seed_fields,
     };
     let request_id = request.request_id.clone();
     let decided = backend::decide(cached, request, &since_base, limits, now, started)?;

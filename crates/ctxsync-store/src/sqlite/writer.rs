@@ -404,6 +404,7 @@ impl Writer {
                         Instant::now(),
                         ownership,
                         true,
+                        false,
                     )?;
                     backend::check_settled(agent, &r)?;
                     Some(r)
@@ -467,6 +468,7 @@ impl Writer {
                 ownership,
                 // An admin's revert is the way out of any state, claims included.
                 actor.role != Role::Admin,
+                false,
             )
         })
     }
