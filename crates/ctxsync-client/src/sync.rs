@@ -153,7 +153,12 @@ pub fn local_changes(
 ) -> Result<(Base, Value, Vec<ctxsync_core::Change>), ClientError> {
     let base = wc.load_base()?;
     let mine = wc.load_mine()?;
-    let changes = diff(&base.document, &mine);
+    // The store stamps these itself on every sync: a working copy that shows an older
+    // stamp has not edited it.
+    let changes = diff(
+        &ctxsync_core::template::without_stamps(&base.document),
+        &ctxsync_core::template::without_stamps(&mine),
+    );
     Ok((base, mine, changes))
 }
 
@@ -287,9 +292,14 @@ fn write_back(
         } else {
             merge3(mine, &again, merged, Prefer::Mine).merged
         };
-        if target == again {
+        // A file that differs from the merge only in the store's stamps is left alone
+        // too (its comments and layout stay): they are not the agent's to edit.
+        if target == again
+            || ctxsync_core::template::without_stamps(&target)
+                == ctxsync_core::template::without_stamps(&again)
+        {
             wc.save_base(new_base)?;
-            return Ok(target);
+            return Ok(again);
         }
         if wc.replace_if_unchanged(&bytes, &target)? {
             wc.save_base(new_base)?;
@@ -324,7 +334,11 @@ pub fn merge_remote_keeping_edits(
         last_periodic_flush: base.last_periodic_flush,
     };
     let written = write_back(wc, &mine, &merge.merged, &new_base)?;
-    let pending = diff(&new_base.document, &written).len();
+    let pending = diff(
+        &ctxsync_core::template::without_stamps(&new_base.document),
+        &ctxsync_core::template::without_stamps(&written),
+    )
+    .len();
     Ok(Some(SyncReport {
         agent: wc.agent.clone(),
         level: Level::Periodic,

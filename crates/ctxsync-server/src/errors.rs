@@ -86,6 +86,9 @@ impl From<StoreError> for ApiError {
             StoreError::TooLarge { .. }
             | StoreError::OverQuota { .. }
             | StoreError::OverLimit(_) => Self::payload_too_large(message),
+            StoreError::SchemaViolation { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+            }
             StoreError::RequestIdReused(_) => {
                 Self::new(StatusCode::CONFLICT, "request_id_reused", message)
             }

@@ -24,6 +24,16 @@ pub enum StoreError {
          nothing was applied ({hint})"
     )]
     OverQuota { size: u64, limit: u64, hint: String },
+    /// The push's result breaks the configured JSON Schema; nothing was applied.
+    #[error(
+        "the result would break the context schema at {instance_path:?}: {rule} \
+         (schema rule {schema_path}); nothing was applied"
+    )]
+    SchemaViolation {
+        instance_path: String,
+        rule: String,
+        schema_path: String,
+    },
     /// A push that would pass a bound while applying (size, nesting, work per push).
     #[error("{0}")]
     OverLimit(String),
@@ -75,6 +85,7 @@ impl StoreError {
                 | Self::Invalid(_)
                 | Self::TooLarge { .. }
                 | Self::OverQuota { .. }
+                | Self::SchemaViolation { .. }
                 | Self::OverLimit(_)
                 | Self::RequestIdReused(_)
                 | Self::Forbidden(_)

@@ -9,11 +9,13 @@
 
 pub mod backend;
 mod error;
+mod schema_check;
 mod sqlite;
 mod types;
 
 pub use backend::SYSTEM_AGENT;
 pub use error::StoreError;
+pub use schema_check::ContextSchema;
 pub use sqlite::{
     validate_agent_name, validate_context_name, SqliteStore, StoreOptions, Synchronous,
     DEFAULT_AWAY_AFTER_MS,

@@ -188,8 +188,12 @@ fn an_archival_is_verified_reverted_and_rearchived_without_loss() {
 fn seed_fields_are_stamped_by_syncs_in_the_same_revision_not_by_reverts() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir, 8 << 20, 50);
-    s.create_context("default", ctxsync_core::template::seed()).unwrap();
-    let mut critical = push("a", json!([{"path": "project_state.current_phase", "to": "build"}]));
+    s.create_context("default", ctxsync_core::template::seed())
+        .unwrap();
+    let mut critical = push(
+        "a",
+        json!([{"path": "project_state.current_phase", "to": "build"}]),
+    );
     critical.level = Level::Critical;
     let r = s.push("default", critical).unwrap();
     assert_eq!(r.revision, 1);
@@ -198,7 +202,10 @@ fn seed_fields_are_stamped_by_syncs_in_the_same_revision_not_by_reverts() {
     let stamped = doc["last_sync"].as_str().unwrap();
     assert!(stamped.ends_with('Z') && stamped.len() == 24, "{stamped}");
     let entry = &s.log_since("default", 0).unwrap()[0];
-    assert!(entry.edits.iter().any(|e| e.path.to_string().contains("last_sync")));
+    assert!(entry
+        .edits
+        .iter()
+        .any(|e| e.path.to_string().contains("last_sync")));
     let admin = Actor {
         agent: "root".into(),
         role: ctxsync_store::Role::Admin,

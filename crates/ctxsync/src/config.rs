@@ -24,6 +24,9 @@ pub struct FileConfig {
     pub agent: Option<String>,
     /// Server URL (remote mode).
     pub server: Option<String>,
+    /// A JSON Schema file (JSON or YAML; relative to this file) every new revision of
+    /// every context must satisfy; a push that breaks it is refused (422 / exit 2).
+    pub schema: Option<PathBuf>,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -216,6 +219,27 @@ impl Config {
             .or_else(|| self.file.agent.clone())
     }
 
+    /// The compiled `schema`, when the file names one.
+    pub fn schema(&self) -> Result<Option<ctxsync_store::ContextSchema>> {
+        let Some(path) = &self.file.schema else {
+            return Ok(None);
+        };
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            self.root.join(path)
+        };
+        let shown = path.display().to_string();
+        let bytes =
+            std::fs::read(&path).map_err(|e| crate::InputError(format!("schema {shown}: {e}")))?;
+        let text = ctxsync_client::decode_text(bytes, &shown)?;
+        let schema = ctxsync_client::parse_document(&text, &shown)?;
+        Ok(Some(
+            ctxsync_store::ContextSchema::compile(&schema, shown)
+                .map_err(|e| crate::InputError(e.to_string()))?,
+        ))
+    }
+
     /// The op-log retention: flags first, then `[store] retain_revisions` / `retain_days`.
     pub fn retention(
         &self,
@@ -258,6 +282,7 @@ impl Config {
             },
             archive: self.file.archive.rules()?,
             retain: self.retention(None, None)?,
+            schema: self.schema()?,
             ..defaults
         })
     }

@@ -152,9 +152,10 @@ enum Command {
         /// section that does not exist is exit 1, as for `get`.
         #[arg(long, value_delimiter = ',')]
         sections: Vec<String>,
-        /// Print only what changed after this revision.
+        /// Print only what changed after this revision, or after this time (RFC 3339,
+        /// e.g. 2026-12-01T09:30:00Z).
         #[arg(long)]
-        since: Option<u64>,
+        since: Option<String>,
         /// Output format (json is the same as --json) [default: yaml]
         #[arg(long, value_parser = ["yaml", "json"])]
         format: Option<String>,

@@ -74,6 +74,8 @@ pub struct StoreOptions {
     /// Op-log retention (DESIGN §15): applied after every snapshot. None by default
     /// (history kept forever).
     pub retain: Retention,
+    /// The JSON Schema every new revision must satisfy (`schema` in ctxsync.toml).
+    pub schema: Option<crate::ContextSchema>,
 }
 
 /// The default of [`StoreOptions::away_after_ms`]: 30 minutes.
@@ -93,6 +95,7 @@ impl Default for StoreOptions {
             away_after_ms: DEFAULT_AWAY_AFTER_MS,
             archive: Vec::new(),
             retain: Retention::default(),
+            schema: None,
         }
     }
 }

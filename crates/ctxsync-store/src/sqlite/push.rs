@@ -161,6 +161,7 @@ pub(super) fn push_with(
         ownership,
         max_document_bytes: shared.options.max_document_bytes,
         enforce_claims,
+        schema: shared.options.schema.as_ref(),
         stamp_seed_fields,
     };
     let request_id = request.request_id.clone();

@@ -332,6 +332,9 @@ impl Writer {
         document: Value,
     ) -> Result<Head, StoreError> {
         let limit = self.shared.options.max_document_bytes;
+        if let Some(schema) = &self.shared.options.schema {
+            schema.check(&document)?;
+        }
         self.transaction(name, |tx, docs, _| {
             let exists: Option<i64> = tx
                 .query_row("SELECT 1 FROM contexts WHERE name = ?1", [name], |r| {

@@ -264,7 +264,7 @@ fn no_section(section: &Path, revision: u64) -> Result<ExitCode> {
 pub fn pull(
     common: &Common,
     sections: &[String],
-    since: Option<u64>,
+    since: Option<String>,
     format: Option<&str>,
     agent: Option<&str>,
     force: bool,
@@ -320,6 +320,10 @@ pub fn pull(
     let before = named
         .as_deref()
         .and_then(|agent| super::claims::stale_before(&env, agent, as_json));
+    let since = match since {
+        Some(text) => Some(since_revision(&env, &text)?),
+        None => None,
+    };
     let current = env.store.read(&env.context, None)?;
     let stale = before.or_else(|| {
         named
@@ -384,6 +388,36 @@ pub fn pull(
         out!("{}", ctxsync_client::to_yaml(&document));
     }
     exit(0)
+}
+
+/// `--since`: a revision, or an RFC 3339 time meaning "after the newest revision made at
+/// or before it" (a time before the horizon's revisions is below the horizon: 410).
+fn since_revision(env: &Env, text: &str) -> Result<u64> {
+    if let Ok(revision) = text.parse::<u64>() {
+        return Ok(revision);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        InputError(format!(
+            "--since {text:?}: not a revision number or an RFC 3339 time ({e})"
+        ))
+    })?;
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let head = env.store.head(&env.context)?;
+    let entries = env.store.history(&env.context, &HistoryFilter::default())?;
+    // Newest first: the first entry at or before the time is where the delta starts.
+    match entries.iter().find(|e| e.timestamp_ms <= ms) {
+        Some(entry) => Ok(entry.revision),
+        // Older than everything in the log: from the horizon when history starts there
+        // (revision 0), else the time is below the horizon.
+        None if head.horizon == 0 => Ok(0),
+        None => Err(ctxsync_store::StoreError::Gone {
+            requested: head.horizon.saturating_sub(1),
+            horizon: head.horizon,
+        }
+        .into()),
+    }
 }
 
 pub fn sync(args: &SyncArgs) -> Result<ExitCode> {

@@ -1,4 +1,4 @@
-//! Archival (DESIGN §15) through the real CLI, embedded and against a real server: lists
+//! The context lifecycle (DESIGN §15) through the real CLI, embedded and against a real server: lists
 //! kept to their newest entries by automatic and on-demand archival while several
 //! processes push, with nothing lost, every archived entry readable, and the history
 //! still verifying; and compaction, which a working copy based below the new horizon
@@ -15,6 +15,7 @@ both_modes!(
     four_processes_archive_nothing_lost,
     archive_reads_refuse_bad_input,
     a_working_copy_below_the_horizon_recovers,
+    a_schema_violation_is_refused_with_the_path,
 );
 
 const KEEP: usize = 20;
@@ -200,4 +201,39 @@ fn a_working_copy_below_the_horizon_recovers(mode: Mode) {
     assert!(synced.contains("counter: 79"), "{synced}");
     let again = p.json(&["sync", "--agent", "builder"]);
     assert!(again["syncs"][0].get("rebased_from").is_none(), "{again}");
+}
+
+/// With `schema = …` in ctxsync.toml every new revision is validated: a violation is exit
+/// 2 naming the instance path and the rule, and nothing is applied.
+fn a_schema_violation_is_refused_with_the_path(mode: Mode) {
+    let schema = r#"{
+        "type": "object",
+        "properties": {
+            "project_state": {
+                "type": "object",
+                "properties": {"current_phase": {"enum": ["planning", "build", "review"]}}
+            }
+        }
+    }"#;
+    // An absolute path, written before the server (in remote mode) reads its config.
+    let schema_dir = tempfile::tempdir().expect("tempdir");
+    let schema_file = schema_dir.path().join("context.schema.json");
+    std::fs::write(&schema_file, schema).expect("schema");
+    let p = Project::with_config(
+        mode,
+        &format!("schema = {:?}\n", schema_file.display().to_string()),
+    );
+    p.init();
+    p.ok(&["set", "project_state.current_phase", "build"]);
+    let before = p.revision();
+    let out = p.run(&["set", "project_state.current_phase", "shipping"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("/project_state/current_phase"), "{said}");
+    assert!(said.contains("schema"), "{said}");
+    assert_eq!(p.revision(), before, "nothing applied");
+    assert_eq!(
+        p.ok(&["get", "project_state.current_phase"]).trim(),
+        "build"
+    );
 }
