@@ -159,6 +159,12 @@ impl AgentSyncFeed {
         self.changed.subscribe()
     }
 
+    /// Long polls waiting for news now (a poll whose client went away stops counting
+    /// once the server notices the closed connection).
+    pub fn waiting(&self) -> usize {
+        self.changed.receiver_count()
+    }
+
     /// The runs after feed position `after_run` (at most `limit`, the newest), and the
     /// newest check.
     pub fn snapshot(&self, after_run: u64, limit: usize) -> Snapshot {

@@ -1,7 +1,9 @@
 //! The dashboard's HTTP surface on a real server: the embedded page and assets (types,
 //! security headers, ETag revalidation, 404 for unknown files), `GET /v1/overview`
-//! and `GET /v1/contexts/{ctx}/trends` (real pushes bucketed; bad input is 4xx), both
-//! readable with a viewer token, both in the served OpenAPI description.
+//! and `GET /v1/contexts/{ctx}/trends` (real pushes, a deferred conflict and a recorded
+//! failed sync bucketed from the store's sync log; bad input is 4xx), both readable with
+//! a viewer token, both in the served OpenAPI description; `GET /v1/agent-sync` with
+//! edge values and an abandoned long poll.
 
 mod common;
 
@@ -127,6 +129,25 @@ fn trends_bucket_real_pushes_and_refuse_bad_input() {
         "project_state.m",
         json!(true),
     );
+    // A deferred conflict (a push), and a failed sync recorded by the client: both are in
+    // the store's sync log.
+    let deferred = post_json(
+        &s.url("/v1/contexts/ctx/push"),
+        &builder,
+        &json!({"agent": "builder", "strategy": "defer", "summary": "late",
+                "changes": [{"path": "project_state.m", "from": false, "to": 1}]}),
+    );
+    assert_eq!(deferred.status, 409, "{}", deferred.text());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let failed = post_json(
+        &s.url("/v1/contexts/ctx/syncs"),
+        &reviewer,
+        &json!({"agent": "reviewer", "level": "critical", "timestamp_ms": now_ms,
+                "duration_us": 900, "outcome": "failed"}),
+    );
+    assert_eq!(failed.status, 204, "{}", failed.text());
     for window in ["1h", "24h", "7d"] {
         let r = get(
             &s.url(&format!("/v1/contexts/ctx/trends?window={window}")),
@@ -144,7 +165,19 @@ fn trends_bucket_real_pushes_and_refuse_bad_input() {
                 .sum::<u64>()
         };
         assert_eq!(sum("revisions"), 4, "{t}");
-        assert_eq!(sum("pushes"), 4, "{t}");
+        assert_eq!(sum("pushes"), 6, "{t}");
+        assert_eq!(sum("conflicts"), 1, "{t}");
+        assert_eq!(sum("failures"), 1, "{t}");
+        let nested = |outer: &str, inner: &str| {
+            buckets
+                .iter()
+                .map(|b| b[outer][inner].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        assert_eq!(nested("failures_by_level", "critical"), 1, "{t}");
+        assert_eq!(nested("pushes_by_level", "periodic"), 3, "{t}");
+        assert_eq!(nested("trouble_by_agent", "builder"), 1, "{t}");
+        assert_eq!(nested("trouble_by_agent", "reviewer"), 1, "{t}");
         let agents: u64 = buckets
             .iter()
             .map(|b| b["by_agent"]["builder"].as_u64().unwrap_or(0))
@@ -259,4 +292,100 @@ fn agent_sync_reports_the_watchers_runs_and_waits_for_the_next() {
     for bad in ["wait=26", "wait=x", "limit=0", "limit=501"] {
         get(&s.url(&format!("/v1/agent-sync?{bad}")), &token).assert_error(400, "bad_request");
     }
+}
+
+/// Edge values of `GET /v1/agent-sync`: negative, overflowing and huge numbers, waits
+/// past the maximum, are 400 with a message that names the parameter, never 500; the
+/// largest `after` and `version` are plain answers; a long poll whose client goes away
+/// stops waiting, and the server answers the next one.
+#[test]
+fn agent_sync_refuses_edge_values_and_drops_abandoned_polls() {
+    use ctxsync_server::agent_sync::AgentSyncFeed;
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let feed = Arc::new(AgentSyncFeed::new("/repo", 5));
+    let s = Server::with_feed(
+        Default::default(),
+        Default::default(),
+        Some(Arc::clone(&feed)),
+    );
+    let token = s.token_with_role("boss", Role::Viewer);
+    feed.record_run(1, 10, vec![], Ok(json!({"generation": 1})));
+
+    let over_u64 = "18446744073709551616";
+    for (query, names) in [
+        ("after=-1", "after"),
+        (&format!("after={over_u64}") as &str, "after"),
+        ("after=1.5", "after"),
+        ("version=-1", "version"),
+        (&format!("version={over_u64}"), "version"),
+        ("wait=-1", "wait"),
+        ("wait=26", "wait"),
+        ("wait=18446744073709551615", "wait"),
+        (&format!("wait={over_u64}"), "wait"),
+        ("wait=1e3", "wait"),
+        ("limit=0", "limit"),
+        ("limit=-5", "limit"),
+        ("limit=501", "limit"),
+        ("limit=18446744073709551615", "limit"),
+        (&format!("limit={over_u64}"), "limit"),
+        ("limit=99999999999999999999999999999999", "limit"),
+    ] {
+        let body = get(&s.url(&format!("/v1/agent-sync?{query}")), &token)
+            .assert_error(400, "bad_request");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{query}: {message}");
+    }
+    // The largest values that fit are answers, not errors.
+    let top = u64::MAX;
+    let v = get(
+        &s.url(&format!(
+            "/v1/agent-sync?after={top}&version={top}&limit=500"
+        )),
+        &token,
+    );
+    assert_eq!(v.status, 200, "{}", v.text());
+    assert_eq!(v.json()["runs"], json!([]));
+    // `wait` without `version` answers at once with what there is.
+    let v = get(&s.url("/v1/agent-sync?wait=25&limit=1"), &token).json();
+    assert_eq!(v["runs"].as_array().map(Vec::len), Some(1), "{v}");
+
+    // An idle long poll whose client gives up: the raw request is sent, the server
+    // starts waiting, the client closes the connection, and the wait ends.
+    let version = feed.version();
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "GET /v1/agent-sync?version={version}&wait=25 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        // A deadline well under the poll's 25 s: only a released wait meets it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("the long poll waits", &|| feed.waiting() == 1);
+    drop(conn);
+    until("the abandoned long poll stopped waiting", &|| {
+        feed.waiting() == 0
+    });
+    // The server still answers, and a new run still wakes a new poll.
+    let url = s.url(&format!("/v1/agent-sync?version={version}&wait=20"));
+    let viewer = token.clone();
+    let waiter = std::thread::spawn(move || get(&url, &viewer));
+    until("the second long poll waits", &|| feed.waiting() == 1);
+    feed.record_run(2, 20, vec![], Ok(json!({"generation": 2})));
+    let answer = waiter.join().unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.json()["version"].as_u64() > Some(version));
 }

@@ -52,6 +52,33 @@ window.ctxsyncApp = app;
 
 let unmount = null;
 let streamTrouble = false;
+/** While the store is down: the timer of the next /readyz poll. */
+let storeDown = null;
+
+/** Polls the unauthenticated /readyz every 2 s until the store takes writes again, so
+ * the banner says so however the page is used meanwhile (reads may still work). */
+function watchStore() {
+  if (storeDown !== null) return;
+  const poll = async () => {
+    let why = null;
+    try {
+      const response = await fetch('/readyz', { cache: 'no-store' });
+      if (!response.ok) why = (await response.json().catch(() => null))?.message ?? `answered ${response.status}`;
+    } catch {
+      why = 'the server cannot be reached';
+    }
+    if (why === null) {
+      storeDown = null;
+      document.body.dataset.store = 'ready';
+      app.banner('ok', 'The store is available again.');
+      return;
+    }
+    app.banner('error', `The store is unavailable: ${why}. Retrying…`);
+    storeDown = setTimeout(poll, 2000);
+  };
+  document.body.dataset.store = 'down';
+  storeDown = setTimeout(poll, 2000);
+}
 
 function route() {
   const [, page = 'overview', ctx] = location.hash.split('/');
@@ -131,13 +158,14 @@ health.addEventListener('failure', (event) => {
     app.banner('error', 'Signed out: the token was refused.');
   } else if (error.status === 503) {
     app.banner('error', `The store is unavailable: ${error.message}. Retrying…`);
+    watchStore();
   } else if (error.status === 0) {
     app.banner('error', 'The server cannot be reached. Retrying…');
   }
 });
 health.addEventListener('success', () => {
   const kind = $('banner').dataset.kind;
-  if (kind === 'error' && app.identity && !streamTrouble) app.banner(null);
+  if (kind === 'error' && app.identity && !streamTrouble && storeDown === null) app.banner(null);
 });
 
 /** Pages call this with their stream's state, so the banner says when it is lost. */

@@ -72,6 +72,13 @@ pub trait Store: Send + Sync {
     fn record_sync(&self, context: &str, sample: &SyncSample) -> Result<(), StoreError>;
     /// The seed's `sync_metrics` and more, over the sync log.
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError>;
+    /// The sync log of `context` (every process's pushes and recorded syncs) over
+    /// `span`, in `span.buckets` buckets, oldest first, every bucket present (empty ones
+    /// too): counts by level, agent and outcome, and p50/p95 durations. `Invalid` for a
+    /// span of no bucket, of more than [`MAX_SYNC_BUCKETS`], of a zero `bucket_ms` or
+    /// past `i64::MAX` ms; `NotFound` for an unknown context.
+    fn sync_buckets(&self, context: &str, span: &BucketSpan)
+        -> Result<Vec<SyncBucket>, StoreError>;
     /// Writes a snapshot of the current revision now (session end).
     fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
     /// Drops the op log below what `retain` keeps and moves the horizon (to the newest

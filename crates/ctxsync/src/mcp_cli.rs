@@ -181,6 +181,13 @@ impl Store for QueuingStore {
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError> {
         self.inner.metrics(context, now_ms)
     }
+    fn sync_buckets(
+        &self,
+        context: &str,
+        span: &ctxsync_store::BucketSpan,
+    ) -> Result<Vec<ctxsync_store::SyncBucket>, StoreError> {
+        self.inner.sync_buckets(context, span)
+    }
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.inner.snapshot(context)
     }

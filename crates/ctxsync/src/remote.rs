@@ -215,6 +215,17 @@ impl Store for RemoteStore {
             .map_err(|e| store_error(context, e))
     }
 
+    fn sync_buckets(
+        &self,
+        _context: &str,
+        _span: &ctxsync_store::BucketSpan,
+    ) -> Result<Vec<ctxsync_store::SyncBucket>, StoreError> {
+        // The server aggregates its own sync log: `GET /v1/contexts/{ctx}/trends`.
+        Err(StoreError::Unavailable(
+            "a remote store's sync log is read through the server's trends endpoint".into(),
+        ))
+    }
+
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.client
             .snapshot(context)

@@ -98,14 +98,21 @@ pub struct TrendBucket {
     pub revisions: u64,
     pub by_level: BTreeMap<String, u64>,
     pub by_agent: BTreeMap<String, u64>,
-    /// Pushes this server handled in the bucket (whatever their outcome).
+    /// Syncs in the store's sync log (every process's pushes and recorded syncs,
+    /// whatever their outcome); kept across restarts.
     pub pushes: u64,
-    /// Of the pushes that did not conflict or fail; null without any.
+    pub pushes_by_level: BTreeMap<String, u64>,
+    /// Store time of the syncs that were not `failed` or `deferred` (nearest rank);
+    /// null without any.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
+    /// Syncs that conflicted.
     pub conflicts: u64,
-    /// Refused or rejected pushes.
+    /// Syncs rejected (ownership) or failed.
     pub failures: u64,
+    pub failures_by_level: BTreeMap<String, u64>,
+    /// Conflicts plus failures, by agent (only agents that had any).
+    pub trouble_by_agent: BTreeMap<String, u64>,
 }
 
 /// `GET /v1/contexts/{ctx}/trends`.
@@ -117,9 +124,6 @@ pub struct Trends {
     pub from_ms: u64,
     pub to_ms: u64,
     pub bucket_ms: u64,
-    /// Push samples (pushes, latencies, conflicts, failures) start here: when this
-    /// server started.
-    pub samples_since_ms: u64,
     pub buckets: Vec<TrendBucket>,
 }
 

@@ -1,7 +1,8 @@
 //! The two answers the dashboard (`/ui`) needs beyond the rest of the API:
 //! `GET /v1/overview` (every context at a glance, with the server's health) and
-//! `GET /v1/contexts/{ctx}/trends` (time-bucketed revisions, latencies, conflicts and
-//! failures over 1 h, 24 h or 7 d).
+//! `GET /v1/contexts/{ctx}/trends` (time-bucketed revisions from the op log; syncs,
+//! latencies, conflicts and failures from the store's sync log, which every process
+//! writes and which outlives a restart; over 1 h, 24 h or 7 d).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,15 +11,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ctxsync_core::Level;
-use ctxsync_store::{HistoryFilter, LogEntry, Store};
+use ctxsync_store::{BucketSpan, HistoryFilter, LogEntry, Store, SyncBucket, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::{FormatQuery, P, Q};
 use crate::auth::Bearer;
-use crate::board::Sample;
 use crate::errors::ApiError;
-use crate::metrics::PushOutcome;
 use crate::negotiate::{self, Format};
 use crate::openapi::dashboard as schemas;
 use crate::AppState;
@@ -251,10 +250,14 @@ struct Bucket {
     by_level: BTreeMap<String, u64>,
     by_agent: BTreeMap<String, u64>,
     pushes: u64,
+    pushes_by_level: BTreeMap<String, u64>,
     p50_ms: Option<f64>,
     p95_ms: Option<f64>,
     conflicts: u64,
     failures: u64,
+    failures_by_level: BTreeMap<String, u64>,
+    /// Conflicts and failures by agent (only agents that had any).
+    trouble_by_agent: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -264,7 +267,6 @@ struct Trends {
     from_ms: u64,
     to_ms: u64,
     bucket_ms: u64,
-    samples_since_ms: u64,
     buckets: Vec<Bucket>,
 }
 
@@ -279,21 +281,19 @@ fn window_ms(window: Option<&str>) -> Result<(&'static str, u64), ApiError> {
     }
 }
 
-/// The `q`-quantile (0..1) of sorted durations, in milliseconds.
-fn quantile(sorted_us: &[u64], q: f64) -> Option<f64> {
-    if sorted_us.is_empty() {
-        return None;
-    }
-    let rank = ((sorted_us.len() as f64) * q).ceil() as usize;
-    let index = rank.clamp(1, sorted_us.len()) - 1;
-    Some(sorted_us[index] as f64 / 1000.0)
-}
-
-fn bucketize(entries: &[LogEntry], samples: &[Sample], from: u64, bucket_ms: u64) -> Vec<Bucket> {
+/// Revisions from the op log, syncs from the store's sync log (every process's).
+fn bucketize(
+    entries: &[LogEntry],
+    synced: &[SyncBucket],
+    from: u64,
+    bucket_ms: u64,
+) -> Vec<Bucket> {
     let mut buckets: Vec<Bucket> = (0..BUCKETS)
         .map(|i| Bucket {
             start_ms: from + i * bucket_ms,
             by_level: zero_by_level(),
+            pushes_by_level: zero_by_level(),
+            failures_by_level: zero_by_level(),
             ..Bucket::default()
         })
         .collect();
@@ -308,26 +308,39 @@ fn bucketize(entries: &[LogEntry], samples: &[Sample], from: u64, bucket_ms: u64
             .or_default() += 1;
         *bucket.by_agent.entry(entry.agent.clone()).or_default() += 1;
     }
-    let mut durations: Vec<Vec<u64>> = vec![Vec::new(); buckets.len()];
-    for sample in samples {
-        let i = index(sample.timestamp_ms);
-        let bucket = &mut buckets[i];
-        bucket.pushes += 1;
-        match sample.outcome {
-            PushOutcome::Conflict => bucket.conflicts += 1,
-            PushOutcome::Refused | PushOutcome::Rejected => bucket.failures += 1,
-            _ => durations[i].push(sample.duration_us),
+    for synced in synced {
+        let Some(bucket) = buckets.get_mut(synced.index as usize) else {
+            continue;
+        };
+        let ms = |us: u64| us as f64 / 1000.0;
+        bucket.p50_ms = synced.p50_us.map(ms);
+        bucket.p95_ms = synced.p95_us.map(ms);
+        for count in &synced.counts {
+            let level = count.level.as_str();
+            bucket.pushes += count.count;
+            *bucket.pushes_by_level.entry(level.to_owned()).or_default() += count.count;
+            let failed = matches!(count.outcome, SyncOutcome::Rejected | SyncOutcome::Failed);
+            if failed {
+                bucket.failures += count.count;
+                *bucket
+                    .failures_by_level
+                    .entry(level.to_owned())
+                    .or_default() += count.count;
+            } else if count.outcome == SyncOutcome::Conflict {
+                bucket.conflicts += count.count;
+            } else {
+                continue;
+            }
+            *bucket
+                .trouble_by_agent
+                .entry(count.agent.clone())
+                .or_default() += count.count;
         }
-    }
-    for (bucket, mut durations) in buckets.iter_mut().zip(durations) {
-        durations.sort_unstable();
-        bucket.p50_ms = quantile(&durations, 0.5);
-        bucket.p95_ms = quantile(&durations, 0.95);
     }
     buckets
 }
 
-/// Revisions (op log) and this server's push samples, in 60 buckets over the window.
+/// Revisions (op log) and syncs (the store's sync log), in 60 buckets over the window.
 #[utoipa::path(
     get, path = "/v1/contexts/{ctx}/trends", tag = "dashboard",
     params(("ctx" = String, Path, description = "Context name"), TrendsQuery),
@@ -352,18 +365,26 @@ pub async fn trends(
     let to = (now_ms() / bucket_ms + 1) * bucket_ms;
     let from = to - span;
     let context = ctx.clone();
-    let entries = state
-        .authed(bearer, move |store, _token| recent(store, &context, from))
+    let (entries, synced) = state
+        .authed(bearer, move |store, _token| {
+            let span = BucketSpan {
+                from_ms: from,
+                bucket_ms,
+                buckets: BUCKETS as u32,
+            };
+            Ok((
+                recent(store, &context, from)?,
+                store.sync_buckets(&context, &span)?,
+            ))
+        })
         .await?;
-    let samples = state.board().samples(&ctx, from);
     let trends = Trends {
-        buckets: bucketize(&entries, &samples, from, bucket_ms),
+        buckets: bucketize(&entries, &synced, from, bucket_ms),
         context: ctx,
         window,
         from_ms: from,
         to_ms: to,
         bucket_ms,
-        samples_since_ms: state.board().started_ms(),
     };
     Ok(negotiate::reply(format, StatusCode::OK, &trends))
 }
@@ -373,11 +394,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_and_quantiles() {
+    fn windows() {
         assert_eq!(window_ms(None).ok(), Some(("1h", 3_600_000)));
+        assert_eq!(window_ms(Some("7d")).ok(), Some(("7d", 604_800_000)));
         assert!(window_ms(Some("2h")).is_err());
-        assert_eq!(quantile(&[], 0.5), None);
-        assert_eq!(quantile(&[1000, 2000, 3000, 4000], 0.5), Some(2.0));
-        assert_eq!(quantile(&[1000, 2000, 3000, 4000], 0.95), Some(4.0));
     }
 }

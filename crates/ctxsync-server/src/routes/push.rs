@@ -54,7 +54,6 @@ pub async fn push(
     let parse_and_queue = move |store: &dyn ctxsync_store::Store, token| {
         let request: PushRequest = negotiate::parse(body.format, &body.bytes)?;
         auth::same_agent(&token, &request.agent, "push")?;
-        let level = request.level;
         let (answer, answered) = tokio::sync::oneshot::channel();
         store.push_then(
             &context,
@@ -63,7 +62,7 @@ pub async fn push(
                 let _ = answer.send(result);
             }),
         );
-        Ok((answered, token, level))
+        Ok((answered, token))
     };
     // A large body is parsed on the blocking pool, never on an async worker, so a slow
     // parse cannot stall other requests (health checks, event streams).
@@ -74,25 +73,12 @@ pub async fn push(
     };
     let mut agent = None;
     let result = match queued {
-        Ok((answered, token, level)) => match answered.await {
+        Ok((answered, token)) => match answered.await {
             Ok(Ok(response)) => {
-                let outcome = PushOutcome::of(&response);
-                let now = crate::now_ms();
-                let elapsed = started.elapsed();
-                state
-                    .board()
-                    .record(now, &ctx, &token.agent, level, elapsed, outcome);
                 agent = Some(token);
                 Ok(response)
             }
-            Ok(Err(e)) => {
-                let (now, elapsed) = (crate::now_ms(), started.elapsed());
-                let refused = PushOutcome::Refused;
-                state
-                    .board()
-                    .record(now, &ctx, &token.agent, level, elapsed, refused);
-                Err(ApiError::from(e))
-            }
+            Ok(Err(e)) => Err(ApiError::from(e)),
             Err(_) => Err(ApiError::unavailable("the store stopped before answering")),
         },
         Err(e) => Err(e),

@@ -6,26 +6,12 @@
 // the page must show the new generation, then the hand-edit conflict, without a reload.
 // Every check prints "ok - NAME" or throws (non-zero exit).
 
-import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { URL, check, env, firstPage, ok, run, shot, signIn } from './harness.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`missing environment variable ${name}`);
-  return value;
-};
-const URL = env('CTXSYNC_URL');
 const TOKEN = env('TOKEN');
 const ROOT = env('ROOT');
-const OUT = env('OUT_DIR');
-mkdirSync(OUT, { recursive: true });
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-const ok = (name) => console.log(`ok - ${name}`);
 
 async function feed() {
   const response = await fetch(`${URL}/v1/agent-sync`, { headers: { Authorization: `Bearer ${TOKEN}` } });
@@ -37,21 +23,10 @@ async function feed() {
 // module's text does not change any output, only an agent file's does.
 const MODULE = 'agents/development/backend-engineer.md';
 
-const profile = mkdtempSync(join(tmpdir(), 'ctxsync-ui-chromium-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: env('CHROMIUM'),
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-  viewport: { width: 1280, height: 900 },
-});
-
-async function tests() {
-  const page = browser.pages()[0] ?? await browser.newPage();
-  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+async function tests(browser) {
+  const page = await firstPage(browser);
   await page.goto(`${URL}/ui#/agentsync`);
-  await page.fill('#token-input', TOKEN);
-  await page.click('#login-form button[type=submit]');
+  await signIn(page, TOKEN);
 
   // 1. The initial run's generation, what it rendered, and the reference check.
   await page.waitForSelector('#generations tr[data-generation]', { timeout: 30000 });
@@ -79,7 +54,7 @@ async function tests() {
   const run2 = second.runs.find((r) => r.report?.generation === next);
   check(run2.report.updated.length > 0 && run2.report.written.length > 0, 'the module edit updated agents');
   check(row.includes(run2.report.updated[0]), `the row lists the updated agents: ${row}`);
-  await page.screenshot({ path: join(OUT, '10-agent-sync.png'), fullPage: true });
+  await shot(page, 'page-6-agent-sync');
   ok('agent sync: an agent file edit shows up as a new generation, live');
 
   // 3. An output edited by hand, then the module again: the run leaves the output alone
@@ -92,17 +67,8 @@ async function tests() {
   const conflict = await page.textContent('#agentsync-conflict-list');
   check(conflict.includes('left alone'), `the conflict says the output was left alone: ${conflict}`);
   check(readFileSync(join(ROOT, output), 'utf8').includes('A note written by hand.'), 'the hand edit is kept');
-  await page.screenshot({ path: join(OUT, '11-agent-sync-conflict.png'), fullPage: true });
+  await shot(page, 'state-agent-sync-conflict');
   ok('agent sync: a hand-edit conflict shows up');
 }
 
-try {
-  await tests();
-} catch (e) {
-  console.error(e);
-  for (const [i, p] of browser.pages().entries()) await p.screenshot({ path: join(OUT, `agentsync-failure-${i}.png`), fullPage: true });
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+await run('agentsync', tests);

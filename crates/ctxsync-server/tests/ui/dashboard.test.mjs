@@ -1,81 +1,28 @@
 // End-to-end tests of the /ui dashboard in headless Chromium, against a real
 // `ctxsync serve` started by crates/ctxsync/tests/ui_browser.rs, which passes:
 //   CTXSYNC_URL, CONTEXT, ADMIN_TOKEN, BUILDER_TOKEN, REVIEWER_TOKEN, VIEWER_TOKEN,
-//   CHROMIUM (executable), OUT_DIR (screenshots), BENCH=1 for the benchmark instead.
+//   CHROMIUM (executable), OUT_DIR (screenshots).
 // To cut the stream it prints "CTL stop" (the harness kills the server, writes two
 // revisions with the CLI on the same store, answers "stopped") and then "CTL start"
-// (same port again, "started"); "CTL revoke-viewer" revokes the viewer's token.
-// Every check prints "ok - NAME" or throws (non-zero exit); the figures print as "FIGURE".
+// (same port again, "started"); "CTL break-store" deletes the running store's
+// write-ahead log ("broken"), "CTL restart" restarts the server ("restarted"),
+// "CTL revoke-viewer" revokes the viewer's token. Screenshots: page-N-NAME.png for each
+// page, state-NAME.png for the states shown. Every check prints "ok - NAME" or throws
+// (non-zero exit); figures print as "FIGURE". The benchmark is bench.mjs.
 
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { URL, call, check, controller, env, figure, firstPage, ok, run, shot, signIn } from './harness.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`missing environment variable ${name}`);
-  return value;
-};
-const URL = env('CTXSYNC_URL');
 const CONTEXT = env('CONTEXT');
-const OUT = env('OUT_DIR');
 const TOKENS = { admin: env('ADMIN_TOKEN'), builder: env('BUILDER_TOKEN'), reviewer: env('REVIEWER_TOKEN'), viewer: env('VIEWER_TOKEN') };
-mkdirSync(OUT, { recursive: true });
-
-const lines = createInterface({ input: process.stdin });
-const waiting = [];
-lines.on('line', (line) => waiting.shift()?.(line.trim()));
-function control(command) {
-  return new Promise((resolve) => {
-    waiting.push(resolve);
-    console.log(`CTL ${command}`);
-  });
-}
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-const ok = (name) => console.log(`ok - ${name}`);
-const figure = (name, value) => console.log(`FIGURE ${name}: ${value}`);
-
-async function call(method, path, token, body) {
-  const response = await fetch(`${URL}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', Accept: 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  return { status: response.status, body: text ? JSON.parse(text) : null };
-}
+const { control, close } = controller();
 
 const push = (agent, changes, extra = {}) =>
   call('POST', `/v1/contexts/${CONTEXT}/push`, TOKENS[agent], { agent, summary: `${agent} writes`, changes, ...extra });
 
-const profile = mkdtempSync(join(tmpdir(), 'ctxsync-ui-chromium-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: env('CHROMIUM'),
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-  viewport: { width: 1280, height: 900 },
-});
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
-}
-
-async function signIn(page, secret) {
-  await page.fill('#token-input', secret);
-  await page.click('#login-form button[type=submit]');
-}
-
 const feedRevisions = (page) => page.$$eval('#feed li', (rows) => rows.map((r) => Number(r.dataset.revision)));
 
-async function tests() {
-  const page = browser.pages()[0] ?? await browser.newPage();
-  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+async function tests(browser) {
+  const page = await firstPage(browser);
 
   // 1. A wrong token shows the error and stays on the sign-in form.
   await page.goto(`${URL}/ui`);
@@ -84,7 +31,7 @@ async function tests() {
   const refused = await page.textContent('#login-error');
   check(/refused/.test(refused), `the error says the token was refused: ${refused}`);
   check(await page.isVisible('#login'), 'the sign-in form is still shown');
-  await shot(page, '0-login-wrong-token');
+  await shot(page, 'state-login-wrong-token');
   ok('a wrong token shows the error');
 
   // 2. The right token signs in; the overview lists the context.
@@ -93,7 +40,7 @@ async function tests() {
   check((await page.textContent('#whoami')).includes('lead (admin)'), 'whoami shows the token\'s agent');
   check(await page.evaluate(() => sessionStorage.getItem('ctxsync.token')) === TOKENS.admin, 'the token is kept for the tab');
   await page.waitForSelector('#store-state.good');
-  await shot(page, '1-overview');
+  await shot(page, 'page-1-overview');
   ok('log in with a token; the overview shows the context and the store ready');
 
   // 3. A push by another process appears in the live feed, without a reload.
@@ -130,13 +77,13 @@ async function tests() {
   await page.waitForSelector('#search-list li');
   const found = await page.$$eval('#search-list li', (rows) => rows.map((r) => r.querySelector('.agent').textContent));
   check(found.length >= 1 && found.every((a) => a === 'builder'), `search found ${found}`);
-  await shot(page, '2-context');
+  await shot(page, 'page-2-context');
   ok('document tree with last writer, diff between revisions, history search');
 
   // 5. The agents page lists the writer with its presence.
   await page.goto(`${URL}/ui#/agents/${CONTEXT}`);
   await page.waitForSelector('#agents-table tr[data-agent="builder"]');
-  await shot(page, '3-agents');
+  await shot(page, 'page-3-agents');
   ok('the agents page lists the agents');
 
   // 6. An open conflict is resolved from the page; the context changes accordingly.
@@ -150,7 +97,7 @@ async function tests() {
   await page.waitForSelector(card);
   const sides = await page.textContent(card);
   check(sides.includes('"mine"') && sides.includes('"theirs"'), `both values side by side: ${sides}`);
-  await shot(page, '4-conflicts');
+  await shot(page, 'page-4-conflicts');
   await page.click(`${card} button.mine`);
   await page.waitForSelector('#resolve-outcome.good');
   await page.waitForSelector(card, { state: 'detached' });
@@ -184,8 +131,17 @@ async function tests() {
   check(latencyPoints === withLatency && withLatency > 0, `latency points ${latencyPoints} of ${withLatency} buckets`);
   const conflictPoints = await page.$$eval('#plot-trouble circle[data-series="conflicts"]', (cs) => cs.reduce((n, c) => n + Number(c.dataset.count), 0));
   check(conflictPoints >= 1, 'the deferred conflict is plotted');
+  const syncsDrawn = await page.$$eval('#plot-syncs circle[data-series="all"]', (cs) => cs.map((c) => Number(c.dataset.count)));
+  const pushes = trends.buckets.reduce((n, b) => n + b.pushes, 0);
+  check(syncsDrawn.length === trends.buckets.filter((b) => b.pushes > 0).length, `sync points drawn ${syncsDrawn.length}`);
+  check(syncsDrawn.reduce((a, b) => a + b, 0) === pushes && pushes >= 8, `the sync points add up to the sync log's ${pushes}`);
+  const reviewerDrawn = await page.$$eval('#plot-agents circle[data-series="reviewer"]', (cs) => cs.reduce((n, c) => n + Number(c.dataset.count), 0));
+  const reviewerMade = trends.buckets.reduce((n, b) => n + (b.by_agent.reviewer ?? 0), 0);
+  check(reviewerDrawn === reviewerMade && reviewerMade >= 6, `the reviewer's series adds up to its ${reviewerMade} revisions (${reviewerDrawn})`);
+  const trouble = await page.textContent('#agent-totals tr[data-agent="builder"] .trouble');
+  check(Number(trouble) >= 1, `the builder's conflict is in the by-agent table (${trouble})`);
   figure('trends points drawn (revisions/latency)', `${drawn.length}/${latencyPoints}`);
-  await shot(page, '5-trends');
+  await shot(page, 'page-5-trends');
   ok(`the trends page draws ${drawn.length} revision points and ${latencyPoints} latency points from real samples`);
 
   // 8. The stream is cut (server restarted on the same port): the page shows it and
@@ -204,7 +160,7 @@ async function tests() {
   check((await control('stop')) === 'stopped', 'the test harness stopped the server');
   await page.waitForSelector('#stream-state[data-state="lost"]');
   await page.waitForSelector('#banner[data-kind="warn"]');
-  await shot(page, '6-stream-lost');
+  await shot(page, 'state-stream-lost');
   check((await control('start')) === 'started', 'the test harness started the server again');
   const pushedAfter = await push('builder', [{ path: 'project_state.ui_after', to: 'back' }]);
   check(pushedAfter.status === 200, 'push after the restart');
@@ -219,10 +175,50 @@ async function tests() {
   check(gaps === 0, `no gap in the feed (${gaps})`);
   const kinds = await page.evaluate(() => window.bannerKinds);
   check(kinds.includes('warn') && kinds.includes('ok'), `the banner said the stream was lost, then back: ${kinds}`);
-  await shot(page, '7-stream-recovered');
+  await shot(page, 'state-stream-recovered');
   ok('the stream is cut by a restart; the page shows it and catches up without loss');
 
-  // 9. A narrow window and the keyboard: digits switch pages.
+  // 9. The store goes down under the running server (its write-ahead log deleted, which
+  // the server detects: writes are refused with 503 and /readyz fails until the store is
+  // reopened). The overview shows it, a write from the page gets the 503 in the banner,
+  // which stays while the store is down, however the page is used; a restart reopens the
+  // store, the banner says so, and the same write then goes through.
+  const down = await push('builder', [{ path: 'project_state.ui_probe', from: 'not this', to: 'down' }], { strategy: 'defer' });
+  check(down.status === 409, `a conflict to settle while the store is down (${down.status})`);
+  const downId = down.body.conflicts[0].id;
+  await page.goto(`${URL}/ui#/overview`);
+  await page.waitForSelector('#store-state.good');
+  check((await control('break-store')) === 'broken', 'the harness deleted the store\'s write-ahead log');
+  await page.waitForSelector('#store-state.bad', { timeout: 15000 });
+  const why = await page.textContent('#store-state');
+  check(/write-ahead log/.test(why), `the overview says why the store is not ready: ${why}`);
+  await page.goto(`${URL}/ui#/conflicts/${CONTEXT}`);
+  const downCard = `#conflict-list article[data-id="${downId}"]`;
+  await page.click(`${downCard} button.mine`);
+  await page.waitForSelector('#resolve-outcome.error');
+  await page.waitForSelector('#banner[data-kind="error"]');
+  const banner = await page.textContent('#banner');
+  check(/store is unavailable/.test(banner) && /write-ahead log/.test(banner), `the banner shows the 503: ${banner}`);
+  await shot(page, 'state-store-down');
+  // Reads still work (the overview loads, and says the store is not ready); the banner
+  // stays until the store is ready again.
+  await page.goto(`${URL}/ui#/overview`);
+  await page.waitForSelector('#store-state.bad');
+  check((await page.getAttribute('#banner', 'data-kind')) === 'error', 'the banner still shows the store down after a successful read');
+  check(await page.evaluate(() => document.body.dataset.store) === 'down', 'the page polls the store\'s readiness');
+  check((await control('restart')) === 'restarted', 'the harness restarted the server');
+  await page.waitForSelector('#banner[data-kind="ok"]', { timeout: 20000 });
+  check(/available again/.test(await page.textContent('#banner')), 'the banner says the store is back');
+  check(await page.evaluate(() => document.body.dataset.store) === 'ready', 'the page knows the store is ready');
+  await page.waitForSelector('#store-state.good');
+  await page.goto(`${URL}/ui#/conflicts/${CONTEXT}`);
+  await page.click(`${downCard} button.mine`);
+  await page.waitForSelector('#resolve-outcome.good');
+  const settled = await call('GET', `/v1/contexts/${CONTEXT}`, TOKENS.admin);
+  check(settled.body.document.project_state.ui_probe === 'down', `the write went through after the restart: ${settled.body.document.project_state.ui_probe}`);
+  ok('the store goes down: the 503 is shown on the page until it is back, then the write goes through');
+
+  // 10. A narrow window and the keyboard: digits switch pages.
   await page.setViewportSize({ width: 390, height: 800 });
   await page.focus('body');
   await page.keyboard.press('5');
@@ -231,11 +227,11 @@ async function tests() {
   await page.waitForSelector('#page[data-page="context"] #feed li');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 1, `no horizontal overflow in a narrow window (${overflow}px)`);
-  await shot(page, '8-narrow-context');
+  await shot(page, 'state-narrow-context');
   await page.setViewportSize({ width: 1280, height: 900 });
   ok('keyboard shortcuts and a narrow window');
 
-  // 10. A viewer token reads but cannot settle; a revoked token signs the page out.
+  // 11. A viewer token reads but cannot settle; a revoked token signs the page out.
   const viewer = await browser.newPage();
   await viewer.goto(`${URL}/ui`);
   await signIn(viewer, TOKENS.viewer);
@@ -248,90 +244,9 @@ async function tests() {
   await viewer.goto(`${URL}/ui#/overview`);
   await viewer.waitForSelector('#login-error:not([hidden])');
   check(/no longer works|refused/.test(await viewer.textContent('#login-error')), 'the revoked token is explained');
-  await shot(viewer, '9-token-revoked');
+  await shot(viewer, 'state-token-revoked');
   await viewer.close();
   ok('a viewer token cannot resolve; a revoked token shows the error and asks to sign in');
 }
 
-async function bench() {
-  const page = browser.pages()[0] ?? await browser.newPage();
-  await page.goto(`${URL}/ui`);
-  await signIn(page, TOKENS.admin);
-  await page.waitForSelector('#contexts-table');
-  // Page load to first live data: a fresh navigation of the context page until the
-  // stream is live and the feed shows the newest revision.
-  const loads = [];
-  for (let i = 0; i < 5; i += 1) {
-    await page.goto('about:blank');
-    await page.goto(`${URL}/ui#/context/${CONTEXT}`);
-    await page.waitForSelector('#stream-state[data-state="live"]');
-    loads.push(await page.evaluate(() => Math.max(window.ctxsyncFeed.firstLiveAt,
-      performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd)));
-  }
-  loads.sort((a, b) => a - b);
-  figure('page load to first live data, median of 5 (ms)', loads[2].toFixed(0));
-  await page.evaluate(() => {
-    window.frameCount = 0;
-    const tick = () => { window.frameCount += 1; requestAnimationFrame(tick); };
-    requestAnimationFrame(tick);
-  });
-  const start = (await call('GET', `/v1/contexts/${CONTEXT}/head`, TOKENS.admin)).body.revision;
-  const rate = Number(process.env.BENCH_RATE ?? 1000);
-  const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-  const total = rate * seconds;
-  const t0 = Date.now();
-  const frames0 = await page.evaluate(() => window.frameCount);
-  let sent = 0;
-  let failed = 0;
-  // Paced: `rate` pushes a second, BENCH_INFLIGHT (32) in flight at most.
-  const inflight = Number(process.env.BENCH_INFLIGHT ?? 32);
-  const workers = Array.from({ length: inflight }, async () => {
-    for (;;) {
-      const i = sent;
-      if (i >= total) return;
-      sent += 1;
-      const due = t0 + (i * 1000) / rate;
-      const wait = due - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const r = await push('builder', [{ path: 'project_state.bench', to: i }], { level: 'periodic', summary: `bench ${i}` });
-      if (r.status !== 200) failed += 1;
-    }
-  });
-  await Promise.all(workers);
-  const pushSeconds = (Date.now() - t0) / 1000;
-  const frames1 = await page.evaluate(() => window.frameCount);
-  const end = (await call('GET', `/v1/contexts/${CONTEXT}/head`, TOKENS.admin)).body.revision;
-  await page.waitForFunction((r) => window.ctxsyncFeed.lastRevision >= r, end, { timeout: 60000 });
-  const caughtUp = (Date.now() - t0) / 1000;
-  const stats = await page.evaluate(() => window.ctxsyncFeed);
-  figure('revisions pushed / achieved rate (rev/s)', `${end - start} / ${((end - start) / pushSeconds).toFixed(0)} (failed ${failed})`);
-  figure('feed: events received / gaps', `${stats.received} / ${stats.gaps}`);
-  figure('frames per second while under load', ((frames1 - frames0) / pushSeconds).toFixed(1));
-  figure('feed caught up after (s)', caughtUp.toFixed(2));
-  const assets = await page.evaluate(async () => {
-    const names = ['index.html', 'style.css', 'app.js', 'api.js', 'dom.js', 'overview.js', 'context.js', 'tree.js', 'agents.js', 'conflicts.js', 'trends.js', 'plot.js'];
-    let bytes = 0;
-    for (const n of names) bytes += (await (await fetch(`/ui/${n}`, { headers: { 'Accept-Encoding': 'identity' } })).arrayBuffer()).byteLength;
-    return bytes;
-  });
-  figure('assets total (bytes, uncompressed)', assets);
-}
-
-let failed = false;
-try {
-  if (process.env.BENCH === '1') await bench();
-  else await tests();
-} catch (e) {
-  failed = true;
-  console.log(`not ok - ${e.stack ?? e}`);
-  try {
-    for (const [i, p] of browser.pages().entries()) await p.screenshot({ path: join(OUT, `failure-${i}.png`), fullPage: true });
-  } catch {
-    // The screenshot is a help, not a check.
-  }
-} finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
-  lines.close();
-}
-process.exit(failed ? 1 : 0);
+await run('dashboard', tests, close);

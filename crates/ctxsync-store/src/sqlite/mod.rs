@@ -17,6 +17,7 @@ mod read;
 mod replica;
 mod schema;
 mod tokens;
+mod trends;
 mod writer;
 
 use std::collections::HashMap;
@@ -548,6 +549,14 @@ impl Store for SqliteStore {
 
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError> {
         self.with_reader(|conn| read::metrics(conn, context, now_ms))
+    }
+
+    fn sync_buckets(
+        &self,
+        context: &str,
+        span: &BucketSpan,
+    ) -> Result<Vec<SyncBucket>, StoreError> {
+        self.with_reader(|conn| trends::sync_buckets(conn, context, span))
     }
 
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
