@@ -449,6 +449,12 @@ impl RemoteClient {
         Ok(self.expect::<Page>(r, &[200])?.entries)
     }
 
+    /// The server's storage use (`GET /v1/storage`).
+    pub fn storage(&self) -> Result<ctxsync_core::records::StorageUsage, RemoteError> {
+        let r = self.get("/v1/storage", &[])?;
+        self.expect(r, &[200])
+    }
+
     /// Compacts the op log (an admin token's call).
     pub fn compact(
         &self,

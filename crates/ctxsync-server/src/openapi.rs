@@ -363,6 +363,28 @@ pub mod schemas {
         pub removed_snapshots: u64,
     }
 
+    /// One context's share of the store, in bytes.
+    #[derive(ToSchema)]
+    pub struct ContextStorage {
+        pub context: String,
+        pub document_bytes: u64,
+        pub log_revisions: u64,
+        pub log_bytes: u64,
+        pub snapshot_bytes: u64,
+        pub archive_entries: u64,
+        pub archive_bytes: u64,
+    }
+
+    /// What the store takes on disk.
+    #[derive(ToSchema)]
+    pub struct Storage {
+        /// The store's files (database and write-ahead log).
+        pub database_bytes: u64,
+        pub contexts: Vec<ContextStorage>,
+        /// One sentence per configured threshold passed (`[store] warn_*`).
+        pub warnings: Vec<String>,
+    }
+
     #[derive(ToSchema)]
     pub struct ArchiveRun {
         /// The archival revision; absent when nothing was due.
@@ -553,6 +575,7 @@ impl Modify for BearerAuth {
         routes::lifecycle::archive,
         routes::lifecycle::run,
         routes::lifecycle::compact,
+        routes::lifecycle::storage,
         routes::admin::metrics,
         routes::dashboard::overview,
         routes::dashboard::trends,

@@ -1,6 +1,6 @@
-//! The archive routes on a real server: archival on demand and by the push path, paged
-//! lazy reads with filters, and refusals (viewer tokens, bad paths and limits) that are
-//! 4xx and change nothing.
+//! The lifecycle routes on a real server: archival on demand and by the push path, paged
+//! lazy reads with filters, refusals (viewer tokens, bad paths and limits) that are 4xx
+//! and change nothing; storage use with its warnings in `/v1/storage` and `/readyz`.
 
 mod common;
 
@@ -113,4 +113,43 @@ fn archive_refusals_are_4xx_and_change_nothing() {
     assert_eq!(s.revision("ctx"), before);
     // A viewer may read the archive.
     assert_eq!(get(&s.url("/v1/contexts/ctx/archive"), &viewer).status, 200);
+}
+
+#[test]
+fn storage_use_and_its_warnings() {
+    let s = Server::with(
+        StoreOptions {
+            archive: ctxsync_core::archive::seed_rules(2),
+            ..StoreOptions::default()
+        },
+        ServerConfig {
+            storage_warnings: ctxsync_store::StorageThresholds {
+                database_bytes: None,
+                context_bytes: Some(100),
+                log_bytes: None,
+            },
+            ..ServerConfig::default()
+        },
+    );
+    let token = s.token("planner");
+    s.create(&token, "ctx", common::seed_doc());
+    for i in 0..6 {
+        append(&s, &token, "planner", i);
+    }
+    let usage = get(&s.url("/v1/storage"), &token);
+    assert_eq!(usage.status, 200, "{}", usage.text());
+    let usage = usage.json();
+    assert!(usage["database_bytes"].as_u64().unwrap() > 0, "{usage}");
+    let ctx = &usage["contexts"][0];
+    assert_eq!(ctx["context"], "ctx");
+    assert!(ctx["log_revisions"].as_u64().unwrap() >= 6, "{usage}");
+    assert!(ctx["log_bytes"].as_u64().unwrap() > 0);
+    assert!(ctx["archive_entries"].as_u64().unwrap() >= 3, "{usage}");
+    let warnings = usage["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{usage}");
+    assert!(warnings[0].as_str().unwrap().contains("warn_context_bytes"));
+    // Readiness carries the warning but stays ready: writes still work.
+    let ready = common::request("GET", &s.url("/readyz"), None, &[], None);
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["storage"]["status"], "warning");
 }

@@ -607,6 +607,7 @@ fn openapi_describes_every_route() {
         "/v1/contexts/{ctx}/metrics",
         "/v1/contexts/{ctx}/trends",
         "/v1/overview",
+        "/v1/storage",
         "/v1/agent-sync",
         "/ui",
         "/ui/{asset}",

@@ -84,6 +84,9 @@ pub trait Store: Send + Sync {
     /// Drops the op log below what `retain` keeps and moves the horizon (to the newest
     /// snapshot it allows); reads below it are then `Gone`.
     fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError>;
+    /// What the store takes on disk, in total and per context. Reads every context's
+    /// log sizes: for status and periodic metrics, not for every request.
+    fn storage(&self) -> Result<StorageUsage, StoreError>;
     /// Runs archival now (`ctxsync archive run`): every rule's list is cut to its newest
     /// `keep` entries in one revision, the rest moved to the archive. `None` when nothing
     /// was due (or the store has no rules).

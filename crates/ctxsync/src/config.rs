@@ -58,6 +58,13 @@ pub struct StoreConfig {
     pub retain_revisions: Option<u64>,
     /// Op-log retention: keep at least this many days of revisions. Unset: keep all.
     pub retain_days: Option<u64>,
+    /// Storage warnings (`status`, `/v1/storage`, `/readyz`): the store's files above
+    /// this many bytes.
+    pub warn_database_bytes: Option<u64>,
+    /// A context's document above this many bytes.
+    pub warn_context_bytes: Option<u64>,
+    /// A context's op log above this many bytes.
+    pub warn_log_bytes: Option<u64>,
 }
 
 /// `[archive]`: which lists archival keeps short (DESIGN §15). On by default: the seed
@@ -217,6 +224,16 @@ impl Config {
         flag.map(str::to_owned)
             .filter(|a| !a.is_empty())
             .or_else(|| self.file.agent.clone())
+    }
+
+    /// `[store] warn_*`.
+    pub fn storage_thresholds(&self) -> ctxsync_store::StorageThresholds {
+        let s = &self.file.store;
+        ctxsync_store::StorageThresholds {
+            database_bytes: s.warn_database_bytes,
+            context_bytes: s.warn_context_bytes,
+            log_bytes: s.warn_log_bytes,
+        }
     }
 
     /// The compiled `schema`, when the file names one.

@@ -191,6 +191,9 @@ impl Store for QueuingStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.inner.snapshot(context)
     }
+    fn storage(&self) -> Result<ctxsync_store::StorageUsage, StoreError> {
+        self.inner.storage()
+    }
     fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
         self.inner.compact(context, retain)
     }

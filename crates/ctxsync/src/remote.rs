@@ -232,6 +232,10 @@ impl Store for RemoteStore {
             .map_err(|e| store_error(context, e))
     }
 
+    fn storage(&self) -> Result<ctxsync_store::StorageUsage, StoreError> {
+        self.client.storage().map_err(|e| store_error("", e))
+    }
+
     fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
         self.client
             .compact(context, retain)

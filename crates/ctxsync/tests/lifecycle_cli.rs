@@ -16,6 +16,7 @@ both_modes!(
     archive_reads_refuse_bad_input,
     a_working_copy_below_the_horizon_recovers,
     a_schema_violation_is_refused_with_the_path,
+    status_reports_storage_and_warns,
 );
 
 const KEEP: usize = 20;
@@ -235,5 +236,40 @@ fn a_schema_violation_is_refused_with_the_path(mode: Mode) {
     assert_eq!(
         p.ok(&["get", "project_state.current_phase"]).trim(),
         "build"
+    );
+}
+
+/// `status` says what the store takes on disk and warns past `[store] warn_*`.
+fn status_reports_storage_and_warns(mode: Mode) {
+    let p = Project::with_config(
+        mode,
+        "[store]\nwarn_context_bytes = 100\n[archive]\nkeep = 1\n",
+    );
+    p.init();
+    for i in 0..4 {
+        p.set_as(
+            "planner",
+            "decisions_log.recent[-]",
+            &format!("{{id: d{i}}}"),
+        );
+    }
+    let status = p.json(&["status"]);
+    let storage = &status["storage"];
+    assert!(
+        storage["database_bytes"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+    assert!(
+        storage["context"]["archive_entries"].as_u64().unwrap_or(0) >= 2,
+        "{status}"
+    );
+    assert!(
+        storage["context"]["log_revisions"].as_u64().unwrap_or(0) >= 4,
+        "{status}"
+    );
+    let text = p.ok(&["status"]);
+    assert!(
+        text.contains("storage:") && text.contains("warn_context_bytes"),
+        "{text}"
     );
 }

@@ -1,7 +1,8 @@
 //! A context's lifecycle (DESIGN §15): the archive of what archival moved out of its
 //! lists, read lazily (`GET /v1/contexts/{ctx}/archive`); an archival run on demand
 //! (`POST /v1/contexts/{ctx}/archive/run`); and compaction of the op log
-//! (`POST /v1/contexts/{ctx}/compact`, admins only: it drops history).
+//! (`POST /v1/contexts/{ctx}/compact`, admins only: it drops history); and what the
+//! store takes on disk (`GET /v1/storage`), with the configured warnings.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -197,4 +198,30 @@ pub fn retention(revisions: Option<u64>, days: Option<u64>) -> Result<Retention,
         revisions,
         max_age_ms,
     })
+}
+
+/// What the store takes on disk, in total and per context, with a warning per
+/// configured threshold passed (`[store] warn_*`).
+#[utoipa::path(
+    get, path = "/v1/storage", tag = "admin",
+    responses(
+        (status = 200, description = "Storage use and warnings", body = schemas::Storage),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn storage(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Q(q): Q<FormatQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = Format::of_answer(&headers, q.format.as_deref())?;
+    let usage = state
+        .authed(bearer, move |store, _token| Ok(store.storage()?))
+        .await?;
+    let warnings = state.config().storage_warnings.warnings(&usage);
+    let mut body =
+        serde_json::to_value(&usage).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    body["warnings"] = serde_json::json!(warnings);
+    Ok(negotiate::reply(format, StatusCode::OK, &body))
 }

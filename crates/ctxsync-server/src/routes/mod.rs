@@ -91,6 +91,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contexts/{ctx}/archive", get(lifecycle::archive))
         .route("/v1/contexts/{ctx}/archive/run", post(lifecycle::run))
         .route("/v1/contexts/{ctx}/compact", post(lifecycle::compact))
+        .route("/v1/storage", get(lifecycle::storage))
         .route("/v1/contexts/{ctx}/metrics", get(admin::metrics))
         .route("/v1/contexts/{ctx}/trends", get(dashboard::trends))
         .route("/ui", get(crate::ui::page))

@@ -564,6 +564,25 @@ impl Store for SqliteStore {
         self.exec(move |w| w.snapshot_now(&context))
     }
 
+    fn storage(&self) -> Result<StorageUsage, StoreError> {
+        let files = [
+            self.shared.path.clone(),
+            self.shared.path.with_extension("db-wal"),
+            PathBuf::from(format!("{}-wal", self.shared.path.display())),
+        ];
+        let mut database_bytes = 0;
+        for file in files.iter().collect::<std::collections::BTreeSet<_>>() {
+            if let Ok(meta) = std::fs::metadata(file) {
+                database_bytes += meta.len();
+            }
+        }
+        let contexts = self.with_reader(read::storage)?;
+        Ok(StorageUsage {
+            database_bytes,
+            contexts,
+        })
+    }
+
     fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
         let (context, retain) = (context.to_owned(), *retain);
         self.exec(move |w| w.compact_now(&context, &retain))

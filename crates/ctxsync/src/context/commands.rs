@@ -607,13 +607,26 @@ pub fn status(common: &Common) -> Result<ExitCode> {
         ),
         None => (None, None),
     };
+    // Storage use, when the store tells it (an older server may not).
+    let storage = env.store.storage().ok().map(|usage| {
+        let warnings = env.config.storage_thresholds().warnings(&usage);
+        let mine = usage
+            .contexts
+            .iter()
+            .find(|c| c.context == env.context)
+            .cloned();
+        json!({"database_bytes": usage.database_bytes, "context": mine, "warnings": warnings})
+    });
     if common.json {
         print_json(
             &json!({"head": head, "metrics": metrics, "working_copies": agents,
-            "server": server, "outbox": outbox}),
+            "server": server, "outbox": outbox, "storage": storage}),
         );
     } else {
         output::print_status(&head, &metrics, &agents);
+        if let Some(storage) = &storage {
+            output::print_storage(storage);
+        }
         if let Some(server) = &server {
             outln!("server: {server}");
         }
