@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
 use ctxsync_core::apply::Edit;
+use ctxsync_core::archive::{ArchiveQuery, ArchiveRecord};
 use ctxsync_core::records::{
     Head, HistoryFilter, LogEntry, Metrics, StoredConflict, SyncSample, VerifyReport,
 };
@@ -416,6 +417,64 @@ impl RemoteClient {
     pub fn metrics(&self, context: &str) -> Result<Metrics, RemoteError> {
         let r = self.get(&ctx_path(context, "/metrics"), &[])?;
         self.expect(r, &[200])
+    }
+
+    /// Archived entries matching `query`, oldest first (one page).
+    pub fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, RemoteError> {
+        #[derive(Deserialize)]
+        struct Page {
+            entries: Vec<ArchiveRecord>,
+        }
+        let mut q = Vec::new();
+        if let Some(list) = &query.list {
+            q.push(("list", list.clone()));
+        }
+        if let Some(id) = &query.id {
+            q.push(("id", id.clone()));
+        }
+        if let Some(text) = &query.text {
+            q.push(("q", text.clone()));
+        }
+        if let Some(after) = query.after {
+            q.push(("after", after.to_string()));
+        }
+        if let Some(limit) = query.limit {
+            q.push(("limit", limit.to_string()));
+        }
+        let r = self.get(&ctx_path(context, "/archive"), &q)?;
+        Ok(self.expect::<Page>(r, &[200])?.entries)
+    }
+
+    /// The server's storage use (`GET /v1/storage`).
+    pub fn storage(&self) -> Result<ctxsync_core::records::StorageUsage, RemoteError> {
+        let r = self.get("/v1/storage", &[])?;
+        self.expect(r, &[200])
+    }
+
+    /// Compacts the op log (an admin token's call).
+    pub fn compact(
+        &self,
+        context: &str,
+        retain: &ctxsync_core::records::Retention,
+    ) -> Result<ctxsync_core::records::CompactReport, RemoteError> {
+        let days = retain.max_age_ms.map(|ms| ms.div_ceil(24 * 3600 * 1000));
+        let body = json!({"retain_revisions": retain.revisions, "retain_days": days});
+        let r = self.send("POST", &ctx_path(context, "/compact"), &body)?;
+        self.expect(r, &[200])
+    }
+
+    /// Runs archival now; the archival revision, or `None` when nothing was due.
+    pub fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, RemoteError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            push: Option<PushResponse>,
+        }
+        let r = self.send("POST", &ctx_path(context, "/archive/run"), &json!({}))?;
+        Ok(self.expect::<Answer>(r, &[200])?.push)
     }
 
     pub fn snapshot(&self, context: &str) -> Result<Head, RemoteError> {

@@ -17,6 +17,8 @@ pub enum BackendErrorKind {
     Input,
     /// The backend could not be reached or failed.
     Unavailable,
+    /// The revision asked about is below the horizon (compacted away).
+    Gone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,11 @@ pub struct SyncReport {
     pub checksum: String,
     /// Paths where the merge back kept the remote value over a local edit.
     pub merge_conflicts: Vec<MergeConflict>,
+    /// Set when the working copy's base revision had been compacted away: the edits
+    /// were pushed with their field tests only (no base revision), and the base is now
+    /// a fresh pull.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebased_from: Option<u64>,
 }
 
 /// The idempotency key of a working-copy push: the same edits from the same base give the
@@ -146,7 +153,12 @@ pub fn local_changes(
 ) -> Result<(Base, Value, Vec<ctxsync_core::Change>), ClientError> {
     let base = wc.load_base()?;
     let mine = wc.load_mine()?;
-    let changes = diff(&base.document, &mine);
+    // The store stamps these itself on every sync: a working copy that shows an older
+    // stamp has not edited it.
+    let changes = diff(
+        &ctxsync_core::template::without_stamps(&base.document),
+        &ctxsync_core::template::without_stamps(&mine),
+    );
     Ok((base, mine, changes))
 }
 
@@ -179,30 +191,46 @@ pub fn sync(
                 revision: base.revision,
                 checksum: base.checksum,
                 merge_conflicts: Vec::new(),
+                rebased_from: None,
             });
         }
         last_periodic_flush = Some(options.now_unix);
     }
     let local_changes = changes.len();
+    let mut rebased_from = None;
     let pushed = if changes.is_empty() {
         None
     } else {
-        Some(backend.push(
-            &options.context,
-            PushRequest {
-                agent: wc.agent.clone(),
-                level: options.level,
-                base_revision: Some(base.revision),
-                request_id: Some(if options.request_id.is_empty() {
-                    derived_request_id(&options.context, &wc.agent, base.revision, &changes)
-                } else {
-                    options.request_id.clone()
-                }),
-                strategy: options.strategy,
-                summary: options.summary.clone(),
-                changes,
-            },
-        )?)
+        let mut request = PushRequest {
+            agent: wc.agent.clone(),
+            level: options.level,
+            base_revision: Some(base.revision),
+            request_id: Some(if options.request_id.is_empty() {
+                derived_request_id(&options.context, &wc.agent, base.revision, &changes)
+            } else {
+                options.request_id.clone()
+            }),
+            strategy: options.strategy,
+            summary: options.summary.clone(),
+            changes,
+        };
+        match backend.push(&options.context, request.clone()) {
+            // The base was compacted away: every change carries its field test (`from`,
+            // from the diff against the base), which is what decides conflicts without
+            // a base revision; so push again without one.
+            Err(e) if e.kind == BackendErrorKind::Gone => {
+                rebased_from = Some(base.revision);
+                request.base_revision = None;
+                if options.request_id.is_empty() {
+                    request.request_id = Some(format!(
+                        "{}-rebased",
+                        request.request_id.unwrap_or_default()
+                    ));
+                }
+                Some(backend.push(&options.context, request)?)
+            }
+            other => Some(other?),
+        }
     };
     let (revision, checksum, theirs) =
         backend.read_newer(&options.context, base.revision, &base.document)?;
@@ -224,6 +252,7 @@ pub fn sync(
         revision,
         checksum,
         merge_conflicts: merge.conflicts,
+        rebased_from,
     })
 }
 
@@ -263,9 +292,14 @@ fn write_back(
         } else {
             merge3(mine, &again, merged, Prefer::Mine).merged
         };
-        if target == again {
+        // A file that differs from the merge only in the store's stamps is left alone
+        // too (its comments and layout stay): they are not the agent's to edit.
+        if target == again
+            || ctxsync_core::template::without_stamps(&target)
+                == ctxsync_core::template::without_stamps(&again)
+        {
             wc.save_base(new_base)?;
-            return Ok(target);
+            return Ok(again);
         }
         if wc.replace_if_unchanged(&bytes, &target)? {
             wc.save_base(new_base)?;
@@ -300,7 +334,11 @@ pub fn merge_remote_keeping_edits(
         last_periodic_flush: base.last_periodic_flush,
     };
     let written = write_back(wc, &mine, &merge.merged, &new_base)?;
-    let pending = diff(&new_base.document, &written).len();
+    let pending = diff(
+        &ctxsync_core::template::without_stamps(&new_base.document),
+        &ctxsync_core::template::without_stamps(&written),
+    )
+    .len();
     Ok(Some(SyncReport {
         agent: wc.agent.clone(),
         level: Level::Periodic,
@@ -310,5 +348,6 @@ pub fn merge_remote_keeping_edits(
         revision,
         checksum,
         merge_conflicts: Vec::new(),
+        rebased_from: None,
     }))
 }

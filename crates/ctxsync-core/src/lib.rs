@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod archive;
 pub mod budget;
 pub mod change;
 pub mod checksum;
@@ -22,6 +23,7 @@ pub use apply::{
     apply_all, apply_change, apply_change_within, apply_edit, canonicalize, get, ApplyError, Edit,
     EditOp,
 };
+pub use archive::{ArchivePlan, ArchiveQuery, ArchiveRecord, ArchiveRule, ArchivedEntry};
 pub use change::{Change, ChangeError, Expect, Op};
 pub use checksum::{
     canonical_json, checksum, checksum_and_size, legacy_checksum, matches_stored, ChecksumTree,
@@ -33,6 +35,7 @@ pub mod level;
 pub mod push;
 pub mod records;
 pub mod template;
+pub mod timefmt;
 
 pub use level::{Level, PeriodicPolicy};
 pub use push::{

@@ -61,6 +61,91 @@ pub struct StoredConflict {
     pub conflict: Conflict,
 }
 
+/// How much op log compaction keeps (DESIGN §15): at least `revisions` revisions *and*
+/// everything newer than `max_age_ms`; a limit not set keeps nothing by itself. Both
+/// unset: compaction does nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub revisions: Option<u64>,
+    pub max_age_ms: Option<u64>,
+}
+
+impl Retention {
+    pub fn is_set(&self) -> bool {
+        self.revisions.is_some() || self.max_age_ms.is_some()
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactReport {
+    pub context: String,
+    pub horizon_before: u64,
+    /// The new horizon: the oldest revision still readable (a snapshot is kept there).
+    pub horizon: u64,
+    pub removed_revisions: u64,
+    pub removed_snapshots: u64,
+}
+
+/// What a store takes on disk (DESIGN §15): its files, and per context the document,
+/// the op log, snapshots and archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageUsage {
+    /// The store's files (database and write-ahead log), in bytes.
+    pub database_bytes: u64,
+    pub contexts: Vec<ContextStorage>,
+}
+
+/// One context's share of a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextStorage {
+    pub context: String,
+    /// Canonical JSON size of the newest document.
+    pub document_bytes: u64,
+    pub log_revisions: u64,
+    /// Stored edits of the op log (old and new values).
+    pub log_bytes: u64,
+    pub snapshot_bytes: u64,
+    pub archive_entries: u64,
+    pub archive_bytes: u64,
+}
+
+/// Sizes above which storage is reported as a warning (`[store] warn_*`); unset: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageThresholds {
+    pub database_bytes: Option<u64>,
+    pub context_bytes: Option<u64>,
+    pub log_bytes: Option<u64>,
+}
+
+impl StorageThresholds {
+    /// One sentence per threshold `usage` passes.
+    pub fn warnings(&self, usage: &StorageUsage) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(limit) = self.database_bytes.filter(|l| usage.database_bytes > *l) {
+            out.push(format!(
+                "the store takes {} bytes, over warn_database_bytes = {limit} (compact, archive or move to a larger disk)",
+                usage.database_bytes
+            ));
+        }
+        for c in &usage.contexts {
+            if let Some(limit) = self.context_bytes.filter(|l| c.document_bytes > *l) {
+                out.push(format!(
+                    "context {:?} is {} bytes, over warn_context_bytes = {limit} (`ctxsync archive run`, or lower [archive] keep)",
+                    c.context, c.document_bytes
+                ));
+            }
+            if let Some(limit) = self.log_bytes.filter(|l| c.log_bytes > *l) {
+                out.push(format!(
+                    "the op log of {:?} holds {} bytes, over warn_log_bytes = {limit} (`ctxsync compact`, or set retain_revisions)",
+                    c.context, c.log_bytes
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {

@@ -41,6 +41,22 @@ pub fn seed() -> Value {
     })
 }
 
+/// The seed's root fields the store sets on every agent's sync (`last_sync`,
+/// `sync_level`): bookkeeping, not an agent's edit, so working copies neither push them
+/// nor rewrite a file only because they moved.
+pub const STAMPED_FIELDS: [&str; 2] = ["last_sync", "sync_level"];
+
+/// `doc` without the [`STAMPED_FIELDS`] (for comparisons that should not see them).
+pub fn without_stamps(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(root) = doc.as_object_mut() {
+        for key in STAMPED_FIELDS {
+            root.remove(key);
+        }
+    }
+    doc
+}
+
 pub fn empty() -> Value {
     json!({})
 }

@@ -83,8 +83,11 @@ impl From<StoreError> for ApiError {
             StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, "exists", message),
             StoreError::Gone { .. } => Self::gone(message),
             StoreError::Future { .. } | StoreError::Invalid(_) => Self::bad_request(message),
-            StoreError::TooLarge { .. } | StoreError::OverLimit(_) => {
-                Self::payload_too_large(message)
+            StoreError::TooLarge { .. }
+            | StoreError::OverQuota { .. }
+            | StoreError::OverLimit(_) => Self::payload_too_large(message),
+            StoreError::SchemaViolation { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
             }
             StoreError::RequestIdReused(_) => {
                 Self::new(StatusCode::CONFLICT, "request_id_reused", message)

@@ -89,6 +89,8 @@ pub struct ServerConfig {
     /// Most connections open at once, lowered to what the descriptor limit allows
     /// ([`limits::connection_cap`]); more wait in the listen backlog.
     pub max_connections: usize,
+    /// Storage sizes that raise a warning (`/v1/storage`, `/readyz`).
+    pub storage_warnings: ctxsync_store::StorageThresholds,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +104,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            storage_warnings: ctxsync_store::StorageThresholds::default(),
         }
     }
 }

@@ -323,6 +323,74 @@ pub mod schemas {
         pub edits: Vec<Edit>,
     }
 
+    /// An entry archival moved out of a list.
+    #[derive(ToSchema)]
+    pub struct ArchiveRecord {
+        /// Position in the context's archive, 1.. in archival order.
+        pub seq: u64,
+        /// The list it left, as a JSON Pointer.
+        pub list: String,
+        pub id: Option<String>,
+        /// The archival revision.
+        pub revision: u64,
+        pub ts_ms: u64,
+        pub entry: Value,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ArchivePage {
+        pub entries: Vec<ArchiveRecord>,
+        /// Pass as `after` for the next page; absent on the last one.
+        pub next_after: Option<u64>,
+    }
+
+    /// How much history `compact` keeps: at least one of the two.
+    #[derive(ToSchema)]
+    pub struct CompactBody {
+        /// Keep at least this many newest revisions.
+        pub retain_revisions: Option<u64>,
+        /// Keep at least the revisions of this many days.
+        pub retain_days: Option<u64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct CompactReport {
+        pub context: String,
+        pub horizon_before: u64,
+        /// The oldest revision still readable.
+        pub horizon: u64,
+        pub removed_revisions: u64,
+        pub removed_snapshots: u64,
+    }
+
+    /// One context's share of the store, in bytes.
+    #[derive(ToSchema)]
+    pub struct ContextStorage {
+        pub context: String,
+        pub document_bytes: u64,
+        pub log_revisions: u64,
+        pub log_bytes: u64,
+        pub snapshot_bytes: u64,
+        pub archive_entries: u64,
+        pub archive_bytes: u64,
+    }
+
+    /// What the store takes on disk.
+    #[derive(ToSchema)]
+    pub struct Storage {
+        /// The store's files (database and write-ahead log).
+        pub database_bytes: u64,
+        pub contexts: Vec<ContextStorage>,
+        /// One sentence per configured threshold passed (`[store] warn_*`).
+        pub warnings: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ArchiveRun {
+        /// The archival revision; absent when nothing was due.
+        pub push: Option<PushResponse>,
+    }
+
     #[derive(ToSchema)]
     pub struct Entries {
         pub entries: Vec<LogEntry>,
@@ -504,6 +572,10 @@ impl Modify for BearerAuth {
         routes::admin::revert,
         routes::admin::syncs,
         routes::admin::snapshot,
+        routes::lifecycle::archive,
+        routes::lifecycle::run,
+        routes::lifecycle::compact,
+        routes::lifecycle::storage,
         routes::admin::metrics,
         routes::dashboard::overview,
         routes::dashboard::trends,

@@ -21,6 +21,7 @@
 
 mod error;
 mod import;
+mod lifecycle;
 pub mod listen;
 mod ops;
 mod pool;

@@ -111,6 +111,7 @@ pub(crate) async fn resolve_conflict(
                     ownership: backend::ownership_for(actor, &shared.options.ownership, &open),
                     enforce_claims: true,
                     stage_recent: false,
+                    stamp_seed_fields: false,
                 };
                 let r = push_in_tx(
                     conn,
@@ -162,6 +163,7 @@ pub(crate) async fn revert(
             // An admin's revert is the way out of any state, claims included.
             enforce_claims: actor.role != Role::Admin,
             stage_recent: false,
+            stamp_seed_fields: false,
         };
         let r = push_in_tx(
             conn,
@@ -225,6 +227,7 @@ pub(crate) async fn hand_over_away(
             ownership: &open,
             enforce_claims: false,
             stage_recent: false,
+            stamp_seed_fields: false,
         };
         let r = push_in_tx(
             conn,
@@ -325,4 +328,33 @@ pub(crate) async fn authenticate(
         )
         .await?;
     Ok(row.map(|r| token_of(&r)))
+}
+
+/// `archive run`: archival now, every rule's list cut to its newest `keep`.
+pub(crate) async fn archive_run(
+    shared: &Shared,
+    context: &str,
+) -> Result<Option<PushResponse>, TxError> {
+    let (response, _) = in_tx!(shared, |conn, docs| {
+        read::head(conn, context).await?;
+        let r = crate::lifecycle::archive_in_tx(conn, &mut docs, shared, context, Some(0)).await?;
+        if r.is_some() {
+            write::notify_head(conn, &docs, context).await?;
+        }
+        Ok(r)
+    })?;
+    Ok(response)
+}
+
+/// `compact`: the op log below `retain` dropped, the horizon moved.
+pub(crate) async fn compact(
+    shared: &Shared,
+    context: &str,
+    retain: &ctxsync_store::Retention,
+) -> Result<ctxsync_store::CompactReport, TxError> {
+    let (report, _) = in_tx!(shared, |conn, docs| {
+        let head = read::head(conn, context).await?;
+        crate::lifecycle::compact_in_tx(conn, context, &head, retain).await
+    })?;
+    Ok(report)
 }

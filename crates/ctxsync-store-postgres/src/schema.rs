@@ -7,12 +7,13 @@ use tokio_postgres::Client;
 use crate::PgError;
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `(version, SQL)`, applied in order, each once.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE contexts(
     name       TEXT PRIMARY KEY,
     revision   BIGINT NOT NULL,
@@ -93,7 +94,26 @@ CREATE TABLE tokens(
     role       TEXT NOT NULL DEFAULT 'agent'
 );
 ",
-)];
+    ),
+    (
+        2,
+        "
+-- What archival moved out of a context's lists (DESIGN §15), never deleted; `seq`
+-- numbers a context's archive in archival order, `revision` is the archival revision.
+CREATE TABLE archive(
+    context  TEXT NOT NULL REFERENCES contexts(name),
+    seq      BIGINT NOT NULL,
+    list     TEXT NOT NULL,
+    entry_id TEXT,
+    revision BIGINT NOT NULL,
+    ts_ms    BIGINT NOT NULL,
+    entry    TEXT NOT NULL,
+    PRIMARY KEY(context, seq)
+);
+CREATE INDEX archive_by_id ON archive(context, entry_id);
+",
+    ),
+];
 
 /// Any fixed number: the advisory lock that serializes migrations across servers
 /// starting at once on one database.

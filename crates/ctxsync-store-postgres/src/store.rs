@@ -411,6 +411,54 @@ impl Store for PgStore {
         self.run(async move { ops::record_sync(&shared, &context, &sample).await })
     }
 
+    fn sync_buckets(
+        &self,
+        context: &str,
+        span: &ctxsync_store::BucketSpan,
+    ) -> Result<Vec<ctxsync_store::SyncBucket>, StoreError> {
+        let (context, span) = (context.to_owned(), span.clone());
+        self.with_conn(move |_, mut conn| async move {
+            crate::lifecycle::sync_buckets(&mut conn, &context, &span).await
+        })
+    }
+
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        let context = context.to_owned();
+        let shared = Arc::clone(&self.shared);
+        let result = self.run(async move { ops::archive_run(&shared, &context).await });
+        // The writer's and readers' copies may hold the document before the archival.
+        self.forget_cached();
+        result
+    }
+
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ctxsync_store::ArchiveQuery,
+    ) -> Result<Vec<ctxsync_store::ArchiveRecord>, StoreError> {
+        let (context, query) = (context.to_owned(), query.clone());
+        self.with_conn(move |_, mut conn| async move {
+            crate::lifecycle::archive_list(&mut conn, &context, &query).await
+        })
+    }
+
+    fn compact(
+        &self,
+        context: &str,
+        retain: &ctxsync_store::Retention,
+    ) -> Result<ctxsync_store::CompactReport, StoreError> {
+        let (context, retain) = (context.to_owned(), *retain);
+        let shared = Arc::clone(&self.shared);
+        let result = self.run(async move { ops::compact(&shared, &context, &retain).await });
+        // Cached heads carry the old horizon.
+        self.forget_cached();
+        result
+    }
+
+    fn storage(&self) -> Result<ctxsync_store::StorageUsage, StoreError> {
+        self.with_conn(move |_, mut conn| async move { crate::lifecycle::storage(&mut conn).await })
+    }
+
     fn metrics(&self, context: &str, now_ms: u64) -> Result<Metrics, StoreError> {
         let context = context.to_owned();
         self.with_conn(move |_, mut conn| async move {

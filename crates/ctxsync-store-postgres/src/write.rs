@@ -95,6 +95,8 @@ pub(crate) struct PushRules<'a> {
     /// Stage the revision in the shared recent-revisions cache (only the writer task does:
     /// the cache settles what was staged when the writer's transaction ends).
     pub stage_recent: bool,
+    /// An agent's own push: stamp the seed's `last_sync` / `sync_level`.
+    pub stamp_seed_fields: bool,
 }
 
 /// One push inside the caller's open transaction.
@@ -129,6 +131,8 @@ pub(crate) async fn push_in_tx(
         ownership: rules.ownership,
         max_document_bytes: shared.options.max_document_bytes,
         enforce_claims: rules.enforce_claims,
+        schema: shared.options.schema.as_ref(),
+        stamp_seed_fields: rules.stamp_seed_fields,
     };
     for _ in 0..CAS_ATTEMPTS {
         let cached = load(conn, docs, context).await?;
@@ -216,6 +220,17 @@ pub(crate) async fn push_in_tx(
             let cached = docs.get_mut(context)?;
             if cached.take_snapshot_due(shared.options.snapshot_every) {
                 write_snapshot(conn, context, cached, shared.options.idempotency_ttl_ms).await?;
+                if shared.options.retain.is_set() {
+                    let head = cached.head.clone();
+                    let report = crate::lifecycle::compact_in_tx(
+                        conn,
+                        context,
+                        &head,
+                        &shared.options.retain,
+                    )
+                    .await?;
+                    docs.get_mut(context)?.head.horizon = report.horizon;
+                }
             }
         }
         return Ok(response);
@@ -514,22 +529,7 @@ async fn run_batch(
     let mut results = Vec::with_capacity(batch.len());
     let mut notify: BTreeSet<&str> = BTreeSet::new();
     for job in batch {
-        let rules = PushRules {
-            ownership: &shared.options.ownership,
-            enforce_claims: true,
-            stage_recent: true,
-        };
-        match push_in_tx(
-            conn,
-            docs,
-            shared,
-            &job.context,
-            job.request.clone(),
-            job.started,
-            rules,
-        )
-        .await
-        {
+        match push_archiving(conn, docs, shared, job).await {
             Err(TxError::Pg(e)) => return Err(TxError::Pg(e)),
             Err(TxError::Store(e)) => results.push(Err(e)),
             Ok(response) => {
@@ -544,6 +544,61 @@ async fn run_batch(
         notify_head(conn, docs, context).await?;
     }
     Ok(results)
+}
+
+/// An agent's queued push, with archival (DESIGN §15): before it when it would pass the
+/// quota and archiving makes it fit (otherwise refused with the numbers), and after it
+/// when it took a list past its threshold.
+async fn push_archiving(
+    conn: &mut Conn,
+    docs: &mut TxDocs,
+    shared: &Shared,
+    job: &Pending,
+) -> Result<PushResponse, TxError> {
+    let archive = !shared.options.archive.is_empty();
+    let response = match push_job(conn, docs, shared, job).await {
+        Err(TxError::Store(StoreError::TooLarge { size, limit })) if archive => {
+            let cached = load(conn, docs, &job.context).await?;
+            let rules = &shared.options.archive;
+            let fits =
+                backend::archive::would_fit_after_archival(cached, rules, &job.request, limit);
+            if fits != Some(true) {
+                let hint = backend::archive::archivable_hint(cached, rules);
+                return Err(StoreError::OverQuota { size, limit, hint }.into());
+            }
+            crate::lifecycle::archive_in_tx(conn, docs, shared, &job.context, Some(0)).await?;
+            return push_job(conn, docs, shared, job).await;
+        }
+        other => other?,
+    };
+    if archive && !response.replayed && !response.applied.is_empty() {
+        crate::lifecycle::archive_in_tx(conn, docs, shared, &job.context, None).await?;
+    }
+    Ok(response)
+}
+
+async fn push_job(
+    conn: &mut Conn,
+    docs: &mut TxDocs,
+    shared: &Shared,
+    job: &Pending,
+) -> Result<PushResponse, TxError> {
+    let rules = PushRules {
+        ownership: &shared.options.ownership,
+        enforce_claims: true,
+        stage_recent: true,
+        stamp_seed_fields: true,
+    };
+    push_in_tx(
+        conn,
+        docs,
+        shared,
+        &job.context,
+        job.request.clone(),
+        job.started,
+        rules,
+    )
+    .await
 }
 
 /// The channel other servers listen on for new revisions.

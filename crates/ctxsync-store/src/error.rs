@@ -18,6 +18,22 @@ pub enum StoreError {
         "document would be {size} bytes, over the quota of {limit} bytes; nothing was applied"
     )]
     TooLarge { size: u64, limit: u64 },
+    /// Over the quota even after archiving what the rules allow: what to do about it.
+    #[error(
+        "document would be {size} bytes, over the quota of {limit} bytes even after archival; \
+         nothing was applied ({hint})"
+    )]
+    OverQuota { size: u64, limit: u64, hint: String },
+    /// The push's result breaks the configured JSON Schema; nothing was applied.
+    #[error(
+        "the result would break the context schema at {instance_path:?}: {rule} \
+         (schema rule {schema_path}); nothing was applied"
+    )]
+    SchemaViolation {
+        instance_path: String,
+        rule: String,
+        schema_path: String,
+    },
     /// A push that would pass a bound while applying (size, nesting, work per push).
     #[error("{0}")]
     OverLimit(String),
@@ -71,6 +87,8 @@ impl StoreError {
                 | Self::Future { .. }
                 | Self::Invalid(_)
                 | Self::TooLarge { .. }
+                | Self::OverQuota { .. }
+                | Self::SchemaViolation { .. }
                 | Self::OverLimit(_)
                 | Self::RequestIdReused(_)
                 | Self::Forbidden(_)

@@ -9,11 +9,13 @@
 
 pub mod backend;
 mod error;
+mod schema_check;
 mod sqlite;
 mod types;
 
 pub use backend::SYSTEM_AGENT;
 pub use error::StoreError;
+pub use schema_check::ContextSchema;
 pub use sqlite::{
     validate_agent_name, validate_context_name, SqliteStore, StoreOptions, Synchronous,
     DEFAULT_AWAY_AFTER_MS,
@@ -84,6 +86,22 @@ pub trait Store: Send + Sync {
         -> Result<Vec<SyncBucket>, StoreError>;
     /// Writes a snapshot of the current revision now (session end).
     fn snapshot(&self, context: &str) -> Result<Head, StoreError>;
+    /// Drops the op log below what `retain` keeps and moves the horizon (to the newest
+    /// snapshot it allows); reads below it are then `Gone`.
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError>;
+    /// What the store takes on disk, in total and per context. Reads every context's
+    /// log sizes: for status and periodic metrics, not for every request.
+    fn storage(&self) -> Result<StorageUsage, StoreError>;
+    /// Runs archival now (`ctxsync archive run`): every rule's list is cut to its newest
+    /// `keep` entries in one revision, the rest moved to the archive. `None` when nothing
+    /// was due (or the store has no rules).
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError>;
+    /// Archived entries matching `query`, oldest first (at most [`MAX_ARCHIVE_PAGE`]).
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError>;
     /// Stores a new bearer token acting as `agent` with `role` (only a hash of `secret`
     /// is kept).
     fn create_token(

@@ -1,6 +1,7 @@
 //! The records a store hands out; defined in `ctxsync-core` so the server and the client
 //! share them, plus the sync-log aggregate of [`crate::Store::sync_buckets`].
 
+pub use ctxsync_core::archive::{ArchiveQuery, ArchiveRecord, ArchiveRule, MAX_ARCHIVE_PAGE};
 pub use ctxsync_core::claims::{Claim, ClaimView};
 pub use ctxsync_core::records::*;
 use ctxsync_core::Level;

@@ -85,7 +85,7 @@ fn a_store_with_the_older_checksums_verifies_and_continues() {
     let version: i64 = raw
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
     assert!(store.verify("default").unwrap().ok);
 }

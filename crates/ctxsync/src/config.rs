@@ -24,6 +24,9 @@ pub struct FileConfig {
     pub agent: Option<String>,
     /// Server URL (remote mode).
     pub server: Option<String>,
+    /// A JSON Schema file (JSON or YAML; relative to this file) every new revision of
+    /// every context must satisfy; a push that breaks it is refused (422 / exit 2).
+    pub schema: Option<PathBuf>,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -32,6 +35,8 @@ pub struct FileConfig {
     pub ownership: Vec<OwnershipRule>,
     #[serde(default)]
     pub watch: WatchConfig,
+    #[serde(default)]
+    pub archive: ArchiveConfig,
     /// Agent sync's table; parsed by ctxsync-agents, accepted here.
     #[serde(default, rename = "agents")]
     pub _agents: Option<toml::Value>,
@@ -51,6 +56,73 @@ pub struct StoreConfig {
     /// An agent unseen this long is `away` (its expired claims are handed over), e.g.
     /// `"30m"` (the default); `CTXSYNC_AWAY_AFTER` overrides.
     pub away_after: Option<String>,
+    /// Op-log retention: keep at least this many newest revisions (compaction after each
+    /// snapshot drops the rest; `ctxsync compact` on demand). Unset: keep all.
+    pub retain_revisions: Option<u64>,
+    /// Op-log retention: keep at least this many days of revisions. Unset: keep all.
+    pub retain_days: Option<u64>,
+    /// Storage warnings (`status`, `/v1/storage`, `/readyz`): the store's files above
+    /// this many bytes.
+    pub warn_database_bytes: Option<u64>,
+    /// A context's document above this many bytes.
+    pub warn_context_bytes: Option<u64>,
+    /// A context's op log above this many bytes.
+    pub warn_log_bytes: Option<u64>,
+}
+
+/// `[archive]`: which lists archival keeps short (DESIGN §15). On by default: the seed
+/// template's `decisions_log.recent` and `project_state.completed_tasks` keep their newest
+/// `keep` entries (a document without them is not touched); `[[archive.lists]]` adds
+/// others, each with its own `keep`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    pub enabled: bool,
+    /// Entries the seed lists keep.
+    pub keep: usize,
+    pub lists: Vec<ArchiveListConfig>,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keep: ctxsync_core::archive::DEFAULT_KEEP,
+            lists: Vec::new(),
+        }
+    }
+}
+
+/// One `[[archive.lists]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveListConfig {
+    /// The list's path, e.g. `communication.handovers`.
+    pub path: String,
+    pub keep: usize,
+    /// A number field counting what was archived (optional).
+    pub counter: Option<String>,
+}
+
+impl ArchiveConfig {
+    /// The rules the store runs, checked.
+    pub fn rules(&self) -> Result<Vec<ctxsync_core::ArchiveRule>> {
+        if !self.enabled {
+            return Ok(Vec::new());
+        }
+        let mut rules = ctxsync_core::archive::seed_rules(self.keep);
+        for list in &self.lists {
+            rules.retain(|r| r.path != list.path);
+            rules.push(ctxsync_core::ArchiveRule {
+                path: list.path.clone(),
+                keep: list.keep,
+                counter: list.counter.clone(),
+            });
+        }
+        ctxsync_core::archive::check_rules(&rules)
+            .map_err(|e| crate::InputError(format!("{CONFIG_FILE} [archive]: {e}")))?;
+        Ok(rules)
+    }
 }
 
 /// `[watch]`: how `ctxsync watch` turns edits of a working copy into syncs.
@@ -157,6 +229,59 @@ impl Config {
             .or_else(|| self.file.agent.clone())
     }
 
+    /// `[store] warn_*`.
+    pub fn storage_thresholds(&self) -> ctxsync_store::StorageThresholds {
+        let s = &self.file.store;
+        ctxsync_store::StorageThresholds {
+            database_bytes: s.warn_database_bytes,
+            context_bytes: s.warn_context_bytes,
+            log_bytes: s.warn_log_bytes,
+        }
+    }
+
+    /// The compiled `schema`, when the file names one.
+    pub fn schema(&self) -> Result<Option<ctxsync_store::ContextSchema>> {
+        let Some(path) = &self.file.schema else {
+            return Ok(None);
+        };
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            self.root.join(path)
+        };
+        let shown = path.display().to_string();
+        let bytes =
+            std::fs::read(&path).map_err(|e| crate::InputError(format!("schema {shown}: {e}")))?;
+        let text = ctxsync_client::decode_text(bytes, &shown)?;
+        let schema = ctxsync_client::parse_document(&text, &shown)?;
+        Ok(Some(
+            ctxsync_store::ContextSchema::compile(&schema, shown)
+                .map_err(|e| crate::InputError(e.to_string()))?,
+        ))
+    }
+
+    /// The op-log retention: flags first, then `[store] retain_revisions` / `retain_days`.
+    pub fn retention(
+        &self,
+        revisions: Option<u64>,
+        days: Option<u64>,
+    ) -> Result<ctxsync_store::Retention> {
+        let revisions = revisions.or(self.file.store.retain_revisions);
+        let days = days.or(self.file.store.retain_days);
+        let max_age_ms = match days {
+            None => None,
+            Some(d) => Some(
+                d.checked_mul(24 * 3600 * 1000)
+                    .filter(|ms| *ms <= i64::MAX as u64)
+                    .ok_or_else(|| crate::InputError(format!("retain_days {d} is too large")))?,
+            ),
+        };
+        Ok(ctxsync_store::Retention {
+            revisions,
+            max_age_ms,
+        })
+    }
+
     pub fn store_options(&self) -> Result<StoreOptions> {
         let defaults = StoreOptions::default();
         let s = &self.file.store;
@@ -175,6 +300,9 @@ impl Config {
                     .map_err(|e| crate::InputError(format!("away_after: {e}")))?,
                 None => defaults.away_after_ms,
             },
+            archive: self.file.archive.rules()?,
+            retain: self.retention(None, None)?,
+            schema: self.schema()?,
             ..defaults
         })
     }

@@ -159,9 +159,10 @@ enum Command {
         /// section that does not exist is exit 1, as for `get`.
         #[arg(long, value_delimiter = ',')]
         sections: Vec<String>,
-        /// Print only what changed after this revision.
+        /// Print only what changed after this revision, or after this time (RFC 3339,
+        /// e.g. 2026-12-01T09:30:00Z).
         #[arg(long)]
-        since: Option<u64>,
+        since: Option<String>,
         /// Output format (json is the same as --json) [default: yaml]
         #[arg(long, value_parser = ["yaml", "json"])]
         format: Option<String>,
@@ -173,6 +174,10 @@ enum Command {
         /// Overwrite a working copy that has unsynced edits.
         #[arg(long)]
         force: bool,
+        /// Put the archived entries back into their lists (the rare full read; the
+        /// checksum printed stays the stored document's).
+        #[arg(long, conflicts_with_all = ["agent", "since"])]
+        include_archive: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -224,6 +229,20 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Drop the op log below the retention (`[store] retain_revisions` / `retain_days`,
+    /// or the flags) and move the horizon; older revisions are then unreadable (410).
+    Compact {
+        /// Keep at least this many newest revisions.
+        #[arg(long)]
+        retain_revisions: Option<u64>,
+        /// Keep at least this many days of revisions.
+        #[arg(long)]
+        retain_days: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Archive old list entries now, and read the archive (list, get, search).
+    Archive(context::archive::ArchiveArgs),
     /// Start or end an agent's work session (full pull + checksum; flush + snapshot).
     Session(context::live::SessionArgs),
     /// Keep an agent's working copy in sync while it edits (Ctrl-C to stop).
@@ -309,6 +328,7 @@ fn main() -> ExitCode {
             format,
             agent,
             force,
+            include_archive,
             common,
         } => c::pull(
             &common,
@@ -317,6 +337,7 @@ fn main() -> ExitCode {
             format.as_deref(),
             agent.as_deref(),
             force,
+            include_archive,
         ),
         Command::Sync(args) => c::sync(&args),
         Command::Conflicts { common } => c::conflicts(&common),
@@ -334,6 +355,12 @@ fn main() -> ExitCode {
             admin,
             common,
         } => c::revert(&common, to, agent.as_deref(), admin),
+        Command::Archive(args) => context::archive::run(&args),
+        Command::Compact {
+            retain_revisions,
+            retain_days,
+            common,
+        } => context::archive::compact(&common, retain_revisions, retain_days),
         Command::Session(args) => context::live::session(&args),
         Command::Watch(args) => context::live::watch(&args),
         Command::Serve(args) => serve::run(&args),

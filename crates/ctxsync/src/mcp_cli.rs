@@ -16,9 +16,9 @@ use clap::Args;
 use ctxsync_client::{Outbox, RemoteClient};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
-    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
-    SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ArchiveQuery, ArchiveRecord, ClaimOutcome, CompactReport, CriticalNotice,
+    Head, HistoryFilter, LogEntry, Metrics, Prefer, ReleaseOutcome, Retention, Role, Snapshot,
+    StaleView, Store, StoreError, StoredConflict, SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -195,6 +195,22 @@ impl Store for QueuingStore {
     }
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.inner.snapshot(context)
+    }
+    fn storage(&self) -> Result<ctxsync_store::StorageUsage, StoreError> {
+        self.inner.storage()
+    }
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
+        self.inner.compact(context, retain)
+    }
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        self.inner.archive_run(context)
+    }
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.inner.archive_list(context, query)
     }
     fn create_token(
         &self,

@@ -10,9 +10,9 @@ use std::time::Duration;
 use ctxsync_client::{PullQuery, Pulled, RemoteClient, RemoteError};
 use ctxsync_core::{PushRequest, PushResponse};
 use ctxsync_store::{
-    Actor, AgentPresence, ClaimOutcome, CriticalNotice, Head, HistoryFilter, LogEntry, Metrics,
-    Prefer, ReleaseOutcome, Role, Snapshot, StaleView, Store, StoreError, StoredConflict,
-    SyncSample, TokenInfo, VerifyReport,
+    Actor, AgentPresence, ArchiveQuery, ArchiveRecord, ClaimOutcome, CompactReport, CriticalNotice,
+    Head, HistoryFilter, LogEntry, Metrics, Prefer, ReleaseOutcome, Retention, Role, Snapshot,
+    StaleView, Store, StoreError, StoredConflict, SyncSample, TokenInfo, VerifyReport,
 };
 use serde_json::Value;
 
@@ -64,6 +64,16 @@ pub fn store_error(context: &str, e: RemoteError) -> StoreError {
                 .unwrap_or(message)
                 .to_owned(),
         ),
+        // A 410 is our own `Gone`, worded by the server's store ("revision R is older
+        // than the horizon H"): the numbers are read back so callers can act on it.
+        RemoteError::Status {
+            status: 410,
+            message,
+            ..
+        } => match gone_numbers(message) {
+            Some((requested, horizon)) => StoreError::Gone { requested, horizon },
+            None => StoreError::Invalid(format!("{message} [gone]")),
+        },
         RemoteError::Status {
             status: 413,
             message,
@@ -85,6 +95,20 @@ pub fn store_error(context: &str, e: RemoteError) -> StoreError {
         }
         _ => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// `(R, H)` from "revision R is older than the horizon H…".
+fn gone_numbers(message: &str) -> Option<(u64, u64)> {
+    let rest = message.split("revision ").nth(1)?;
+    let requested = rest.split_whitespace().next()?.parse().ok()?;
+    let rest = rest.split("horizon ").nth(1)?;
+    let horizon = rest
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((requested, horizon))
 }
 
 impl Store for RemoteStore {
@@ -205,6 +229,32 @@ impl Store for RemoteStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         self.client
             .snapshot(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn storage(&self) -> Result<ctxsync_store::StorageUsage, StoreError> {
+        self.client.storage().map_err(|e| store_error("", e))
+    }
+
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
+        self.client
+            .compact(context, retain)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        self.client
+            .archive_run(context)
+            .map_err(|e| store_error(context, e))
+    }
+
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.client
+            .archive_list(context, query)
             .map_err(|e| store_error(context, e))
     }
 

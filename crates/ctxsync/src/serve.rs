@@ -122,6 +122,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
         max_connections: args.max_connections,
+        storage_warnings: Config::load(args.root.as_deref())?.storage_thresholds(),
         ..ServerConfig::default()
     };
     let state = AppState::new(Arc::from(store), config);

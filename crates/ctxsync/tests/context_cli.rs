@@ -95,7 +95,24 @@ fn init_set_get_pull_history_verify(mode: Mode) {
     assert!(pulled["document"].get("decisions_log").is_none());
     let delta = p.json(&["pull", "--since", "1"]);
     assert_eq!(delta["revision"], 2);
-    assert_eq!(delta["changes"].as_array().unwrap().len(), 1);
+    // The task, and the seed's `last_sync` the store stamped with it.
+    let paths: Vec<&str> = delta["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 2, "{delta}");
+    assert!(paths.contains(&"last_sync"), "{delta}");
+    // The same delta asked by time: everything after the newest revision made by then.
+    let history = p.json(&["history", "--last", "2"]);
+    let first_ms = history[1]["timestamp_ms"].as_u64().unwrap();
+    let at_first = ctxsync_core::timefmt::rfc3339_millis(first_ms);
+    let by_time = p.json(&["pull", "--since", &at_first]);
+    assert_eq!(by_time["since"], 1, "{by_time}");
+    assert_eq!(by_time["changes"], delta["changes"]);
+    let bad = p.run(&["pull", "--since", "yesterday-ish"]);
+    assert_eq!(bad.status.code(), Some(2));
     let history = p.json(&["history", "--last", "1"]);
     assert_eq!(history[0]["revision"], 2);
     let seed_history = p.json(&["sync", "--history", "--last", "10"]);

@@ -39,7 +39,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
                 .map_err(|e| ApiError::unavailable(e.to_string()))
         })
         .await?;
-    Ok(axum::Json(json!({"status": "ready"})).into_response())
+    let thresholds = state.config().storage_warnings;
+    if thresholds == ctxsync_store::StorageThresholds::default() {
+        return Ok(axum::Json(json!({"status": "ready"})).into_response());
+    }
+    // Storage over a threshold is a warning, not unreadiness: writes still work.
+    let usage = state.blocking(|store| Ok(store.storage()?)).await?;
+    let warnings = thresholds.warnings(&usage);
+    let storage = json!({
+        "status": if warnings.is_empty() { "ok" } else { "warning" },
+        "database_bytes": usage.database_bytes,
+        "warnings": warnings,
+    });
+    Ok(axum::Json(json!({"status": "ready", "storage": storage})).into_response())
 }
 
 /// Prometheus text exposition.

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod events;
 pub mod health;
 pub mod identity;
+pub mod lifecycle;
 pub mod pull;
 pub mod push;
 
@@ -87,6 +88,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contexts/{ctx}/revert", post(admin::revert))
         .route("/v1/contexts/{ctx}/syncs", post(admin::syncs))
         .route("/v1/contexts/{ctx}/snapshot", post(admin::snapshot))
+        .route("/v1/contexts/{ctx}/archive", get(lifecycle::archive))
+        .route("/v1/contexts/{ctx}/archive/run", post(lifecycle::run))
+        .route("/v1/contexts/{ctx}/compact", post(lifecycle::compact))
+        .route("/v1/storage", get(lifecycle::storage))
         .route("/v1/contexts/{ctx}/metrics", get(admin::metrics))
         .route("/v1/contexts/{ctx}/trends", get(dashboard::trends))
         .route("/ui", get(crate::ui::page))

@@ -193,6 +193,21 @@ pub struct DecideLimits<'a> {
     pub max_document_bytes: u64,
     /// Enforce live claims (at the store's clock).
     pub enforce_claims: bool,
+    /// Every new revision must satisfy this, when set.
+    pub schema: Option<&'a crate::ContextSchema>,
+    /// An agent's sync: stamp the seed's `last_sync` and `sync_level` (not for reverts,
+    /// which must equal their target, nor for the store's own housekeeping).
+    pub stamp_seed_fields: bool,
+}
+
+/// Takes a refused push's edits back out of the writer's document and its checksums.
+fn undo_edits(cached: &mut Cached, edits: &[Edit]) -> Result<(), StoreError> {
+    ctxsync_core::apply::undo(&mut cached.doc, edits)
+        .map_err(|e| StoreError::Corrupt(format!("undo of a refused push: {e}")))?;
+    cached
+        .tree
+        .note_all(&edits.iter().rev().map(Edit::inverse).collect::<Vec<_>>());
+    Ok(())
 }
 
 /// Decides `request` against `cached` (the newest document, moved along in place when the
@@ -208,7 +223,7 @@ pub fn decide(
     started: Instant,
 ) -> Result<Decided, StoreError> {
     let budget = Budget::for_document(cached.head.size, limits.max_document_bytes);
-    let evaluation = evaluate_at(
+    let mut evaluation = evaluate_at(
         &mut cached.doc,
         &request,
         cached.head.revision,
@@ -235,27 +250,33 @@ pub fn decide(
         stale: None,
     };
     let mut decided_revision = None;
+    // What the agent changed, for the sections a revision is said to touch (the stamps
+    // below would otherwise be in every one).
+    let agent_edits = evaluation.edits.len();
+    if !evaluation.edits.is_empty() && limits.stamp_seed_fields && request.agent != SYSTEM_AGENT {
+        // In the same revision, so the stamp and what it stamps never part.
+        let stamped = super::seed_fields::stamp(&mut cached.doc, request.level, now)?;
+        evaluation.edits.extend(stamped);
+    }
     if !evaluation.edits.is_empty() {
         // The checksum is updated along the edited paths: O(change), not O(document).
         cached.tree.note_all(&evaluation.edits);
         let (sum, size) = cached.tree.refresh(&cached.doc);
         let limit = limits.max_document_bytes;
         if size > limit {
-            ctxsync_core::apply::undo(&mut cached.doc, &evaluation.edits)
-                .map_err(|e| StoreError::Corrupt(format!("undo after quota: {e}")))?;
-            cached.tree.note_all(
-                &evaluation
-                    .edits
-                    .iter()
-                    .rev()
-                    .map(Edit::inverse)
-                    .collect::<Vec<_>>(),
-            );
+            undo_edits(cached, &evaluation.edits)?;
             return Err(StoreError::TooLarge { size, limit });
+        }
+        // O(document) when a schema is configured: the price of validating every revision.
+        if let Some(schema) = limits.schema {
+            if let Err(violation) = schema.check(&cached.doc) {
+                undo_edits(cached, &evaluation.edits)?;
+                return Err(violation);
+            }
         }
         let revision = cached.head.revision + 1;
         let edits_json = serde_json::to_string(&evaluation.edits).map_err(corrupt)?;
-        let sections = ctxsync_core::records::sections_of(&evaluation.edits);
+        let sections = ctxsync_core::records::sections_of(&evaluation.edits[..agent_edits]);
         let sections_json = serde_json::to_string(&sections).map_err(corrupt)?;
         let summary = if request.summary.is_empty() {
             let n = response.applied.len();

@@ -5,10 +5,13 @@
 //! requests, the metrics summary and the verify replay. Nothing here touches a database:
 //! a backend reads rows, hands them in, and writes what comes out.
 
+pub mod archive;
+pub mod buckets;
 mod decide;
 pub mod dump;
 pub mod recent;
 mod replay;
+pub mod seed_fields;
 mod tokens;
 
 pub use decide::*;

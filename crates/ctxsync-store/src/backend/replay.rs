@@ -262,8 +262,15 @@ pub fn row_sections(sections: Option<&str>, edits: Option<&str>) -> Vec<String> 
 }
 
 /// The paths of a stored op-log row's edits (for critical notices).
+/// The seed's stamps (`last_sync`, `sync_level`) are left out: every agent's sync sets
+/// them, so naming them says nothing.
 pub fn row_paths(edits: &str) -> Vec<String> {
     serde_json::from_str::<Vec<Edit>>(edits)
-        .map(|e| e.iter().map(|e| e.path.to_string()).collect())
+        .map(|e| {
+            e.iter()
+                .map(|e| e.path.to_string())
+                .filter(|p| !ctxsync_core::template::STAMPED_FIELDS.contains(&p.as_str()))
+                .collect()
+        })
         .unwrap_or_default()
 }

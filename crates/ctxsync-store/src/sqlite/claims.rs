@@ -94,6 +94,7 @@ impl Writer {
                 Instant::now(),
                 &open,
                 false,
+                false,
             )?;
             Ok((!response.applied.is_empty()).then_some(response.revision))
         })

@@ -7,7 +7,9 @@
 //! checked against the database's revision, so several processes sharing one file stay
 //! correct: each transaction re-reads the head under SQLite's write lock.
 
+mod archive;
 mod claims;
+mod compact;
 mod export;
 mod health;
 mod presence;
@@ -67,6 +69,15 @@ pub struct StoreOptions {
     /// An agent unseen for longer than this is `away` (its expired claims are released
     /// with a handover stub). Default 30 minutes.
     pub away_after_ms: u64,
+    /// Archival rules (DESIGN §15): lists cut to their newest entries after a push takes
+    /// them past the threshold, and before a push that would pass the quota. None by
+    /// default here; the CLI turns on the seed template's.
+    pub archive: Vec<ArchiveRule>,
+    /// Op-log retention (DESIGN §15): applied after every snapshot. None by default
+    /// (history kept forever).
+    pub retain: Retention,
+    /// The JSON Schema every new revision must satisfy (`schema` in ctxsync.toml).
+    pub schema: Option<crate::ContextSchema>,
 }
 
 /// The default of [`StoreOptions::away_after_ms`]: 30 minutes.
@@ -84,6 +95,9 @@ impl Default for StoreOptions {
             group_commit_window: std::time::Duration::from_micros(300),
             background_checkpoint: true,
             away_after_ms: DEFAULT_AWAY_AFTER_MS,
+            archive: Vec::new(),
+            retain: Retention::default(),
+            schema: None,
         }
     }
 }
@@ -110,6 +124,25 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The document at `r`; `Gone` when a compaction moved the horizon past `r` while this
+/// read was under way (its snapshot and log went between two statements).
+fn doc_at_or_gone(conn: &Connection, context: &str, r: u64) -> Result<Value, StoreError> {
+    match read::doc_at(conn, context, r) {
+        Err(StoreError::Corrupt(reason)) => {
+            let head = read::head(conn, context)?;
+            if r < head.horizon {
+                Err(StoreError::Gone {
+                    requested: r,
+                    horizon: head.horizon,
+                })
+            } else {
+                Err(StoreError::Corrupt(reason))
+            }
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -388,7 +421,7 @@ impl Store for SqliteStore {
                 // document, so it stays readable even when the newest is not.
                 let head = read::head(conn, context)?;
                 if r < head.revision && r >= head.horizon {
-                    let doc = read::doc_at(conn, context, r)?;
+                    let doc = doc_at_or_gone(conn, context, r)?;
                     return Ok(Snapshot {
                         revision: r,
                         checksum: ctxsync_core::checksum(&doc),
@@ -417,7 +450,7 @@ impl Store for SqliteStore {
                     horizon: current.head.horizon,
                 }),
                 Some(r) => {
-                    let doc = read::doc_at(conn, context, r)?;
+                    let doc = doc_at_or_gone(conn, context, r)?;
                     Ok(Snapshot {
                         revision: r,
                         checksum: ctxsync_core::checksum(&doc),
@@ -530,6 +563,43 @@ impl Store for SqliteStore {
     fn snapshot(&self, context: &str) -> Result<Head, StoreError> {
         let context = context.to_owned();
         self.exec(move |w| w.snapshot_now(&context))
+    }
+
+    fn storage(&self) -> Result<StorageUsage, StoreError> {
+        let files = [
+            self.shared.path.clone(),
+            self.shared.path.with_extension("db-wal"),
+            PathBuf::from(format!("{}-wal", self.shared.path.display())),
+        ];
+        let mut database_bytes = 0;
+        for file in files.iter().collect::<std::collections::BTreeSet<_>>() {
+            if let Ok(meta) = std::fs::metadata(file) {
+                database_bytes += meta.len();
+            }
+        }
+        let contexts = self.with_reader(read::storage)?;
+        Ok(StorageUsage {
+            database_bytes,
+            contexts,
+        })
+    }
+
+    fn compact(&self, context: &str, retain: &Retention) -> Result<CompactReport, StoreError> {
+        let (context, retain) = (context.to_owned(), *retain);
+        self.exec(move |w| w.compact_now(&context, &retain))
+    }
+
+    fn archive_run(&self, context: &str) -> Result<Option<PushResponse>, StoreError> {
+        let context = context.to_owned();
+        self.exec(move |w| w.archive_now(&context))
+    }
+
+    fn archive_list(
+        &self,
+        context: &str,
+        query: &ArchiveQuery,
+    ) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.with_reader(|conn| archive::list(conn, context, query))
     }
 
     fn create_token(

@@ -207,9 +207,7 @@ pub(crate) fn critical_after(
     let mut out = Vec::new();
     for row in rows {
         let (revision, agent, summary, timestamp_ms, edits) = row?;
-        let paths = serde_json::from_str::<Vec<ctxsync_core::Edit>>(&edits)
-            .map(|e| e.iter().map(|e| e.path.to_string()).collect())
-            .unwrap_or_default();
+        let paths = crate::backend::row_paths(&edits);
         out.push(CriticalNotice {
             revision,
             agent,

@@ -25,7 +25,19 @@ pub(super) fn load<'a>(
     let fresh = docs.get(context).is_some_and(|c| c.head == head);
     if !fresh {
         let doc = read::doc_at(tx, context, head.revision)?;
-        docs.insert(context.to_owned(), Cached::new(head, doc));
+        let mut cached = Cached::new(head, doc);
+        // What was written since the last snapshot counts towards the next one, also in a
+        // process that was not there to write it (each CLI command is a new process).
+        let (revisions, bytes): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(length(edits)), 0) FROM oplog
+                 WHERE context = ?1
+                   AND revision > (SELECT COALESCE(MAX(revision), 0) FROM snapshots WHERE context = ?1)",
+            )?
+            .query_row([context], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        cached.revisions_since_snapshot = revisions as u64;
+        cached.log_bytes_since_snapshot = bytes as u64;
+        docs.insert(context.to_owned(), cached);
     }
     docs.get_mut(context)
         .ok_or_else(|| corrupt("document cache"))
@@ -39,6 +51,58 @@ pub(super) fn push_one(
     request: PushRequest,
     started: Instant,
 ) -> Result<PushResponse, StoreError> {
+    let attempt = if shared.options.archive.is_empty() {
+        None
+    } else {
+        // Kept for a retry when the push would pass the quota (DESIGN §15).
+        Some(request.clone())
+    };
+    let response = match push_with(
+        tx,
+        docs,
+        shared,
+        context,
+        request,
+        started,
+        &shared.options.ownership,
+        true,
+        true,
+    ) {
+        Err(StoreError::TooLarge { size, limit }) => {
+            let Some(request) = attempt else {
+                return Err(StoreError::TooLarge { size, limit });
+            };
+            return push_after_archival(tx, docs, shared, context, request, started, size, limit);
+        }
+        other => other?,
+    };
+    if !response.applied.is_empty() && !response.replayed {
+        super::archive::archive_within(tx, docs, shared, context, None)?;
+    }
+    Ok(response)
+}
+
+/// A push over the quota: archive what is due first and retry, when that makes it fit;
+/// otherwise refuse it with the numbers and what could be archived, nothing applied.
+#[allow(clippy::too_many_arguments)]
+fn push_after_archival(
+    tx: &Transaction<'_>,
+    docs: &mut HashMap<String, Cached>,
+    shared: &Shared,
+    context: &str,
+    request: PushRequest,
+    started: Instant,
+    size: u64,
+    limit: u64,
+) -> Result<PushResponse, StoreError> {
+    let rules = &shared.options.archive;
+    let cached = load(tx, docs, context)?;
+    let fits = backend::archive::would_fit_after_archival(cached, rules, &request, limit);
+    if fits != Some(true) {
+        let hint = backend::archive::archivable_hint(cached, rules);
+        return Err(StoreError::OverQuota { size, limit, hint });
+    }
+    super::archive::archive_within(tx, docs, shared, context, Some(0))?;
     push_with(
         tx,
         docs,
@@ -47,6 +111,7 @@ pub(super) fn push_one(
         request,
         started,
         &shared.options.ownership,
+        true,
         true,
     )
 }
@@ -61,6 +126,7 @@ pub(super) fn push_with(
     started: Instant,
     ownership: &Ownership,
     enforce_claims: bool,
+    stamp_seed_fields: bool,
 ) -> Result<PushResponse, StoreError> {
     let fingerprint = backend::check_request(&request)?;
     if let Some(id) = &request.request_id {
@@ -95,6 +161,8 @@ pub(super) fn push_with(
         ownership,
         max_document_bytes: shared.options.max_document_bytes,
         enforce_claims,
+        schema: shared.options.schema.as_ref(),
+        stamp_seed_fields,
     };
     let request_id = request.request_id.clone();
     let decided = backend::decide(cached, request, &since_base, limits, now, started)?;
@@ -119,6 +187,19 @@ pub(super) fn push_with(
         shared.recent.stage(context, r.recent_entry());
     }
     if let Some(r) = decided.revision {
+        if cached.take_snapshot_due(shared.options.snapshot_every) {
+            write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
+            if shared.options.retain.is_set() {
+                // Before staging, so readers' copy carries the new horizon.
+                let report = super::compact::compact_within(
+                    tx,
+                    context,
+                    &cached.head,
+                    &shared.options.retain,
+                )?;
+                cached.head.horizon = report.horizon;
+            }
+        }
         shared.replicas.stage(
             context,
             super::replica::Revision {
@@ -126,9 +207,6 @@ pub(super) fn push_with(
                 edits: r.edits,
             },
         );
-        if cached.take_snapshot_due(shared.options.snapshot_every) {
-            write_snapshot(tx, context, cached, shared.options.idempotency_ttl_ms)?;
-        }
     }
     if decided.defer {
         for conflict in &mut response.conflicts {

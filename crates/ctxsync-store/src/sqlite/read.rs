@@ -258,3 +258,41 @@ pub(crate) fn metrics(
     )?;
     Ok(backend::summarize_metrics(&head, rows, open as u64, now_ms))
 }
+
+/// Per context: document size, op-log rows and bytes, snapshot bytes, archive entries and
+/// bytes (one grouped scan of each table).
+pub(crate) fn storage(conn: &Connection) -> Result<Vec<ContextStorage>, StoreError> {
+    let mut by_name: std::collections::BTreeMap<String, ContextStorage> = Default::default();
+    for head in list_contexts(conn)? {
+        by_name.insert(
+            head.context.clone(),
+            ContextStorage {
+                context: head.context,
+                document_bytes: head.size,
+                ..ContextStorage::default()
+            },
+        );
+    }
+    let grouped = [
+        "SELECT context, COUNT(*), COALESCE(SUM(length(edits)), 0) FROM oplog GROUP BY context",
+        "SELECT context, COUNT(*), COALESCE(SUM(length(doc)), 0) FROM snapshots GROUP BY context",
+        "SELECT context, COUNT(*), COALESCE(SUM(length(entry)), 0) FROM archive GROUP BY context",
+    ];
+    for (table, sql) in grouped.iter().enumerate() {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let name: String = row.get(0)?;
+            let (count, bytes) = (row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64);
+            let Some(c) = by_name.get_mut(&name) else {
+                continue;
+            };
+            match table {
+                0 => (c.log_revisions, c.log_bytes) = (count, bytes),
+                1 => c.snapshot_bytes = bytes,
+                _ => (c.archive_entries, c.archive_bytes) = (count, bytes),
+            }
+        }
+    }
+    Ok(by_name.into_values().collect())
+}

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::Synchronous;
 
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// The first schema whose checksums are structural (`b3m1`, DESIGN §7).
 const STRUCTURAL_CHECKSUMS: i64 = 5;
@@ -102,6 +102,21 @@ CREATE TABLE IF NOT EXISTS sync_log(
     conflict_paths TEXT
 );
 CREATE INDEX IF NOT EXISTS sync_log_by_time ON sync_log(context, ts_ms);
+
+-- Archived list entries (schema 6): what archival moved out of a list, never deleted.
+-- `seq` numbers a context's archive in archival order; `revision` is the archival
+-- revision, whose op-log row holds the same entries as removals.
+CREATE TABLE IF NOT EXISTS archive(
+    context  TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    list     TEXT NOT NULL,
+    entry_id TEXT,
+    revision INTEGER NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    entry    TEXT NOT NULL,
+    PRIMARY KEY(context, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS archive_by_id ON archive(context, entry_id);
 
 -- Server bearer tokens (schema 2): only the BLAKE3 hash of a secret is kept.
 CREATE TABLE IF NOT EXISTS tokens(

@@ -332,6 +332,9 @@ impl Writer {
         document: Value,
     ) -> Result<Head, StoreError> {
         let limit = self.shared.options.max_document_bytes;
+        if let Some(schema) = &self.shared.options.schema {
+            schema.check(&document)?;
+        }
         self.transaction(name, |tx, docs, _| {
             let exists: Option<i64> = tx
                 .query_row("SELECT 1 FROM contexts WHERE name = ?1", [name], |r| {
@@ -404,6 +407,7 @@ impl Writer {
                         Instant::now(),
                         ownership,
                         true,
+                        false,
                     )?;
                     backend::check_settled(agent, &r)?;
                     Some(r)
@@ -467,6 +471,7 @@ impl Writer {
                 ownership,
                 // An admin's revert is the way out of any state, claims included.
                 actor.role != Role::Admin,
+                false,
             )
         })
     }
@@ -479,6 +484,28 @@ impl Writer {
         self.transaction(context, |tx, _, _| {
             read::head(tx, context)?;
             insert_sample(tx, context, sample)
+        })
+    }
+
+    pub(crate) fn compact_now(
+        &mut self,
+        context: &str,
+        retain: &Retention,
+    ) -> Result<CompactReport, StoreError> {
+        self.transaction(context, |tx, docs, _| {
+            let cached = load(tx, docs, context)?;
+            let report = super::compact::compact_within(tx, context, &cached.head, retain)?;
+            cached.head.horizon = report.horizon;
+            Ok(report)
+        })
+    }
+
+    pub(crate) fn archive_now(
+        &mut self,
+        context: &str,
+    ) -> Result<Option<PushResponse>, StoreError> {
+        self.transaction(context, |tx, docs, shared| {
+            super::archive::archive_within(tx, docs, shared, context, Some(0))
         })
     }
 

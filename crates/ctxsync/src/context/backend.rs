@@ -16,7 +16,9 @@ pub struct StoreBackend<'a> {
 
 fn backend_error(e: StoreError) -> BackendError {
     BackendError {
-        kind: if e.is_client_error() {
+        kind: if matches!(e, StoreError::Gone { .. }) {
+            BackendErrorKind::Gone
+        } else if e.is_client_error() {
             BackendErrorKind::Input
         } else {
             BackendErrorKind::Unavailable

@@ -264,10 +264,11 @@ fn no_section(section: &Path, revision: u64) -> Result<ExitCode> {
 pub fn pull(
     common: &Common,
     sections: &[String],
-    since: Option<u64>,
+    since: Option<String>,
     format: Option<&str>,
     agent: Option<&str>,
     force: bool,
+    include_archive: bool,
 ) -> Result<ExitCode> {
     let sections: Vec<Path> = sections
         .iter()
@@ -319,6 +320,10 @@ pub fn pull(
     let before = named
         .as_deref()
         .and_then(|agent| super::claims::stale_before(&env, agent, as_json));
+    let since = match since {
+        Some(text) => Some(since_revision(&env, &text)?),
+        None => None,
+    };
     let current = env.store.read(&env.context, None)?;
     let stale = before.or_else(|| {
         named
@@ -353,25 +358,66 @@ pub fn pull(
         }
         return exit(0);
     }
-    let document = match select_sections(&current.document, &sections) {
+    let (whole, restored) = if include_archive {
+        let (document, n) = super::archive::with_archive(&env, current.document)?;
+        (document, Some(n))
+    } else {
+        (current.document, None)
+    };
+    let document = match select_sections(&whole, &sections) {
         Ok(document) => document,
         Err(section) => return no_section(section, current.revision),
     };
     if as_json {
-        print_json(&super::claims::with_stale(
-            json!({"revision": current.revision, "checksum": current.checksum, "document": document}),
-            stale.as_ref(),
-        ));
+        let mut answer = json!({"revision": current.revision, "checksum": current.checksum, "document": document});
+        if let Some(n) = restored {
+            // The checksum is the stored document's, without the archive.
+            answer["archived_entries_included"] = json!(n);
+        }
+        print_json(&super::claims::with_stale(answer, stale.as_ref()));
     } else {
         outln!(
-            "# context {} revision {} checksum {}",
+            "# context {} revision {} checksum {}{}",
             env.context,
             current.revision,
-            current.checksum
+            current.checksum,
+            restored.map_or(String::new(), |n| format!(
+                " (plus {n} archived entries, not in the checksum)"
+            ))
         );
         out!("{}", ctxsync_client::to_yaml(&document));
     }
     exit(0)
+}
+
+/// `--since`: a revision, or an RFC 3339 time meaning "after the newest revision made at
+/// or before it" (a time before the horizon's revisions is below the horizon: 410).
+fn since_revision(env: &Env, text: &str) -> Result<u64> {
+    if let Ok(revision) = text.parse::<u64>() {
+        return Ok(revision);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        InputError(format!(
+            "--since {text:?}: not a revision number or an RFC 3339 time ({e})"
+        ))
+    })?;
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let head = env.store.head(&env.context)?;
+    let entries = env.store.history(&env.context, &HistoryFilter::default())?;
+    // Newest first: the first entry at or before the time is where the delta starts.
+    match entries.iter().find(|e| e.timestamp_ms <= ms) {
+        Some(entry) => Ok(entry.revision),
+        // Older than everything in the log: from the horizon when history starts there
+        // (revision 0), else the time is below the horizon.
+        None if head.horizon == 0 => Ok(0),
+        None => Err(ctxsync_store::StoreError::Gone {
+            requested: head.horizon.saturating_sub(1),
+            horizon: head.horizon,
+        }
+        .into()),
+    }
 }
 
 pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
@@ -561,13 +607,26 @@ pub fn status(common: &Common) -> Result<ExitCode> {
         ),
         None => (None, None),
     };
+    // Storage use, when the store tells it (an older server may not).
+    let storage = env.store.storage().ok().map(|usage| {
+        let warnings = env.config.storage_thresholds().warnings(&usage);
+        let mine = usage
+            .contexts
+            .iter()
+            .find(|c| c.context == env.context)
+            .cloned();
+        json!({"database_bytes": usage.database_bytes, "context": mine, "warnings": warnings})
+    });
     if common.json {
         print_json(
             &json!({"head": head, "metrics": metrics, "working_copies": agents,
-            "server": server, "outbox": outbox}),
+            "server": server, "outbox": outbox, "storage": storage}),
         );
     } else {
         output::print_status(&head, &metrics, &agents);
+        if let Some(storage) = &storage {
+            output::print_storage(storage);
+        }
         if let Some(server) = &server {
             outln!("server: {server}");
         }

@@ -3,6 +3,7 @@
 //! mode (`CTXSYNC_SERVER` or `server` in ctxsync.toml) talks to a server through the same
 //! `Store` trait, with a durable outbox for pushes that cannot reach it.
 
+pub mod archive;
 mod backend;
 pub mod claims;
 pub mod commands;
@@ -75,7 +76,11 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<ClientError>() {
             return match e {
                 ClientError::Input(_) => 2,
-                ClientError::Backend(b) if b.kind == BackendErrorKind::Input => 2,
+                ClientError::Backend(b)
+                    if matches!(b.kind, BackendErrorKind::Input | BackendErrorKind::Gone) =>
+                {
+                    2
+                }
                 _ => 3,
             };
         }

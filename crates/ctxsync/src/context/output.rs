@@ -95,6 +95,13 @@ pub fn print_sync(r: &SyncReport) {
         );
         return;
     }
+    if let Some(old) = r.rebased_from {
+        outln!(
+            "{}: the working copy's base (revision {old}) was compacted away; pushed its edits \
+             with their field tests and re-based on a fresh pull",
+            r.agent
+        );
+    }
     match &r.pushed {
         None => outln!("{}: no local changes", r.agent),
         Some(p) => {
@@ -223,5 +230,24 @@ pub fn print_outbox(outbox: &ctxsync_client::OutboxStatus) {
     );
     if let Some(e) = &outbox.last_error {
         outln!("            last error: {e}");
+    }
+}
+
+/// The storage lines of `status`: the store's files, this context's log and archive, and
+/// any threshold passed.
+pub fn print_storage(storage: &Value) {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let c = &storage["context"];
+    outln!(
+        "storage: {} bytes on disk; log {} revisions, {} bytes; snapshots {} bytes; archive {} entries, {} bytes",
+        n(&storage["database_bytes"]),
+        n(&c["log_revisions"]),
+        n(&c["log_bytes"]),
+        n(&c["snapshot_bytes"]),
+        n(&c["archive_entries"]),
+        n(&c["archive_bytes"])
+    );
+    for warning in storage["warnings"].as_array().into_iter().flatten() {
+        outln!("warning: {}", warning.as_str().unwrap_or_default());
     }
 }
