@@ -51,7 +51,7 @@ async fn import(conn: &mut Conn, dump: &Dump, replace: bool) -> Result<(), TxErr
         }
         conn.client
             .batch_execute(
-                "TRUNCATE oplog, snapshots, presence, requests, conflicts, sync_log, tokens, contexts",
+                "TRUNCATE oplog, snapshots, presence, requests, conflicts, sync_log, archive, tokens, contexts",
             )
             .await?;
     }
@@ -159,6 +159,25 @@ async fn import(conn: &mut Conn, dump: &Dump, replace: bool) -> Result<(), TxErr
                     &i(p.seen_revision),
                     &i(p.last_seen_ms),
                     &i(p.critical_shown),
+                ],
+            )
+            .await?;
+        }
+    }
+    for c in &dump.contexts {
+        let name = c.name.as_str();
+        for a in &c.archive {
+            conn.execute(
+                "INSERT INTO archive(context, seq, list, entry_id, revision, ts_ms, entry)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &name,
+                    &i(a.seq),
+                    &a.list,
+                    &a.entry_id,
+                    &i(a.revision),
+                    &i(a.ts_ms),
+                    &a.entry,
                 ],
             )
             .await?;

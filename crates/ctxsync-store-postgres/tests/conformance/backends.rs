@@ -8,7 +8,7 @@ use ctxsync_store_postgres::PgStore;
 /// servers do).
 pub trait Backend {
     fn open(&self, options: StoreOptions) -> Box<dyn Store>;
-    /// Moves a context's horizon (no public operation does yet: compaction is issue 14).
+    /// Moves a context's horizon directly (for the 410 case, independent of compaction).
     fn set_horizon(&self, context: &str, horizon: u64);
 }
 

@@ -51,4 +51,10 @@ conformance!(
     two_stores_on_one_database_lose_no_update,
     one_of_many_claimants_wins,
     stale_view_and_unseen_critical,
+    a_push_over_the_quota_archives_first_and_lands,
+    a_push_that_does_not_fit_even_after_archival_is_refused_with_numbers,
+    an_archival_is_verified_reverted_and_rearchived_without_loss,
+    seed_fields_are_stamped_by_syncs_in_the_same_revision_not_by_reverts,
+    ten_thousand_revisions_with_retention_1000_keep_at_most_1000_plus_k,
+    compact_on_demand_moves_the_horizon_to_a_snapshot_and_never_past_the_retention,
 );

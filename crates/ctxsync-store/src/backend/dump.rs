@@ -17,6 +17,7 @@ pub struct ContextDump {
     pub conflicts: Vec<ConflictRow>,
     pub sync_log: Vec<SyncLogRow>,
     pub presence: Vec<PresenceRow>,
+    pub archive: Vec<ArchiveRow>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +77,17 @@ pub struct PresenceRow {
     pub seen_revision: u64,
     pub last_seen_ms: u64,
     pub critical_shown: u64,
+}
+
+/// One archived list entry, as stored.
+#[derive(Debug, Clone)]
+pub struct ArchiveRow {
+    pub seq: u64,
+    pub list: String,
+    pub entry_id: Option<String>,
+    pub revision: u64,
+    pub ts_ms: u64,
+    pub entry: String,
 }
 
 #[derive(Debug, Clone)]

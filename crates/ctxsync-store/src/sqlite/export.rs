@@ -137,6 +137,22 @@ fn export(conn: &Connection) -> Result<Dump, StoreError> {
                 })
             })?
             .collect::<Result<_, _>>()?;
+        c.archive = conn
+            .prepare(
+                "SELECT seq, list, entry_id, revision, ts_ms, entry FROM archive
+                 WHERE context = ?1 ORDER BY seq",
+            )?
+            .query_map(params![name], |r| {
+                Ok(ArchiveRow {
+                    seq: u(r.get(0)?),
+                    list: r.get(1)?,
+                    entry_id: r.get(2)?,
+                    revision: u(r.get(3)?),
+                    ts_ms: u(r.get(4)?),
+                    entry: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         dump.contexts.push(c);
     }
     dump.tokens = conn

@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 
 use super::backends::Backend;
 
+mod lifecycle;
 mod pushes;
 mod shared;
 
+pub use lifecycle::*;
 pub use pushes::*;
 pub use shared::*;
 
