@@ -223,6 +223,13 @@ pub fn run(
     drop_in_background(texts.into_cache());
     phases.mark("render");
     report.validation_errors = errors;
+    // Every agent of the library by name (before `--agent` narrows the rendered ones),
+    // for the handoff check.
+    let library_names: HashSet<String> = clean_names
+        .keys()
+        .cloned()
+        .chain(rendered.iter().map(|r| r.name.clone()))
+        .collect();
     if let Some(only) = &opts.agent {
         rendered.retain(|r| &r.name == only);
         let known = rendered.iter().any(|r| &r.name == only) || reg.agents.contains_key(only);
@@ -253,19 +260,12 @@ pub fn run(
             }
         }
     }
-    // Handoffs must name agents of the library.
-    for r in &rendered {
-        for h in r
-            .handoffs
-            .iter()
-            .filter(|h| !names.contains_key(h.as_str()))
-        {
-            report.validation_errors.push(format!(
-                "{}: handoff to agent {h:?}, which the library does not have",
-                r.entry.entry
-            ));
-        }
-    }
+    // Handoffs must name agents of the library: those of the agents rendered, and the
+    // recorded ones of the agents that were not (an agent removed by this run may be
+    // the target of one that did not change).
+    report
+        .validation_errors
+        .extend(dangling_handoffs(&reg, &rendered, &clean_names, &library_names));
     // Host name rules (skills, Claude Code) can map two agent names onto one file.
     let mut owners: HashMap<&str, &str> = HashMap::new();
     for r in &rendered {
@@ -544,6 +544,7 @@ pub fn run(
                 sources,
                 outputs,
                 generation: gen,
+                handoffs: r.handoffs.clone(),
             },
         );
     }

@@ -331,3 +331,40 @@ pub(super) fn prune_emptied_skill_folders(root: &Path, cfg: &AgentsConfig, plan:
         let _ = std::fs::remove_dir(paths::abs(root, d));
     }
 }
+
+/// Handoffs to agents the library does not have: from each rendered agent, and from
+/// the registry's record of each agent that was not rendered (checked against the
+/// agents of this run, so a handoff to an agent removed by it is found too).
+pub(super) fn dangling_handoffs(
+    reg: &Registry,
+    rendered: &[Rendered],
+    clean: &BTreeMap<String, &AgentEntry>,
+    names: &HashSet<String>,
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    for r in rendered {
+        for h in r.handoffs.iter().filter(|h| !names.contains(h.as_str())) {
+            errs.push(format!(
+                "{}: handoff to agent {h:?}, which the library does not have",
+                r.entry.entry
+            ));
+        }
+    }
+    for (name, entry) in clean {
+        let Some(rec) = reg.agents.get(name) else {
+            continue;
+        };
+        for h in rec.handoffs.iter().filter(|h| !names.contains(h.as_str())) {
+            let why = if reg.agents.contains_key(h) {
+                " (removed by this run)"
+            } else {
+                ""
+            };
+            errs.push(format!(
+                "{}: handoff to agent {h:?}, which the library does not have{why}",
+                entry.entry
+            ));
+        }
+    }
+    errs
+}
