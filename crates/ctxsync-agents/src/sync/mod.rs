@@ -341,18 +341,13 @@ pub fn run(
     }
 
     // Deploy: backups of replaced bytes first (durable), then the outputs.
-    let after_hashes: Vec<Option<String>> = plan
-        .iter()
-        .map(|p| match &p.action {
-            Action::Write { hash, .. } => Some(hash.clone()),
-            Action::Remove { .. } => None,
-        })
-        .collect();
-    let mut changes = Vec::new();
-    for (p, after_hash) in plan.iter().zip(&after_hashes) {
-        let before = match &p.action {
-            Action::Write { before, .. } => before.as_deref(),
-            Action::Remove { before } => Some(before.as_slice()),
+    // One change per planned action, in the plan's order (the hash after a write is
+    // moved out of the plan: it is kept here, not twice).
+    let mut changes = Vec::with_capacity(plan.len());
+    for p in plan.iter_mut() {
+        let (before, after) = match &mut p.action {
+            Action::Write { before, hash, .. } => (before.as_deref(), Some(std::mem::take(hash))),
+            Action::Remove { before } => (Some(before.as_slice()), None),
         };
         let before_hash = match before {
             Some(b) => Some(blobs.put(b)?),
@@ -362,7 +357,7 @@ pub fn run(
             agent: Some(p.agent.clone()),
             path: p.path.clone(),
             before: before_hash,
-            after: after_hash.clone(),
+            after,
         });
     }
     // (plan entry, hash) of each write, and what to write where.
@@ -374,8 +369,7 @@ pub fn run(
         })
         .collect();
     phases.mark("hashes");
-    let batch = deploy::stage_many(&writes)?;
-    drop(writes);
+    let batch = deploy::stage_owned(writes)?;
     phases.mark("stage");
     // The disk flush only waits on the device: the records, the merge-base pack and
     // the registry's new contents are prepared meanwhile. Nothing is renamed into place
@@ -385,8 +379,8 @@ pub fn run(
     // while the records are built (and freed there); a lost one only disables merge.
     let pack: Vec<(String, Vec<u8>)> = plan
         .iter_mut()
-        .zip(&after_hashes)
-        .filter_map(|(p, h)| match (&mut p.action, h) {
+        .zip(&changes)
+        .filter_map(|(p, c)| match (&mut p.action, &c.after) {
             (Action::Write { bytes, .. }, Some(h)) => Some((h.clone(), std::mem::take(bytes))),
             _ => None,
         })
@@ -407,13 +401,9 @@ pub fn run(
     phases.mark("backup");
     // Path -> (hash, size, mtime) of every output just written, from the written file
     // (the batch's metadata is in the order of the writes).
-    let written: HashMap<&str, (&str, Meta)> = plan
+    let written: HashMap<&str, (&str, Meta)> = changes
         .iter()
-        .zip(&after_hashes)
-        .filter_map(|(p, h)| match (&p.action, h) {
-            (Action::Write { .. }, Some(h)) => Some((p.path.as_str(), h.as_str())),
-            _ => None,
-        })
+        .filter_map(|c| Some((c.path.as_str(), c.after.as_deref()?)))
         .zip(batch.metas())
         .map(|((p, h), m)| (p, (h, *m)))
         .collect();
