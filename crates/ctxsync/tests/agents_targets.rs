@@ -704,3 +704,38 @@ fn a_handoff_to_an_agent_removed_in_an_incremental_run_is_refused() {
     assert!(!root.join(".github/agents/builder.agent.md").exists(), "{v}");
     assert_eq!(names(&v, "removed"), ["builder"]);
 }
+
+/// The same guarantee with the default task skills: a module edit re-renders exactly
+/// the agent that reaches it, in every target, and the next run writes nothing.
+#[test]
+fn incremental_guarantees_hold_in_every_target_with_task_skills() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    small_library(root);
+    all_targets(root, "references = \"inline\"\n");
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    rules::validate_tree(root);
+    write(
+        root,
+        "agents/team/alpha/modules/shared.md",
+        "# Shared\n\nShared text v3.\n",
+    );
+    let (code, v) = agents_json(root, &["sync"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(names(&v, "rendered"), ["alpha"]);
+    let expected = [
+        ".claude/agents/alpha.md",
+        ".codex/agents/alpha.toml",
+        ".gemini/agents/alpha.md",
+        ".github/agents/alpha.agent.md",
+        ".github/skills/alpha-plan/modules/shared.md",
+    ];
+    assert_eq!(written(&v), expected);
+    for out in expected {
+        assert!(read(root, out).contains("Shared text v3."), "{out}");
+    }
+    rules::validate_tree(root);
+    let (code, v) = agents_json(root, &["sync"]);
+    assert!(code == 0 && written(&v).is_empty(), "{v}");
+}
