@@ -47,7 +47,9 @@ fn all_targets() -> bool {
 /// `skills = "..."` for the bench's config: `CTXSYNC_BENCH_SKILLS=per-agent` measures one
 /// skill per agent instead of the default, one per task file.
 fn skills_mode() -> Option<String> {
-    std::env::var("CTXSYNC_BENCH_SKILLS").ok().filter(|s| !s.is_empty())
+    std::env::var("CTXSYNC_BENCH_SKILLS")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Writes the bench's `ctxsync.toml` into `root`.

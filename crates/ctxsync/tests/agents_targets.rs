@@ -459,7 +459,11 @@ fn handoffs_are_validated_against_existing_agents() {
 fn the_skill_validator_refuses_what_the_specification_rules_out() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    write(root, ".github/skills/pdf-tools/references/guide.md", "# Guide\n");
+    write(
+        root,
+        ".github/skills/pdf-tools/references/guide.md",
+        "# Guide\n",
+    );
     let ok = "---\nname: pdf-tools\ndescription: Works with PDF files; use for PDFs.\nlicense: MIT\nmetadata:\n  author: me\nallowed-tools: Read Bash\n---\nSee [the guide](references/guide.md).\n";
     rules::skill(root, ".github/skills/pdf-tools/SKILL.md", ok).unwrap();
     let long = format!("description: {}\n", "d".repeat(1025));
@@ -468,13 +472,29 @@ fn the_skill_validator_refuses_what_the_specification_rules_out() {
         ("double hyphen", "name: pdf-tools", "name: pdf--tools"),
         ("leading hyphen", "name: pdf-tools", "name: -pdf-tools"),
         ("not the folder", "name: pdf-tools", "name: pdf-tool"),
-        ("no description", "description: Works with PDF files; use for PDFs.\n", ""),
-        ("long description", "description: Works with PDF files; use for PDFs.\n", &long),
+        (
+            "no description",
+            "description: Works with PDF files; use for PDFs.\n",
+            "",
+        ),
+        (
+            "long description",
+            "description: Works with PDF files; use for PDFs.\n",
+            &long,
+        ),
         ("unknown key", "license: MIT", "colour: red"),
         ("metadata not strings", "author: me", "author: [me]"),
         ("comma tools", "Read Bash", "Read, Bash"),
-        ("broken companion link", "references/guide.md", "references/gone.md"),
-        ("@ reference left", "See [the guide]", "See @modules/x.md and [the guide]"),
+        (
+            "broken companion link",
+            "references/guide.md",
+            "references/gone.md",
+        ),
+        (
+            "@ reference left",
+            "See [the guide]",
+            "See @modules/x.md and [the guide]",
+        ),
     ] {
         let bad = ok.replacen(from, to, 1);
         assert_ne!(bad, ok, "{what}: the case changes the file");
@@ -530,7 +550,10 @@ fn task_skills_on_the_fixture_follow_the_specification() {
             "{s}"
         );
     }
-    let text = read(root, ".github/skills/doc-writer-create-documentation/SKILL.md");
+    let text = read(
+        root,
+        ".github/skills/doc-writer-create-documentation/SKILL.md",
+    );
     let (fm, body) = rules::split(&text).unwrap();
     let description = fm["description"].as_str().unwrap();
     assert!(
@@ -561,7 +584,9 @@ fn task_skills_on_the_fixture_follow_the_specification() {
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(rules::validate_tree(root), [12; 6]);
-    assert!(!root.join(".github/skills/doc-writer-create-documentation").exists());
+    assert!(!root
+        .join(".github/skills/doc-writer-create-documentation")
+        .exists());
     assert!(root.join(".github/skills/doc-writer/SKILL.md").is_file());
 }
 
@@ -603,13 +628,17 @@ fn task_skills_follow_task_edits_exactly() {
     assert!(
         w.contains(&".github/skills/alpha-deep-review-v2/SKILL.md".to_string())
             && w.contains(&".github/skills/alpha-deep-review-v2/modules/metrics.md".to_string())
-            && !w.iter().any(|p| p.starts_with(".github/skills/alpha-plan/")),
+            && !w
+                .iter()
+                .any(|p| p.starts_with(".github/skills/alpha-plan/")),
         "{w:?}"
     );
     // The task's name broke the spec: normalised, with a note, never written as is.
-    assert!(names(&v, "notes").iter().any(|n| n.contains("\"alpha-Deep_Review.v2\"")
-        && n.contains("\"alpha-deep-review-v2\"")));
-    let (fm, _) = rules::split(&read(root, ".github/skills/alpha-deep-review-v2/SKILL.md")).unwrap();
+    assert!(names(&v, "notes")
+        .iter()
+        .any(|n| n.contains("\"alpha-Deep_Review.v2\"") && n.contains("\"alpha-deep-review-v2\"")));
+    let (fm, _) =
+        rules::split(&read(root, ".github/skills/alpha-deep-review-v2/SKILL.md")).unwrap();
     assert_eq!(
         fm["description"].as_str(),
         Some("Reviews a plan in depth. (A task of the alpha agent.)")
@@ -625,7 +654,9 @@ fn task_skills_follow_task_edits_exactly() {
     assert_eq!(code, 0, "{v}");
     assert!(!root.join(".github/skills/alpha-plan").exists(), "{v}");
     assert!(!root.join(".github/skills/alpha-deep-review-v2").exists());
-    assert!(root.join(".github/skills/alpha/modules/metrics.md").is_file());
+    assert!(root
+        .join(".github/skills/alpha/modules/metrics.md")
+        .is_file());
     rules::validate_tree(root);
     let (code, v) = agents_json(root, &["sync"]);
     assert!(code == 0 && written(&v).is_empty(), "{v}");
@@ -640,15 +671,31 @@ fn task_skill_names_are_cut_to_the_limit_and_collisions_refused() {
     let agent = "a".repeat(56);
     let main = format!("agents/team/{agent}/{agent}.md");
     write(root, &main, "# Long\n\n- @tasks/review-one.md\n");
-    write(root, &format!("agents/team/{agent}/tasks/review-one.md"), "# One\n\nFirst.\n");
+    write(
+        root,
+        &format!("agents/team/{agent}/tasks/review-one.md"),
+        "# One\n\nFirst.\n",
+    );
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 0, "{v}");
     let cut = format!("{agent}-review");
     assert_eq!(cut.len(), 64 - 1);
-    assert!(root.join(format!(".github/skills/{cut}/SKILL.md")).is_file(), "{v}");
+    assert!(
+        root.join(format!(".github/skills/{cut}/SKILL.md"))
+            .is_file(),
+        "{v}"
+    );
     rules::validate_tree(root);
-    write(root, &main, "# Long\n\n- @tasks/review-one.md\n- @tasks/review-two.md\n");
-    write(root, &format!("agents/team/{agent}/tasks/review-two.md"), "# Two\n\nSecond.\n");
+    write(
+        root,
+        &main,
+        "# Long\n\n- @tasks/review-one.md\n- @tasks/review-two.md\n",
+    );
+    write(
+        root,
+        &format!("agents/team/{agent}/tasks/review-two.md"),
+        "# Two\n\nSecond.\n",
+    );
     let before = mtimes(&root.join(".github"));
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 2, "{v}");
@@ -682,7 +729,10 @@ fn a_handoff_to_an_agent_removed_in_an_incremental_run_is_refused() {
     let before = mtimes(&root.join(".github"));
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 2, "{v}");
-    assert!(names(&v, "rendered").is_empty(), "planner is not re-rendered: {v}");
+    assert!(
+        names(&v, "rendered").is_empty(),
+        "planner is not re-rendered: {v}"
+    );
     let errs = v["validation_errors"].to_string();
     assert!(
         errs.contains("agents/team/planner.md: handoff to agent \\\"builder\\\"")
@@ -701,7 +751,10 @@ fn a_handoff_to_an_agent_removed_in_an_incremental_run_is_refused() {
     );
     let (code, v) = agents_json(root, &["sync"]);
     assert_eq!(code, 0, "{v}");
-    assert!(!root.join(".github/agents/builder.agent.md").exists(), "{v}");
+    assert!(
+        !root.join(".github/agents/builder.agent.md").exists(),
+        "{v}"
+    );
     assert_eq!(names(&v, "removed"), ["builder"]);
 }
 

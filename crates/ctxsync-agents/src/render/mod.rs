@@ -117,7 +117,14 @@ fn at_closure(
     within: Option<&str>,
     deps: &mut BTreeSet<String>,
 ) -> Result<Vec<(String, String)>, String> {
-    closure_from(texts, renames, agent, (&agent.entry, &agent.body), within, deps)
+    closure_from(
+        texts,
+        renames,
+        agent,
+        (&agent.entry, &agent.body),
+        within,
+        deps,
+    )
 }
 
 /// As [`at_closure`], from library file `start` (path, body) of `agent` instead of its

@@ -509,17 +509,29 @@ mod tests {
     #[test]
     fn task_summaries() {
         let fm = "---\ndescription: From the frontmatter.\n---\n# T\n\n**Objective**: no\n";
-        assert_eq!(task_summary(fm, 100).as_deref(), Some("From the frontmatter."));
+        assert_eq!(
+            task_summary(fm, 100).as_deref(),
+            Some("From the frontmatter.")
+        );
         let oab = "# Create\n\n## Task Overview\n**Objective**: Create **docs** for a feature\n**Type**: Content\n";
-        assert_eq!(task_summary(oab, 100).as_deref(), Some("Create docs for a feature"));
+        assert_eq!(
+            task_summary(oab, 100).as_deref(),
+            Some("Create docs for a feature")
+        );
         let plain = "# Plan\n\nUse @modules/shared.md#a for context.\n";
         assert_eq!(
             task_summary(plain, 100).as_deref(),
             Some("Use modules/shared.md#a for context.")
         );
-        assert_eq!(task_summary("# Only a title\n", 100).as_deref(), Some("Only a title"));
+        assert_eq!(
+            task_summary("# Only a title\n", 100).as_deref(),
+            Some("Only a title")
+        );
         assert_eq!(task_summary("", 100), None);
-        assert_eq!(task_summary(&"word ".repeat(500), 1024).map(|s| s.chars().count()), Some(1024));
+        assert_eq!(
+            task_summary(&"word ".repeat(500), 1024).map(|s| s.chars().count()),
+            Some(1024)
+        );
     }
 
     const OAB: &str = "# Orchestrator Agent\n\n> **Status**: Active\n> **Priority**: Critical (Phase 1)  \n> **Agent Version**: 0.1.0  \n\n## Agent Identity\n**Role:** Coordinator  \n**Version:** 0.1.0  \n\n## Purpose Statement\nI am the **Orchestrator**.\nI coordinate.\n\n## Next\n";

@@ -263,9 +263,12 @@ pub fn run(
     // Handoffs must name agents of the library: those of the agents rendered, and the
     // recorded ones of the agents that were not (an agent removed by this run may be
     // the target of one that did not change).
-    report
-        .validation_errors
-        .extend(dangling_handoffs(&reg, &rendered, &clean_names, &library_names));
+    report.validation_errors.extend(dangling_handoffs(
+        &reg,
+        &rendered,
+        &clean_names,
+        &library_names,
+    ));
     // Host name rules (skills, Claude Code) can map two agent names onto one file.
     let mut owners: HashMap<&str, &str> = HashMap::new();
     for r in &rendered {

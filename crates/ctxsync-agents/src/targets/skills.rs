@@ -121,7 +121,16 @@ impl HostTarget for Skills {
             }
             let (body, companions) = render::relocated_body(ctx, agent, &skill_dir, sink)?;
             let description = clip(&m.description, MAX_DESCRIPTION_CHARS);
-            skill(&name, &description, &allowed, &agent.entry, &body, &skill_dir, companions, &mut outputs)?;
+            skill(
+                &name,
+                &description,
+                &allowed,
+                &agent.entry,
+                &body,
+                &skill_dir,
+                companions,
+                &mut outputs,
+            )?;
             sink.notes
                 .extend(tool_notes.iter().map(|n| format!("{path}: {n}")));
             return Ok(outputs);
@@ -158,7 +167,16 @@ impl HostTarget for Skills {
             );
             let (body, companions) =
                 render::relocated_file(ctx, agent, (file, body), &skill_dir, sink)?;
-            skill(&skill_name, &description, &allowed, file, &body, &skill_dir, companions, &mut outputs)?;
+            skill(
+                &skill_name,
+                &description,
+                &allowed,
+                file,
+                &body,
+                &skill_dir,
+                companions,
+                &mut outputs,
+            )?;
             sink.notes
                 .extend(tool_notes.iter().map(|n| format!("{path}: {n}")));
         }
