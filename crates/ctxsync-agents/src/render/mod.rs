@@ -79,6 +79,11 @@ pub fn render(
         }
         outputs.extend(host.render(&ctx, agent, &mut sink)?);
     }
+    // Rendered bytes are held until they are written: built by `format!` and pushes,
+    // their buffers are up to twice their length (tens of MB on a large library).
+    for o in &mut outputs {
+        o.bytes.shrink_to_fit();
+    }
     let mut notes = sink.notes;
     notes.sort();
     notes.dedup();

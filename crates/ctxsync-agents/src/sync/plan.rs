@@ -56,7 +56,9 @@ pub(super) fn plan_changes(
     for r in rendered.iter_mut() {
         let rec = reg.agents.get(&r.name);
         let mut wanted = BTreeSet::new();
-        for (o, oh) in r.outputs.iter_mut().zip(&r.hashes) {
+        // Each hash goes into the plan (or the record) as it is: moved, not copied.
+        let hashes = std::mem::take(&mut r.hashes);
+        for (o, oh) in r.outputs.iter_mut().zip(hashes) {
             wanted.insert(o.path.clone());
             let folder = paths::parent(&o.path);
             let exists = match folder_exists.get(folder) {
@@ -78,14 +80,14 @@ pub(super) fn plan_changes(
                     &r.name,
                     &o.path,
                     std::mem::take(&mut o.bytes),
-                    oh.clone(),
+                    oh,
                     None,
                 )),
                 Some(d) if d == o.bytes => {
                     recorded_now
                         .entry(r.name.clone())
                         .or_default()
-                        .insert(o.path.clone(), oh.clone());
+                        .insert(o.path.clone(), oh);
                 }
                 Some(d) => {
                     let dh = hash(&d);
@@ -131,7 +133,7 @@ pub(super) fn plan_changes(
                         Some("left_alone")
                     };
                     if untouched || resolution == Some("forced") {
-                        replacement = Some((oh.clone(), std::mem::take(&mut o.bytes)));
+                        replacement = Some((oh, std::mem::take(&mut o.bytes)));
                     }
                     if let Some((h, bytes)) = replacement {
                         plan.push(write_action(&r.name, &o.path, bytes, h, Some(d)));
