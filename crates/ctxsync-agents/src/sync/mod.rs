@@ -456,7 +456,7 @@ pub fn run(
         let old = reg.agents.get(&r.name).cloned();
         let mut outputs = BTreeMap::new();
         let keep = keep_old_rec.get(&r.name);
-        for o in &r.outputs {
+        for o in &mut r.outputs {
             if keep.is_some_and(|k| k.contains(&o.path)) {
                 if let Some(x) = old.as_ref().and_then(|a| a.outputs.get(&o.path)) {
                     outputs.insert(o.path.clone(), x.clone());
@@ -464,8 +464,9 @@ pub fn run(
                 continue;
             }
             if let Some((h, m)) = written.get(o.path.as_str()) {
+                // The rendered output's path is not needed past its record: moved.
                 outputs.insert(
-                    o.path.clone(),
+                    std::mem::take(&mut o.path),
                     OutRec {
                         hash: h.to_string(),
                         size: m.size,
