@@ -64,6 +64,18 @@ pub enum RefMode {
     Inline,
 }
 
+/// What becomes an Agent Skill (`skills = ...` in `[agents]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkillsMode {
+    /// Each task file an agent references (`@tasks/...`) becomes a skill
+    /// `<agent>-<task>`; an agent with no task file becomes one skill.
+    #[default]
+    PerTask,
+    /// One skill per agent, its body the agent's.
+    PerAgent,
+}
+
 /// Settings of the `[agents]` table. Every field has a default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,6 +88,8 @@ pub struct AgentsConfig {
     pub targets: Vec<Target>,
     /// `link` or `inline`.
     pub references: RefMode,
+    /// `per-task` (each task file a skill) or `per-agent` (one skill per agent).
+    pub skills: SkillsMode,
     /// Quiet time before `agents watch` starts a run.
     pub debounce_ms: u64,
     /// How long replaced and removed outputs are kept for rollback.
@@ -106,8 +120,9 @@ impl Default for AgentsConfig {
         AgentsConfig {
             sources: vec!["agents".into(), ".claude/agents".into()],
             excludes: vec!["*backup*".into(), "*.tmp".into(), "*.bak".into()],
-            targets: vec![Target::VscodeAgent, Target::VscodePrompt],
+            targets: vec![Target::VscodeAgent, Target::VscodePrompt, Target::Skills],
             references: RefMode::Link,
+            skills: SkillsMode::PerTask,
             debounce_ms: 50,
             retention_days: 7,
             agents_dir: ".github/agents".into(),
@@ -207,9 +222,10 @@ impl AgentsConfig {
     /// A fingerprint of the settings that change rendered bytes; a change forces a full run.
     pub fn render_fingerprint(&self) -> String {
         let key = format!(
-            "v2|{:?}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{:?}",
+            "v2|{:?}|{:?}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{:?}",
             self.targets,
             self.references,
+            self.skills,
             self.agents_dir,
             self.prompts_dir,
             self.claude_dir,
@@ -246,7 +262,11 @@ mod tests {
     fn defaults_without_table() {
         let c = AgentsConfig::parse("[server]\nport = 1\n", Path::new("x")).unwrap();
         assert_eq!(c.debounce_ms, 50);
-        assert_eq!(c.targets, vec![Target::VscodeAgent, Target::VscodePrompt]);
+        assert_eq!(
+            c.targets,
+            vec![Target::VscodeAgent, Target::VscodePrompt, Target::Skills]
+        );
+        assert_eq!(c.skills, SkillsMode::PerTask);
     }
 
     #[test]
@@ -258,6 +278,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.references, RefMode::Inline);
         assert!(c.targets.contains(&Target::Claude));
+        let c = AgentsConfig::parse("[agents]\nskills = \"per-agent\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.skills, SkillsMode::PerAgent);
+        assert!(AgentsConfig::parse("[agents]\nskills = \"per-file\"\n", Path::new("x")).is_err());
         assert!(AgentsConfig::parse("[agents]\nagents_dir = \"../x\"\n", Path::new("x")).is_err());
         assert!(AgentsConfig::parse("[agents]\nbogus = 1\n", Path::new("x")).is_err());
     }

@@ -2,7 +2,8 @@
 //!
 //! Whole-process figures, each printed against its target, with every target on
 //! (VS Code agents and prompt files, Agent Skills, Claude Code, Codex, Gemini CLI;
-//! `CTXSYNC_BENCH_TARGETS=default` measures the default targets instead):
+//! `CTXSYNC_BENCH_TARGETS=default` measures the default targets instead, and
+//! `CTXSYNC_BENCH_SKILLS=per-agent` one skill per agent instead of one per task file):
 //! * cold `ctxsync agents sync` on the OpenAgentBuilder fixture (≤ 30 ms);
 //! * cold / no-op sync of a generated 10,000-agent library (≤ 2 s / ≤ 200 ms) and the
 //!   peak RSS of the cold run (≤ 200 MB);
@@ -43,23 +44,36 @@ fn all_targets() -> bool {
     std::env::var("CTXSYNC_BENCH_TARGETS").map_or(true, |t| t != "default")
 }
 
-/// Writes the bench's `ctxsync.toml` into `root`.
-fn configure(root: &Path) {
-    if all_targets() {
-        std::fs::write(
-            root.join("ctxsync.toml"),
-            "[agents]\ntargets = [\"vscode-agent\", \"vscode-prompt\", \"skills\", \"claude\", \"codex\", \"gemini\"]\n",
-        )
-        .unwrap();
-    }
+/// `skills = "..."` for the bench's config: `CTXSYNC_BENCH_SKILLS=per-agent` measures one
+/// skill per agent instead of the default, one per task file.
+fn skills_mode() -> Option<String> {
+    std::env::var("CTXSYNC_BENCH_SKILLS")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
-fn targets_label() -> &'static str {
+/// Writes the bench's `ctxsync.toml` into `root`.
+fn configure(root: &Path) {
+    let mut cfg = String::from("[agents]\n");
     if all_targets() {
+        cfg.push_str("targets = [\"vscode-agent\", \"vscode-prompt\", \"skills\", \"claude\", \"codex\", \"gemini\"]\n");
+    }
+    if let Some(mode) = skills_mode() {
+        cfg.push_str(&format!("skills = {mode:?}\n"));
+    }
+    std::fs::write(root.join("ctxsync.toml"), cfg).unwrap();
+}
+
+fn targets_label() -> String {
+    let targets = if all_targets() {
         "all 6 targets"
     } else {
         "default targets"
-    }
+    };
+    format!(
+        "{targets}, skills {}",
+        skills_mode().unwrap_or_else(|| "per-task".into())
+    )
 }
 
 fn copy_dir(src: &Path, dst: &Path) {

@@ -75,7 +75,24 @@ fn fixture_every_agent_gets_valid_outputs_and_second_run_writes_nothing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     github.sort();
-    assert_eq!(github, ["agents", "prompts"]);
+    assert_eq!(github, ["agents", "prompts", "skills"]);
+    // Skills are on by default, one per task file: the doc-writer's four referenced
+    // tasks (its unreferenced `log-development-session.md` is not one).
+    let mut doc_skills: Vec<String> = std::fs::read_dir(root.join(".github/skills"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("doc-writer-"))
+        .collect();
+    doc_skills.sort();
+    assert_eq!(
+        doc_skills,
+        [
+            "doc-writer-audit-documentation",
+            "doc-writer-create-documentation",
+            "doc-writer-review-documentation",
+            "doc-writer-update-documentation"
+        ]
+    );
 
     // References became links that resolve from the output folder.
     let orch = read(root, ".github/agents/orchestrator.agent.md");

@@ -188,9 +188,22 @@ pub fn skill(root: &Path, path: &str, text: &str) -> Result<(), String> {
             return Err("compatibility over 500 characters".into());
         }
     }
+    if let Some(m) = fm.get("metadata") {
+        // "A map from string keys to string values."
+        let m = m.as_mapping().ok_or("metadata is a mapping")?;
+        for (k, v) in m {
+            if k.as_str().is_none() || v.as_str().is_none() {
+                return Err("metadata maps strings to strings".into());
+            }
+        }
+    }
     if let Some(t) = fm.get("allowed-tools") {
-        t.as_str()
+        let t = t
+            .as_str()
             .ok_or("allowed-tools is a space-delimited string")?;
+        if t.contains(',') {
+            return Err("allowed-tools is space-delimited, not comma-separated".into());
+        }
     }
     let dir = root.join(path).parent().unwrap().to_path_buf();
     for target in markdown_links(&body) {

@@ -45,12 +45,12 @@ fn editing_a_module_rerenders_exactly_the_agents_that_reach_it() {
     assert_eq!(names(&v, "rendered"), ["alpha"]);
     assert_eq!(names(&v, "updated"), ["alpha"]);
     // In every target that carries the module's text: inlined in the agent, copied beside
-    // the skill (whose SKILL.md only links it, so it is unchanged).
+    // the task's skill (whose SKILL.md only links it, so it is unchanged).
     assert_eq!(
         names(&v, "written"),
         [
             ".github/agents/alpha.agent.md",
-            ".github/skills/alpha/modules/shared.md"
+            ".github/skills/alpha-plan/modules/shared.md"
         ]
     );
     assert!(read(root, ".github/agents/alpha.agent.md").contains("Shared text v2."));

@@ -216,6 +216,21 @@ struct UnitOut {
 /// [`Stage`]). Small batches fsync each file; large ones leave that to
 /// [`Batch::flush`]. On an error, everything staged so far is removed.
 pub fn stage_many(files: &[(PathBuf, &[u8])]) -> Result<Batch> {
+    let mut batch = stage(files)?;
+    batch.dests = files.iter().map(|(p, _)| p.clone()).collect();
+    Ok(batch)
+}
+
+/// [`stage_many`] that keeps the given destination paths instead of copies of them (a
+/// cold sync of a large library stages tens of thousands of files).
+pub fn stage_owned(files: Vec<(PathBuf, &[u8])>) -> Result<Batch> {
+    let mut batch = stage(&files)?;
+    batch.dests = files.into_iter().map(|(p, _)| p).collect();
+    Ok(batch)
+}
+
+/// [`stage_many`] without the destinations filled in.
+fn stage(files: &[(PathBuf, &[u8])]) -> Result<Batch> {
     let batch_sync = use_syncfs(files.len());
     let units = plan_units(files)?;
     // Parents of new trees: what a crashed run left there goes first, once per parent.
@@ -318,7 +333,7 @@ pub fn stage_many(files: &[(PathBuf, &[u8])]) -> Result<Batch> {
         .map(Path::to_path_buf)
         .collect();
     Ok(Batch {
-        dests: files.iter().map(|(p, _)| p.clone()).collect(),
+        dests: Vec::new(),
         flush_dirs,
         batch_sync,
         staged,

@@ -355,6 +355,7 @@ mod tests {
                 )]
                 .into(),
                 generation: 0,
+                handoffs: Vec::new(),
             },
         );
         let got = recover(root, &state, &mut reg, true).unwrap();

@@ -16,7 +16,7 @@ pub mod registry;
 pub mod rollback;
 pub mod state;
 
-pub use batch::{stage_many, write_many, Batch};
+pub use batch::{stage_many, stage_owned, write_many, Batch};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

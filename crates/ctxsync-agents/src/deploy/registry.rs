@@ -62,6 +62,10 @@ pub struct AgentRec {
     pub outputs: BTreeMap<String, OutRec>,
     /// Last generation that wrote one of its outputs.
     pub generation: u64,
+    /// The agents its handoffs name, so that a run which does not render it still
+    /// checks them against the agents that exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handoffs: Vec<String>,
 }
 
 /// A rename detected in one batch.
@@ -399,6 +403,7 @@ impl Registry {
             sources: Default::default(),
             outputs: Default::default(),
             generation: gen,
+            handoffs: Vec::new(),
         });
         rec.generation = gen;
         rec

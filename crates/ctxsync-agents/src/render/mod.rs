@@ -79,6 +79,11 @@ pub fn render(
         }
         outputs.extend(host.render(&ctx, agent, &mut sink)?);
     }
+    // Rendered bytes are held until they are written: built by `format!` and pushes,
+    // their buffers are up to twice their length (tens of MB on a large library).
+    for o in &mut outputs {
+        o.bytes.shrink_to_fit();
+    }
     let mut notes = sink.notes;
     notes.sort();
     notes.dedup();
@@ -117,11 +122,32 @@ fn at_closure(
     within: Option<&str>,
     deps: &mut BTreeSet<String>,
 ) -> Result<Vec<(String, String)>, String> {
+    closure_from(
+        texts,
+        renames,
+        agent,
+        (&agent.entry, &agent.body),
+        within,
+        deps,
+    )
+}
+
+/// As [`at_closure`], from library file `start` (path, body) of `agent` instead of its
+/// entry (neither `start` nor the entry is part of the answer).
+fn closure_from(
+    texts: &Texts<'_>,
+    renames: &RenameMap,
+    agent: &AgentModel,
+    start: (&str, &str),
+    within: Option<&str>,
+    deps: &mut BTreeSet<String>,
+) -> Result<Vec<(String, String)>, String> {
     let lib = texts.lib();
     let mut seen: HashSet<String> = HashSet::new();
+    seen.insert(start.0.to_string());
     let mut order: Vec<(String, String)> = Vec::new();
     let mut queue: VecDeque<(String, String)> = VecDeque::new();
-    queue.push_back((agent.entry.clone(), agent.body.clone()));
+    queue.push_back((start.0.to_string(), start.1.to_string()));
     while let Some((file, text)) = queue.pop_front() {
         for r in refs::scan(&text) {
             if r.kind != RefKind::At {
@@ -254,11 +280,45 @@ pub fn relocated_body(
     out_dir: &str,
     sink: &mut RenderSink,
 ) -> Result<(String, Vec<(String, String)>), String> {
+    relocated_file(ctx, agent, (&agent.entry, &agent.body), out_dir, sink)
+}
+
+/// The task files of `agent` (library files below `<root>/tasks/` its `@` references
+/// reach, transitively), sorted by path, with their bodies.
+pub fn task_files(
+    ctx: &RenderCtx<'_>,
+    agent: &AgentModel,
+    sink: &mut RenderSink,
+) -> Result<Vec<(String, String)>, String> {
+    let root = ctx.texts.lib().root_of(&agent.entry).to_string();
+    if root.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tasks = format!("{root}/tasks/");
+    let mut files: Vec<(String, String)> =
+        at_closure(ctx.texts, ctx.renames, agent, Some(&root), &mut sink.deps)?
+            .into_iter()
+            .filter(|(p, _)| p.starts_with(&tasks))
+            .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// As [`relocated_body`] for library file `file` (path, body) of `agent`: its body,
+/// with the files its `@` references reach below the agent's root copied into
+/// `out_dir` and linked there.
+pub fn relocated_file(
+    ctx: &RenderCtx<'_>,
+    agent: &AgentModel,
+    file: (&str, &str),
+    out_dir: &str,
+    sink: &mut RenderSink,
+) -> Result<(String, Vec<(String, String)>), String> {
     let (texts, renames) = (ctx.texts, ctx.renames);
     let root = texts.lib().root_of(&agent.entry).to_string();
     let within = (!root.is_empty()).then_some(root.as_str());
     let closure = match within {
-        Some(_) => at_closure(texts, renames, agent, within, &mut sink.deps)?,
+        Some(_) => closure_from(texts, renames, agent, file, within, &mut sink.deps)?,
         None => Vec::new(),
     };
     let relocated: HashMap<String, String> = closure
@@ -274,8 +334,8 @@ pub fn relocated_body(
     let main = ensure_newline(rewrite(
         texts,
         renames,
-        &agent.entry,
-        &agent.body,
+        file.0,
+        file.1,
         &place,
         &mut sink.deps,
     ));

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{AgentsConfig, Target};
+use crate::config::{AgentsConfig, SkillsMode, Target};
 use crate::dirfd::Dir;
 use crate::discover::{Library, Moved, ALWAYS_LIST};
 use crate::index::{Index, IndexOutput};
@@ -27,17 +27,23 @@ use crate::sync::{check_target_dir, RACY_MARGIN_NS};
 pub(crate) fn expected_outputs(cfg: &AgentsConfig, name: &str, entry: &str) -> BTreeSet<String> {
     cfg.targets
         .iter()
+        // Task skills follow the references (the task files), not the name.
+        .filter(|t| !(**t == Target::Skills && cfg.skills == SkillsMode::PerTask))
         .filter_map(|t| cfg.output_path(*t, name, entry))
         .collect()
 }
 
 /// True when `rel` is a companion file of a skill (copied beside its `SKILL.md`), not a
-/// main output: which ones exist depends on the references, not on the name.
+/// main output: which ones exist depends on the references, not on the name. With
+/// task skills, so does every skill file.
 pub(crate) fn is_companion(cfg: &AgentsConfig, rel: &str) -> bool {
     cfg.targets.contains(&Target::Skills)
         && rel
             .strip_prefix(cfg.target_dir(Target::Skills))
-            .is_some_and(|r| r.starts_with('/') && !r.ends_with("/SKILL.md"))
+            .is_some_and(|r| {
+                r.starts_with('/')
+                    && (cfg.skills == SkillsMode::PerTask || !r.ends_with("/SKILL.md"))
+            })
 }
 
 /// The recorded outputs equal the expected main outputs (companions aside).

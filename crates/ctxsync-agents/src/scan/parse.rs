@@ -350,6 +350,49 @@ fn lenient_yaml(yaml: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// What a task file is for, in one line of at most `max` characters: frontmatter
+/// `description`, else its `**Objective**`, else the first paragraph of its
+/// `## Task Overview` or `## Purpose` section, else its first paragraph, else its title.
+/// `None` for a file with no text at all.
+pub fn task_summary(text: &str, max: usize) -> Option<String> {
+    let text = strip_bom(text);
+    let (fm, body) = match split_frontmatter(text) {
+        // Bounded like an agent's frontmatter; one that does not parse says nothing.
+        Some((yaml, body)) => (parse_frontmatter("", yaml).ok(), body),
+        None => (None, text),
+    };
+    let from_fm = fm
+        .as_ref()
+        .and_then(|v| v.get("description"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .filter(|s| !s.trim().is_empty());
+    let s = from_fm
+        .or_else(|| label_value(body, "objective"))
+        .or_else(|| section_paragraph(body, "task overview"))
+        .or_else(|| section_paragraph(body, "purpose"))
+        .or_else(|| first_paragraph(body))
+        .or_else(|| first_h1(body))?;
+    // A description is plain text: hosts do not read `@` references there either.
+    let s = one_line(&without_at_refs(&s), max);
+    (!s.is_empty()).then_some(s)
+}
+
+/// `s` with each `@` reference written as its path (`@tasks/x.md` → `tasks/x.md`).
+fn without_at_refs(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for r in crate::refs::scan(s) {
+        if r.kind == crate::refs::RefKind::At {
+            out.push_str(&s[last..r.start]);
+            out.push_str(r.display().trim_start_matches('@'));
+            last = r.end;
+        }
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
 fn one_line(s: &str, max: usize) -> String {
     let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let cleaned = joined.replace("**", "");
@@ -462,6 +505,34 @@ fn label_value(body: &str, label: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_summaries() {
+        let fm = "---\ndescription: From the frontmatter.\n---\n# T\n\n**Objective**: no\n";
+        assert_eq!(
+            task_summary(fm, 100).as_deref(),
+            Some("From the frontmatter.")
+        );
+        let oab = "# Create\n\n## Task Overview\n**Objective**: Create **docs** for a feature\n**Type**: Content\n";
+        assert_eq!(
+            task_summary(oab, 100).as_deref(),
+            Some("Create docs for a feature")
+        );
+        let plain = "# Plan\n\nUse @modules/shared.md#a for context.\n";
+        assert_eq!(
+            task_summary(plain, 100).as_deref(),
+            Some("Use modules/shared.md#a for context.")
+        );
+        assert_eq!(
+            task_summary("# Only a title\n", 100).as_deref(),
+            Some("Only a title")
+        );
+        assert_eq!(task_summary("", 100), None);
+        assert_eq!(
+            task_summary(&"word ".repeat(500), 1024).map(|s| s.chars().count()),
+            Some(1024)
+        );
+    }
 
     const OAB: &str = "# Orchestrator Agent\n\n> **Status**: Active\n> **Priority**: Critical (Phase 1)  \n> **Agent Version**: 0.1.0  \n\n## Agent Identity\n**Role:** Coordinator  \n**Version:** 0.1.0  \n\n## Purpose Statement\nI am the **Orchestrator**.\nI coordinate.\n\n## Next\n";
 

@@ -223,6 +223,13 @@ pub fn run(
     drop_in_background(texts.into_cache());
     phases.mark("render");
     report.validation_errors = errors;
+    // Every agent of the library by name (before `--agent` narrows the rendered ones),
+    // for the handoff check.
+    let library_names: HashSet<String> = clean_names
+        .keys()
+        .cloned()
+        .chain(rendered.iter().map(|r| r.name.clone()))
+        .collect();
     if let Some(only) = &opts.agent {
         rendered.retain(|r| &r.name == only);
         let known = rendered.iter().any(|r| &r.name == only) || reg.agents.contains_key(only);
@@ -253,19 +260,15 @@ pub fn run(
             }
         }
     }
-    // Handoffs must name agents of the library.
-    for r in &rendered {
-        for h in r
-            .handoffs
-            .iter()
-            .filter(|h| !names.contains_key(h.as_str()))
-        {
-            report.validation_errors.push(format!(
-                "{}: handoff to agent {h:?}, which the library does not have",
-                r.entry.entry
-            ));
-        }
-    }
+    // Handoffs must name agents of the library: those of the agents rendered, and the
+    // recorded ones of the agents that were not (an agent removed by this run may be
+    // the target of one that did not change).
+    report.validation_errors.extend(dangling_handoffs(
+        &reg,
+        &rendered,
+        &clean_names,
+        &library_names,
+    ));
     // Host name rules (skills, Claude Code) can map two agent names onto one file.
     let mut owners: HashMap<&str, &str> = HashMap::new();
     for r in &rendered {
@@ -341,18 +344,13 @@ pub fn run(
     }
 
     // Deploy: backups of replaced bytes first (durable), then the outputs.
-    let after_hashes: Vec<Option<String>> = plan
-        .iter()
-        .map(|p| match &p.action {
-            Action::Write { hash, .. } => Some(hash.clone()),
-            Action::Remove { .. } => None,
-        })
-        .collect();
-    let mut changes = Vec::new();
-    for (p, after_hash) in plan.iter().zip(&after_hashes) {
-        let before = match &p.action {
-            Action::Write { before, .. } => before.as_deref(),
-            Action::Remove { before } => Some(before.as_slice()),
+    // One change per planned action, in the plan's order (the hash after a write is
+    // moved out of the plan: it is kept here, not twice).
+    let mut changes = Vec::with_capacity(plan.len());
+    for p in plan.iter_mut() {
+        let (before, after) = match &mut p.action {
+            Action::Write { before, hash, .. } => (before.as_deref(), Some(std::mem::take(hash))),
+            Action::Remove { before } => (Some(before.as_slice()), None),
         };
         let before_hash = match before {
             Some(b) => Some(blobs.put(b)?),
@@ -362,7 +360,7 @@ pub fn run(
             agent: Some(p.agent.clone()),
             path: p.path.clone(),
             before: before_hash,
-            after: after_hash.clone(),
+            after,
         });
     }
     // (plan entry, hash) of each write, and what to write where.
@@ -374,8 +372,7 @@ pub fn run(
         })
         .collect();
     phases.mark("hashes");
-    let batch = deploy::stage_many(&writes)?;
-    drop(writes);
+    let batch = deploy::stage_owned(writes)?;
     phases.mark("stage");
     // The disk flush only waits on the device: the records, the merge-base pack and
     // the registry's new contents are prepared meanwhile. Nothing is renamed into place
@@ -385,8 +382,8 @@ pub fn run(
     // while the records are built (and freed there); a lost one only disables merge.
     let pack: Vec<(String, Vec<u8>)> = plan
         .iter_mut()
-        .zip(&after_hashes)
-        .filter_map(|(p, h)| match (&mut p.action, h) {
+        .zip(&changes)
+        .filter_map(|(p, c)| match (&mut p.action, &c.after) {
             (Action::Write { bytes, .. }, Some(h)) => Some((h.clone(), std::mem::take(bytes))),
             _ => None,
         })
@@ -407,13 +404,9 @@ pub fn run(
     phases.mark("backup");
     // Path -> (hash, size, mtime) of every output just written, from the written file
     // (the batch's metadata is in the order of the writes).
-    let written: HashMap<&str, (&str, Meta)> = plan
+    let written: HashMap<&str, (&str, Meta)> = changes
         .iter()
-        .zip(&after_hashes)
-        .filter_map(|(p, h)| match (&p.action, h) {
-            (Action::Write { .. }, Some(h)) => Some((p.path.as_str(), h.as_str())),
-            _ => None,
-        })
+        .filter_map(|c| Some((c.path.as_str(), c.after.as_deref()?)))
         .zip(batch.metas())
         .map(|((p, h), m)| (p, (h, *m)))
         .collect();
@@ -463,7 +456,7 @@ pub fn run(
         let old = reg.agents.get(&r.name).cloned();
         let mut outputs = BTreeMap::new();
         let keep = keep_old_rec.get(&r.name);
-        for o in &r.outputs {
+        for o in &mut r.outputs {
             if keep.is_some_and(|k| k.contains(&o.path)) {
                 if let Some(x) = old.as_ref().and_then(|a| a.outputs.get(&o.path)) {
                     outputs.insert(o.path.clone(), x.clone());
@@ -471,8 +464,9 @@ pub fn run(
                 continue;
             }
             if let Some((h, m)) = written.get(o.path.as_str()) {
+                // The rendered output's path is not needed past its record: moved.
                 outputs.insert(
-                    o.path.clone(),
+                    std::mem::take(&mut o.path),
                     OutRec {
                         hash: h.to_string(),
                         size: m.size,
@@ -544,6 +538,7 @@ pub fn run(
                 sources,
                 outputs,
                 generation: gen,
+                handoffs: r.handoffs.clone(),
             },
         );
     }

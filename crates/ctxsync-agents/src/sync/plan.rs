@@ -56,7 +56,9 @@ pub(super) fn plan_changes(
     for r in rendered.iter_mut() {
         let rec = reg.agents.get(&r.name);
         let mut wanted = BTreeSet::new();
-        for (o, oh) in r.outputs.iter_mut().zip(&r.hashes) {
+        // Each hash goes into the plan (or the record) as it is: moved, not copied.
+        let hashes = std::mem::take(&mut r.hashes);
+        for (o, oh) in r.outputs.iter_mut().zip(hashes) {
             wanted.insert(o.path.clone());
             let folder = paths::parent(&o.path);
             let exists = match folder_exists.get(folder) {
@@ -78,14 +80,14 @@ pub(super) fn plan_changes(
                     &r.name,
                     &o.path,
                     std::mem::take(&mut o.bytes),
-                    oh.clone(),
+                    oh,
                     None,
                 )),
                 Some(d) if d == o.bytes => {
                     recorded_now
                         .entry(r.name.clone())
                         .or_default()
-                        .insert(o.path.clone(), oh.clone());
+                        .insert(o.path.clone(), oh);
                 }
                 Some(d) => {
                     let dh = hash(&d);
@@ -131,7 +133,7 @@ pub(super) fn plan_changes(
                         Some("left_alone")
                     };
                     if untouched || resolution == Some("forced") {
-                        replacement = Some((oh.clone(), std::mem::take(&mut o.bytes)));
+                        replacement = Some((oh, std::mem::take(&mut o.bytes)));
                     }
                     if let Some((h, bytes)) = replacement {
                         plan.push(write_action(&r.name, &o.path, bytes, h, Some(d)));
@@ -330,4 +332,41 @@ pub(super) fn prune_emptied_skill_folders(root: &Path, cfg: &AgentsConfig, plan:
     for d in dirs {
         let _ = std::fs::remove_dir(paths::abs(root, d));
     }
+}
+
+/// Handoffs to agents the library does not have: from each rendered agent, and from
+/// the registry's record of each agent that was not rendered (checked against the
+/// agents of this run, so a handoff to an agent removed by it is found too).
+pub(super) fn dangling_handoffs(
+    reg: &Registry,
+    rendered: &[Rendered],
+    clean: &BTreeMap<String, &AgentEntry>,
+    names: &HashSet<String>,
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    for r in rendered {
+        for h in r.handoffs.iter().filter(|h| !names.contains(h.as_str())) {
+            errs.push(format!(
+                "{}: handoff to agent {h:?}, which the library does not have",
+                r.entry.entry
+            ));
+        }
+    }
+    for (name, entry) in clean {
+        let Some(rec) = reg.agents.get(name) else {
+            continue;
+        };
+        for h in rec.handoffs.iter().filter(|h| !names.contains(h.as_str())) {
+            let why = if reg.agents.contains_key(h) {
+                " (removed by this run)"
+            } else {
+                ""
+            };
+            errs.push(format!(
+                "{}: handoff to agent {h:?}, which the library does not have{why}",
+                entry.entry
+            ));
+        }
+    }
+    errs
 }

@@ -4,14 +4,18 @@
 //! folder's name) and `description` (1 to 1,024 characters), optional `license`,
 //! `compatibility`, `metadata` and `allowed-tools`.
 //!
-//! One skill per agent. The files its `@` references reach below the agent's folder are
-//! copied beside `SKILL.md` (same relative paths) and linked, since hosts load a
-//! skill's companion files only when it links them.
+//! With `skills = "per-task"` (the default) each task file an agent's `@` references
+//! reach (below its `tasks/` folder) becomes a skill `<agent>-<task>`, its description
+//! the task's objective; an agent without task files becomes one skill, as every agent
+//! does with `skills = "per-agent"`. The files a skill's text references below the
+//! agent's folder are copied beside `SKILL.md` (same relative paths) and linked, since
+//! hosts load a skill's companion files only when it links them.
 
 use super::common;
 use super::mapping::{Host, Table};
 use super::{banner, HostTarget, RenderCtx, RenderSink};
-use crate::config::{AgentsConfig, Target};
+use crate::config::{AgentsConfig, SkillsMode, Target};
+use crate::parse;
 use crate::paths;
 use crate::render::{self, AgentModel, Output};
 use crate::yaml::{frontmatter, Field};
@@ -98,38 +102,84 @@ impl HostTarget for Skills {
                 agent.entry, m.name
             ));
         };
-        let skill_dir = format!("{}/{name}", self.dir(ctx.cfg));
-        let path = format!("{skill_dir}/SKILL.md");
-        if name != m.name {
-            sink.notes.push(format!(
-                "{path}: name {:?} breaks the skill name rules: written as {name:?}",
-                m.name
-            ));
-        }
-        let (body, companions) = render::relocated_body(ctx, agent, &skill_dir, sink)?;
-        let (tools, notes) = Table::get().map_tools(&m.tools, Host::Claude);
-        sink.notes
-            .extend(notes.into_iter().map(|n| format!("{path}: {n}")));
+        let (tools, tool_notes) = Table::get().map_tools(&m.tools, Host::Claude);
         let allowed = tools.join(" ");
-        let description: String = m.description.chars().take(MAX_DESCRIPTION_CHARS).collect();
-        let mut fields = vec![
-            ("name", Field::Str(&name)),
-            ("description", Field::Str(&description)),
-        ];
-        if !allowed.is_empty() {
-            fields.push(("allowed-tools", Field::Str(&allowed)));
+        let tasks = match ctx.cfg.skills {
+            SkillsMode::PerTask => render::task_files(ctx, agent, sink)?,
+            SkillsMode::PerAgent => Vec::new(),
+        };
+        let mut outputs = Vec::new();
+        if tasks.is_empty() {
+            // One skill for the agent (asked for, or an agent without task files).
+            let skill_dir = format!("{}/{name}", self.dir(ctx.cfg));
+            let path = format!("{skill_dir}/SKILL.md");
+            if name != m.name {
+                sink.notes.push(format!(
+                    "{path}: name {:?} breaks the skill name rules: written as {name:?}",
+                    m.name
+                ));
+            }
+            let (body, companions) = render::relocated_body(ctx, agent, &skill_dir, sink)?;
+            let description = clip(&m.description, MAX_DESCRIPTION_CHARS);
+            skill(
+                &name,
+                &description,
+                &allowed,
+                &agent.entry,
+                &body,
+                &skill_dir,
+                companions,
+                &mut outputs,
+            )?;
+            sink.notes
+                .extend(tool_notes.iter().map(|n| format!("{path}: {n}")));
+            return Ok(outputs);
         }
-        let fm = frontmatter(&fields)?;
-        let mut outputs = vec![Output {
-            target: Target::Skills,
-            bytes: format!("{fm}{}{body}", banner(&agent.entry)).into_bytes(),
-            path,
-        }];
-        outputs.extend(companions.into_iter().map(|(path, text)| Output {
-            target: Target::Skills,
-            path,
-            bytes: text.into_bytes(),
-        }));
+        // One skill per task file, named `<agent>-<task>`.
+        let mut names: std::collections::BTreeMap<String, &str> = Default::default();
+        for (file, body) in &tasks {
+            let stem = task_stem(&agent.entry, ctx, file);
+            let wanted = format!("{}-{stem}", m.name);
+            let Some(skill_name) = normalise_name(&wanted) else {
+                return Err(format!(
+                    "{file}: task of agent {:?} cannot be made into a skill name",
+                    m.name
+                ));
+            };
+            if let Some(other) = names.insert(skill_name.clone(), file) {
+                return Err(format!(
+                    "{file}: task skill name {skill_name:?} is also the name of {other}'s skill (names are cut at {MAX_NAME_CHARS} characters)"
+                ));
+            }
+            let skill_dir = format!("{}/{skill_name}", self.dir(ctx.cfg));
+            let path = format!("{skill_dir}/SKILL.md");
+            if skill_name != wanted {
+                sink.notes.push(format!(
+                    "{path}: name {wanted:?} breaks the skill name rules: written as {skill_name:?}"
+                ));
+            }
+            let text = ctx.texts.get(file)?;
+            let summary = parse::task_summary(&text, MAX_DESCRIPTION_CHARS)
+                .unwrap_or_else(|| stem.replace('-', " "));
+            let description = clip(
+                &format!("{summary} (A task of the {} agent.)", m.name),
+                MAX_DESCRIPTION_CHARS,
+            );
+            let (body, companions) =
+                render::relocated_file(ctx, agent, (file, body), &skill_dir, sink)?;
+            skill(
+                &skill_name,
+                &description,
+                &allowed,
+                file,
+                &body,
+                &skill_dir,
+                companions,
+                &mut outputs,
+            )?;
+            sink.notes
+                .extend(tool_notes.iter().map(|n| format!("{path}: {n}")));
+        }
         Ok(outputs)
     }
 
@@ -181,6 +231,55 @@ impl HostTarget for Skills {
         common::no_at_refs(p, body, &mut errs);
         errs
     }
+}
+
+/// At most `max` characters of `s`.
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// The task file's path below its agent's `tasks/` folder, without `.md`, `/` as `-`
+/// (`tasks/review/deep.md` → `review-deep`).
+fn task_stem(entry: &str, ctx: &RenderCtx<'_>, file: &str) -> String {
+    let root = ctx.texts.lib().root_of(entry);
+    let below = file
+        .strip_prefix(root)
+        .and_then(|r| r.strip_prefix("/tasks/"))
+        .unwrap_or_else(|| paths::file_name(file));
+    below.trim_end_matches(".md").replace('/', "-")
+}
+
+/// Pushes one skill (`SKILL.md` from `source`, then its companions) onto `outputs`.
+#[allow(clippy::too_many_arguments)]
+fn skill(
+    name: &str,
+    description: &str,
+    allowed: &str,
+    source: &str,
+    body: &str,
+    skill_dir: &str,
+    companions: Vec<(String, String)>,
+    outputs: &mut Vec<Output>,
+) -> Result<(), String> {
+    let mut fields = vec![
+        ("name", Field::Str(name)),
+        ("description", Field::Str(description)),
+    ];
+    if !allowed.is_empty() {
+        fields.push(("allowed-tools", Field::Str(allowed)));
+    }
+    let fm = frontmatter(&fields)?;
+    outputs.push(Output {
+        target: Target::Skills,
+        bytes: format!("{fm}{}{body}", banner(source)).into_bytes(),
+        path: format!("{skill_dir}/SKILL.md"),
+    });
+    outputs.extend(companions.into_iter().map(|(path, text)| Output {
+        target: Target::Skills,
+        path,
+        bytes: text.into_bytes(),
+    }));
+    Ok(())
 }
 
 #[cfg(test)]
