@@ -238,7 +238,7 @@ pub(crate) async fn storage(conn: &mut Conn) -> Result<StorageUsage, TxError> {
         "SELECT context, COUNT(*), COALESCE(SUM(length(entry)), 0)::BIGINT FROM archive GROUP BY context",
     ];
     for (table, sql) in grouped.iter().enumerate() {
-        for row in conn.query(*sql, &[]).await? {
+        for row in conn.query(sql, &[]).await? {
             let name: String = row.get(0);
             let (count, bytes) = (row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64);
             let Some(c) = contexts.iter_mut().find(|c| c.context == name) else {

@@ -416,7 +416,7 @@ impl Store for PgStore {
         context: &str,
         span: &ctxsync_store::BucketSpan,
     ) -> Result<Vec<ctxsync_store::SyncBucket>, StoreError> {
-        let (context, span) = (context.to_owned(), span.clone());
+        let (context, span) = (context.to_owned(), *span);
         self.with_conn(move |_, mut conn| async move {
             crate::lifecycle::sync_buckets(&mut conn, &context, &span).await
         })

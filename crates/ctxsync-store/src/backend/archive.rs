@@ -43,21 +43,20 @@ pub fn would_fit_after_archival(
 
 /// What archival would free now, for the message of a push that is still too large.
 pub fn archivable_hint(cached: &Cached, rules: &[ArchiveRule]) -> String {
-    let mut largest: Vec<(String, usize, u64)> = Vec::new();
+    let mut largest: Vec<(String, u64)> = Vec::new();
     if let Some(obj) = cached.doc.as_object() {
         for (key, value) in obj {
             largest.push((
                 key.clone(),
-                0,
                 ctxsync_core::canonical_json(value).len() as u64,
             ));
         }
     }
-    largest.sort_by(|a, b| b.2.cmp(&a.2));
+    largest.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
     let sections: Vec<String> = largest
         .iter()
         .take(3)
-        .map(|(k, _, bytes)| format!("{k} {bytes} bytes"))
+        .map(|(k, bytes)| format!("{k} {bytes} bytes"))
         .collect();
     let lists: Vec<String> = rules
         .iter()
