@@ -234,7 +234,9 @@ pub fn sync(
     };
     let (revision, checksum, theirs) =
         backend.read_newer(&options.context, base.revision, &base.document)?;
-    let merge = merge3(&base.document, &mine, &theirs, Prefer::Theirs);
+    // A file left alone by an earlier sync shows older stamps: not an edit to merge.
+    let mine_merged = ctxsync_core::template::with_stamps_of(&mine, &base.document);
+    let merge = merge3(&base.document, &mine_merged, &theirs, Prefer::Theirs);
     let new_base = Base {
         context: options.context.clone(),
         revision,
@@ -322,7 +324,8 @@ pub fn merge_remote_keeping_edits(
     let (base, mine, _) = local_changes(wc)?;
     let (revision, checksum, theirs) =
         backend.read_newer(context, base.revision, &base.document)?;
-    let merge = merge3(&base.document, &mine, &theirs, Prefer::Mine);
+    let mine_merged = ctxsync_core::template::with_stamps_of(&mine, &base.document);
+    let merge = merge3(&base.document, &mine_merged, &theirs, Prefer::Mine);
     if !merge.conflicts.is_empty() {
         return Ok(None);
     }

@@ -57,6 +57,26 @@ pub fn without_stamps(doc: &Value) -> Value {
     doc
 }
 
+/// `doc` with the [`STAMPED_FIELDS`] of `from` (or without them, where `from` has none):
+/// what a working copy's file means when merged, since a stamp it shows is only ever
+/// the store's, however old.
+pub fn with_stamps_of(doc: &Value, from: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let (Some(root), Some(source)) = (doc.as_object_mut(), from.as_object()) {
+        for key in STAMPED_FIELDS {
+            match source.get(key) {
+                Some(value) => {
+                    root.insert(key.to_owned(), value.clone());
+                }
+                None => {
+                    root.remove(key);
+                }
+            }
+        }
+    }
+    doc
+}
+
 pub fn empty() -> Value {
     json!({})
 }
