@@ -75,7 +75,7 @@ fn migrations_run_once_and_record_the_version() {
     assert_eq!(
         tables,
         vec![
-            "conflicts,contexts,ctxsync_meta,oplog,presence,requests,snapshots,sync_log,tokens"
+            "archive,conflicts,contexts,ctxsync_meta,oplog,presence,requests,snapshots,sync_log,tokens"
                 .to_string()
         ]
     );
