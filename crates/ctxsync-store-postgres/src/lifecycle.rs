@@ -163,27 +163,24 @@ pub(crate) async fn compact_in_tx(
         removed_revisions: 0,
         removed_snapshots: 0,
     };
-    if !retain.is_set() {
-        return Ok(report);
+    let now = now_ms();
+    let mut newest_before = None;
+    if let Some(age) = retain.max_age_ms {
+        // Read first: the shared bound takes it as a plain value.
+        let cutoff = now.saturating_sub(age) as i64;
+        newest_before = conn
+            .query_opt(
+                "SELECT MAX(revision) FROM oplog WHERE context = $1 AND ts_ms < $2",
+                &[&context, &cutoff],
+            )
+            .await?
+            .and_then(|row| row.get::<_, Option<i64>>(0))
+            .map(|r| r as u64);
     }
-    let by_count = retain.revisions.map(|n| head.revision.saturating_sub(n));
-    let by_age = match retain.max_age_ms {
-        None => None,
-        Some(age) => {
-            let cutoff = now_ms().saturating_sub(age) as i64;
-            let newest_old: Option<i64> = conn
-                .query_opt(
-                    "SELECT MAX(revision) FROM oplog WHERE context = $1 AND ts_ms < $2",
-                    &[&context, &cutoff],
-                )
-                .await?
-                .and_then(|row| row.get(0));
-            Some(newest_old.map_or(head.horizon, |r| r as u64))
-        }
-    };
-    let keep_from = match (by_count, by_age) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(head.horizon),
+    let Some(keep_from) =
+        backend::retention::oldest_kept(head, retain, now, |_| Ok::<_, TxError>(newest_before))?
+    else {
+        return Ok(report);
     };
     let snapshot: Option<i64> = conn
         .query_opt(

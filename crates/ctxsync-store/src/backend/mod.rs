@@ -11,6 +11,7 @@ mod decide;
 pub mod dump;
 pub mod recent;
 mod replay;
+pub mod retention;
 pub mod seed_fields;
 mod tokens;
 

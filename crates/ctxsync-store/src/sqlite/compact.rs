@@ -50,35 +50,19 @@ pub(super) fn compact_within(
     Ok(report)
 }
 
-/// The oldest revision `retain` keeps, or `None` when it keeps everything.
+/// The oldest revision `retain` keeps ([`crate::backend::retention::oldest_kept`]).
 fn oldest_kept(
     tx: &Transaction<'_>,
     context: &str,
     head: &Head,
     retain: &Retention,
 ) -> Result<Option<u64>, StoreError> {
-    if !retain.is_set() {
-        return Ok(None);
-    }
-    let by_count = retain.revisions.map(|n| head.revision.saturating_sub(n));
-    let by_age = match retain.max_age_ms {
-        None => None,
-        Some(age) => {
-            let cutoff = now_ms().saturating_sub(age);
-            // The newest revision older than the cutoff is the last one it lets go.
-            let newest_old: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT MAX(revision) FROM oplog WHERE context = ?1 AND ts_ms < ?2",
-                )?
-                .query_row(params![context, cutoff as i64], |r| r.get(0))
-                .optional()?
-                .flatten();
-            Some(newest_old.map_or(head.horizon, |r| r as u64))
-        }
-    };
-    // Keep what either limit keeps: the older of the two bounds.
-    Ok(match (by_count, by_age) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    crate::backend::retention::oldest_kept(head, retain, now_ms(), |cutoff| {
+        let newest: Option<i64> = tx
+            .prepare_cached("SELECT MAX(revision) FROM oplog WHERE context = ?1 AND ts_ms < ?2")?
+            .query_row(params![context, cutoff as i64], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(newest.map(|r| r as u64))
     })
 }

@@ -566,14 +566,12 @@ impl Store for SqliteStore {
     }
 
     fn storage(&self) -> Result<StorageUsage, StoreError> {
-        let files = [
-            self.shared.path.clone(),
-            self.shared.path.with_extension("db-wal"),
-            PathBuf::from(format!("{}-wal", self.shared.path.display())),
-        ];
+        // The database and its write-ahead log (SQLite names it `<file>-wal`).
+        let mut wal = self.shared.path.clone().into_os_string();
+        wal.push("-wal");
         let mut database_bytes = 0;
-        for file in files.iter().collect::<std::collections::BTreeSet<_>>() {
-            if let Ok(meta) = std::fs::metadata(file) {
+        for file in [self.shared.path.clone(), PathBuf::from(wal)] {
+            if let Ok(meta) = std::fs::metadata(&file) {
                 database_bytes += meta.len();
             }
         }
