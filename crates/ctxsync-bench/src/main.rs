@@ -977,19 +977,25 @@ fn main() -> Result<()> {
         );
     }
     if let Some(pushes) = pushes {
+        // PostgreSQL's targets (issue 13) are its own: a network round trip per batch.
+        let (min_rate, rate_label, max_p99, p99_label) = if o.db.is_some() {
+            (10_000.0, ">= 10,000/s", 15, "p99 <= 15 ms")
+        } else {
+            (20_000.0, ">= 20,000/s", 10, "p99 <= 10 ms")
+        };
         println!(
             "{:<56} {:>26} {:>16} {:>10}",
             format!("durable pushes/s ({} agents, 1 change each)", o.agents),
             format!("{:.0}/s ({} pushes)", pushes.per_sec, pushes.total),
-            ">= 20,000/s",
-            verdict(pushes.per_sec >= 20_000.0)
+            rate_label,
+            verdict(pushes.per_sec >= min_rate)
         );
         println!(
             "{:<56} {:>26} {:>16} {:>10}",
             "push latency p50 / p99",
             format!("{} / {}", ms(pushes.p50), ms(pushes.p99)),
-            "p99 <= 10 ms",
-            verdict(pushes.p99 <= Duration::from_millis(10))
+            p99_label,
+            verdict(pushes.p99 <= Duration::from_millis(max_p99))
         );
     }
     if let Some(pull) = &pull {
