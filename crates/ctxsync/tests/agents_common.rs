@@ -188,3 +188,20 @@ pub fn small_library(root: &Path) {
         "# Gamma Agent\n\n## Purpose Statement\nGamma reviews alone.\n",
     );
 }
+
+/// Every agent host target, as the `targets` line of `[agents]`.
+pub const ALL_TARGETS: &str =
+    "targets = [\"vscode-agent\", \"vscode-prompt\", \"skills\", \"claude\", \"codex\", \"gemini\"]\n";
+
+/// Writes a `ctxsync.toml` turning every target on, plus `extra` lines of `[agents]`.
+pub fn all_targets(root: &std::path::Path, extra: &str) {
+    write(
+        root,
+        "ctxsync.toml",
+        &format!("[agents]\n{ALL_TARGETS}{extra}"),
+    );
+}
+
+pub fn written(v: &serde_json::Value) -> Vec<String> {
+    names(v, "written")
+}
